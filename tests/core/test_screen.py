@@ -1,0 +1,211 @@
+"""Tests of the lazily fed VT screen and of strip_ansi."""
+
+from __future__ import annotations
+
+import time
+
+from mas_jupyter.core.screen import Screen, strip_ansi
+
+
+def test_renders_text_and_cursor():
+    screen = Screen(cols=20, rows=5)
+    screen.feed(b"hello\r\nworld")
+    assert screen.lines()[:2] == ["hello", "world"]
+    assert screen.cursor() == {"x": 5, "y": 1, "visible": True}
+    assert screen.text() == "hello\nworld"
+    assert len(screen.lines()) == 5
+
+
+def test_escape_sequences_are_interpreted_not_shown():
+    screen = Screen(cols=20, rows=3)
+    screen.feed(b"\x1b[31mred\x1b[0m\r\n\x1b[2;5Hxy\x1b[1;1Hab")
+    assert screen.lines() == ["abd", "    xy", ""]
+
+
+def test_carriage_return_overwrites_like_a_terminal():
+    screen = Screen(cols=20, rows=2)
+    screen.feed(b"working 1\rworking 2\r\x1b[Kdone")
+    assert screen.lines()[0] == "done"
+
+
+def test_utf8_split_across_reads_is_decoded():
+    screen = Screen(cols=20, rows=2)
+    data = "héllo ❯ 漢".encode()
+    for i in range(len(data)):
+        screen.feed(data[i : i + 1])
+    assert screen.lines()[0] == "héllo ❯ 漢"
+
+
+def test_invalid_utf8_and_binary_never_raise():
+    screen = Screen(cols=20, rows=3)
+    screen.feed(b"ok \xff\xfe\x00\x80 end")
+    assert screen.lines()[0].startswith("ok ")
+    assert "\ufffd" in screen.lines()[0]
+    assert screen.lines()[0].endswith(" end")
+
+
+def test_malformed_sequences_that_crash_pyte_are_absorbed():
+    screen = Screen(cols=20, rows=3)
+    # Each of these raises inside pyte 0.8 handlers (private flag on a handler that does not
+    # take it, DECSCNM reset without margins); the text after them must still appear.
+    screen.feed(b"\x1b[?5lA\x1b[?1eB\x1b[?3hC")
+    screen.feed(b"\r\nafter")
+    lines = screen.lines()
+    assert lines[0] == "ABC"
+    assert lines[1] == "after"
+    assert screen._stream.faults >= 1
+    assert screen.cols == 20  # DECCOLM (?3h) must not resize the screen to 132 columns
+
+
+def test_wide_character_overwritten_by_narrow_one_renders():
+    screen = Screen(cols=10, rows=2)
+    screen.feed("漢字".encode() + b"\x1b[1;1Hx")
+    # pyte's own display() raises IndexError on the orphaned stub cell; ours renders.
+    assert screen.lines()[0] == "x字"
+
+
+def test_feed_is_lazy_and_sync_catches_up():
+    screen = Screen(cols=20, rows=2)
+    screen.feed(b"abc")
+    assert screen._pending  # nothing rendered yet
+    assert screen._emulator.display[0].strip() == ""
+    screen.sync()
+    assert not screen._pending
+    assert screen.lines()[0] == "abc"
+
+
+def test_version_and_changed_at_move_on_feed():
+    screen = Screen()
+    v0, t0 = screen.version, screen.changed_at
+    screen.feed(b"x")
+    assert screen.version == v0 + 1
+    assert screen.changed_at >= t0
+    screen.feed(b"")
+    assert screen.version == v0 + 1
+
+
+def test_cursor_visibility():
+    screen = Screen(cols=10, rows=2)
+    screen.feed(b"\x1b[?25l")
+    assert screen.cursor()["visible"] is False
+    screen.feed(b"\x1b[?25h")
+    assert screen.cursor()["visible"] is True
+
+
+def test_alternate_screen_switches_and_restores_main():
+    screen = Screen(cols=20, rows=3)
+    screen.feed(b"$ less file\r\n")
+    screen.feed(b"\x1b[?1049h\x1b[H\x1b[2Jpage one")
+    assert screen.alternate
+    assert screen.lines()[0] == "page one"
+    assert "$ less file" not in screen.text()
+    screen.feed(b"\x1b[?1049l")
+    assert not screen.alternate
+    assert screen.lines()[0] == "$ less file"
+    assert screen.cursor()["y"] == 1
+
+
+def test_large_backlog_is_skipped_to_the_tail():
+    screen = Screen(cols=40, rows=5, backlog_limit=10_000, replay_bytes=2_000)
+    for i in range(5000):
+        screen.feed(f"line {i}\r\n".encode())
+    screen.feed(b"the end")
+    start = time.monotonic()
+    lines = screen.lines()
+    assert time.monotonic() - start < 5
+    assert lines[-1] == "the end"
+    assert lines[-2] == "line 4999"
+    assert screen.skipped_bytes > 0
+
+
+def test_skip_keeps_alternate_screen_and_hidden_cursor():
+    screen = Screen(cols=40, rows=5, backlog_limit=10_000, replay_bytes=2_000)
+    screen.feed(b"\x1b[?1049h\x1b[?25l")
+    screen.feed(b"x" * 50_000)
+    screen.feed(b"\x1b[Hdrawn")
+    assert screen.alternate
+    assert screen.cursor()["visible"] is False
+    assert screen.lines()[0].startswith("drawn")
+
+
+def test_skip_keeps_last_mode_from_dropped_part_over_earlier_ones():
+    screen = Screen(cols=40, rows=5, backlog_limit=10_000, replay_bytes=2_000)
+    screen.feed(b"\x1b[?1049h" + b"y" * 20_000 + b"\x1b[?1049l\x1b[?25l" + b"z" * 20_000)
+    assert not screen.alternate
+    assert screen.cursor()["visible"] is False
+
+
+def test_skip_when_emulator_already_in_alternate_and_dropped_part_leaves_it():
+    screen = Screen(cols=40, rows=5, backlog_limit=10_000, replay_bytes=2_000)
+    screen.feed(b"\x1b[?1049h")
+    assert screen.alternate
+    screen.feed(b"\x1b[?1049l" + b"w" * 30_000)
+    assert not screen.alternate
+
+
+def test_bells_are_counted_but_not_osc_terminators():
+    screen = Screen()
+    screen.feed(b"\x07ding")
+    assert screen.bell_count == 1
+    screen.feed(b"\x1b]0;my title\x07text\x07")
+    assert screen.bell_count == 2
+    assert screen.title == "my title"
+
+
+def test_osc_split_across_reads_does_not_count_its_bel():
+    screen = Screen()
+    screen.feed(b"\x1b]2;long ti")
+    screen.feed(b"tle\x07 and a real bell \x07")
+    assert screen.bell_count == 1
+    screen.feed(b"\x1b]0;st terminated\x1b\\\x07")
+    assert screen.bell_count == 2
+
+
+def test_resize():
+    screen = Screen(cols=10, rows=2)
+    screen.feed(b"0123456789")
+    screen.resize(5, 3)
+    assert screen.cols == 5 and screen.rows == 3
+    assert screen.lines() == ["01234", "", ""]
+
+
+def test_strip_ansi_removes_sequences():
+    raw = "\x1b[1;32mgreen\x1b[0m \x1b]0;title\x07plain \x1b(B\x1b[?2004hend\x1bP1;2q\x1b\\"
+    assert strip_ansi(raw) == "green plain end"
+
+
+def test_strip_ansi_carriage_returns_and_newlines():
+    assert strip_ansi("a\r\nb\r\n") == "a\nb\n"
+    assert strip_ansi("⠋ working\r⠙ working\r\x1b[Kdone\r\nnext") == "done\nnext"
+    assert strip_ansi("progress 100%\r\n") == "progress 100%\n"
+    assert strip_ansi("kept\r") == "kept"
+
+
+def test_strip_ansi_backspaces():
+    assert strip_ansi("abc\x08\x08xy") == "axy"
+    assert strip_ansi("\x08\x08x") == "x"
+
+
+def test_strip_ansi_drops_other_control_characters():
+    assert strip_ansi("a\x00b\x07c\td") == "abc\td"
+
+
+def test_skip_of_plain_scrolling_output_still_fills_the_screen():
+    screen = Screen(cols=10, rows=4, backlog_limit=10_000, replay_bytes=5_000)
+    for i in range(3000):
+        # Lines longer than the screen is wide wrap onto two rows.
+        screen.feed(f"{i:05d}-abcdefgh\r\n".encode())
+    screen.feed(b"tail")
+    assert screen.lines() == ["02998-abcd", "efgh", "02999-abcd", "efgh", "tail"][-4:]
+    # Only the last lines were emulated, not the whole replay window.
+    assert screen.skipped_bytes > 3000 * 16 - 200
+
+
+def test_skip_with_cursor_addressing_replays_the_whole_tail():
+    screen = Screen(cols=20, rows=4, backlog_limit=10_000, replay_bytes=3_000)
+    screen.feed(b"x" * 20_000)
+    # A status line held at the top by a scroll region; the last few lines alone would not
+    # repaint it.
+    screen.feed(b"\x1b[1;1Hstatus\x1b[2;4r\x1b[4;1H" + b"line\r\n" * 50 + b"end")
+    assert screen.lines()[0] == "status"
+    assert screen.lines()[-1] == "end"
