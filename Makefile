@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` and `make test`. Both set up everything first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test install lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall when the package metadata or the side panel's sources change.
+$(STAMP): $(BIN)/python pyproject.toml $(wildcard labextension/package.json labextension/src/*)
+	$(BIN)/pip install --quiet -e ".[lab,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)"
+
+lint: install
+	$(BIN)/ruff check mas_jupyter tests bench
+	$(BIN)/ruff format --check mas_jupyter tests bench
+
+format: install
+	$(BIN)/ruff format mas_jupyter tests bench
+	$(BIN)/ruff check --fix mas_jupyter tests bench
+
+test: install lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info mas_jupyter/labextension

@@ -1,0 +1,3 @@
+"""The version of mas_jupyter."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,505 @@
+"""The engine's manager: configuration, session lifecycle, recovery and events.
+
+`MASManager` owns all state. Every public method validates its input, changes the store
+before it answers, emits events, and returns JSON-ready dicts (what the REST API sends).
+Workers are run by the `Supervisor` it holds (`supervisor.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from . import faults, validate
+from .errors import ConflictError, InvalidError, NotFoundError
+from .events import EventBus
+from .models import ROW_CREATING, ROW_READY, Session, now
+from .store import Store
+from .supervisor import Supervisor
+from .workspaces import Workspaces
+
+ROW_DELETING = "deleting"
+ROW_PURGING = "purging"
+CREATE_FIELDS = {"name", "kind", "template", "repo", "branch", "base", "path", "task", "workers"}
+UPDATE_FIELDS = {"name", "task"}
+
+
+class MASManager(LoggingConfigurable):
+    """Runs agent and terminal sessions in isolated workspaces; the one owner of their state."""
+
+    root_dir = Unicode(
+        help="The directory relative paths are resolved from. The server sets it to its "
+        "root_dir; by default the current directory."
+    ).tag(config=True)
+
+    @default("root_dir")
+    def _default_root_dir(self) -> str:
+        return os.getcwd()
+
+    sessions_root = Unicode(
+        "",
+        help="Where quick and worktree workspaces are created, and where the state database "
+        "lives (in its .mas folder). Default: 'mas-sessions' inside root_dir, so the file "
+        "browser can open workspaces.",
+    ).tag(config=True)
+    db_path = Unicode(
+        "", help="The SQLite state database. Default: <sessions_root>/.mas/state.sqlite."
+    ).tag(config=True)
+    templates_dir = Unicode(
+        "",
+        help="A directory whose subdirectories are extra templates for quick sessions "
+        "(next to the built-in 'default').",
+    ).tag(config=True)
+    personas_dir = Unicode(
+        "",
+        help="A directory of <name>.md persona files (optional 'icon:' and 'title:' lines, "
+        "then the instructions) added to the built-in pm, qa and specialist.",
+    ).tag(config=True)
+    backends = Dict(
+        help="Agent backends merged over the built-ins: name -> {argv, resume_argv, env, "
+        "instructions_file, patterns: {idle, busy, waiting}, submit, paste, ...}."
+    ).tag(config=True)
+    allowed_roots = List(
+        Unicode(),
+        help="Directories that worktree repositories and dir sessions must be inside. "
+        "Default: [root_dir].",
+    ).tag(config=True)
+    default_runtime = Enum(
+        ["pty", "tmux"],
+        "pty",
+        help="How workers are held: 'pty' (a child of the server) or 'tmux' (a detached tmux "
+        "session that survives a server restart).",
+    ).tag(config=True)
+    tmux_socket = Unicode(
+        "mas",
+        help="The tmux server workers run in: a socket name (tmux -L) or, with a '/', a "
+        "socket path (tmux -S). Attach with `tmux -L mas attach -t <tmux_session>`.",
+    ).tag(config=True)
+    max_sessions = Int(100, help="Sessions that may exist at once, not counting stopped ones.").tag(
+        config=True
+    )
+    max_workers_per_session = Int(8, help="Workers one session may have.").tag(config=True)
+    max_workers = Int(64, help="Workers all sessions together may have.").tag(config=True)
+    max_input_bytes = Int(
+        1024 * 1024, help="The largest input (keystrokes or a message) accepted at once, in bytes."
+    ).tag(config=True)
+    output_buffer_bytes = Int(
+        1024 * 1024,
+        help="Recent raw output kept per worker, in bytes, replayed to a reconnecting console.",
+    ).tag(config=True)
+    transcript_max_bytes = Int(
+        32 * 1024 * 1024,
+        help="The largest transcript file per worker; output beyond it is cut with a marker.",
+    ).tag(config=True)
+    kill_timeout = Float(
+        2.0,
+        help="Seconds to wait after each of SIGHUP and SIGTERM before escalating to SIGKILL "
+        "when stopping a worker.",
+    ).tag(config=True)
+    default_cols = Int(120, help="Terminal width of a new worker.").tag(config=True)
+    default_rows = Int(40, help="Terminal height of a new worker.").tag(config=True)
+    entry_point_backends = Bool(
+        True, help="Load backends from the 'mas_jupyter.backends' entry-point group."
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.events = EventBus()
+        self._store: Store | None = None
+        self.workspaces = Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots)
+        self.supervisor = Supervisor(self)
+
+    # configuration, resolved
+
+    @property
+    def resolved_sessions_root(self) -> str:
+        """The sessions root as an absolute real path."""
+        root = self.sessions_root or os.path.join(self.root_dir, "mas-sessions")
+        return os.path.realpath(os.path.join(self.root_dir, os.path.expanduser(root)))
+
+    @property
+    def resolved_allowed_roots(self) -> list[str]:
+        """The allowed roots as absolute real paths."""
+        roots = self.allowed_roots or [self.root_dir]
+        return [os.path.realpath(os.path.join(self.root_dir, os.path.expanduser(r))) for r in roots]
+
+    @property
+    def store(self) -> Store:
+        """The open store (start() opens it)."""
+        if self._store is None:
+            raise RuntimeError("MASManager.start() has not been called")
+        return self._store
+
+    # lifecycle of the manager
+
+    def start(self) -> None:
+        """Open the store and the sessions root; fails clearly, never replaces a bad database."""
+        if self._store is not None:
+            return
+        # Built here, not in __init__, so configuration set after construction is honoured.
+        self.workspaces = Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots)
+        self.workspaces.ensure_root()
+        _ignore_in_outer_repo(self.workspaces.root)
+        path = self.db_path or os.path.join(self.workspaces.state_dir, "state.sqlite")
+        self._store = Store(path)
+
+    async def recover(self) -> dict:
+        """Finish or undo what a crash left half-done, and reconcile worker processes."""
+        self.start()
+        report = {"finished": 0, "undone": 0, "deleted": 0}
+        for session in self.store.list_sessions(row_state=ROW_CREATING):
+            if self._metadata_matches(session):
+                self.store.update_session(session.id, row_state=ROW_READY)
+                report["finished"] += 1
+            else:
+                await self._undo_create(session)
+                report["undone"] += 1
+        for state in (ROW_DELETING, ROW_PURGING):
+            for session in self.store.list_sessions(row_state=state):
+                await self._finish_delete(session, purge=state == ROW_PURGING, force=True)
+                report["deleted"] += 1
+        repos = {s.repo for s in self.store.list_sessions(kind="worktree") if s.repo}
+        for repo in repos:
+            await self.workspaces.prune(repo)
+        report["workers"] = await self.supervisor.reconcile()
+        return report
+
+    async def shutdown(self) -> None:
+        """Stop pty workers, detach from tmux workers, close the store."""
+        await self.supervisor.shutdown()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _metadata_matches(self, session: Session) -> bool:
+        data = self.workspaces.read_metadata(self.workspaces.metadata_path(session))
+        return bool(data and data.get("id") == session.id)
+
+    async def _undo_create(self, session: Session) -> None:
+        if session.kind == "quick":
+            self.workspaces.clear_staging(session.id)
+        elif session.kind == "worktree":
+            await self.workspaces.undo_worktree(session)
+        self.workspaces.remove_metadata(session)
+        self.store.delete_session(session.id)
+
+    # sessions
+
+    def _session(self, key: object, any_state: bool = False) -> Session:
+        if not isinstance(key, str) or not key:
+            raise InvalidError("a session id or name is required")
+        session = self.store.get_session(key, any_state=any_state)
+        if session is None:
+            raise NotFoundError(f"no session with id or name {key!r}")
+        return session
+
+    def session_dict(self, session: Session) -> dict:
+        """A session as the API shows it, with its workers and live activity."""
+        data = session.to_dict()
+        data["workspace_path"] = _relative(session.workspace, self.root_dir)
+        data["workers"] = self.supervisor.worker_dicts(session.id)
+        return data
+
+    def get_session(self, key: str) -> dict:
+        """One session by id or name."""
+        return self.session_dict(self._session(key))
+
+    def list_sessions(
+        self, status: str | None = None, kind: str | None = None, task: str | None = None
+    ) -> list[dict]:
+        """Sessions, oldest first, filtered by status, kind and task."""
+        if status is not None:
+            validate.choice(status, ("active", "paused", "stopped"), "status")
+        if kind is not None:
+            validate.session_kind(kind)
+        sessions = self.store.list_sessions(status=status, kind=kind, task=task)
+        workers = self.supervisor.worker_dicts_by_session()
+        out = []
+        for session in sessions:
+            data = session.to_dict()
+            data["workspace_path"] = _relative(session.workspace, self.root_dir)
+            data["workers"] = workers.get(session.id, [])
+            out.append(data)
+        return out
+
+    async def create_session(self, spec: dict) -> dict:
+        """Create a session and its workspace (and its initial workers); all input checked first."""
+        if not isinstance(spec, dict):
+            raise InvalidError("the session spec must be an object")
+        validate.closed_fields(spec, CREATE_FIELDS, "a session")
+        kind = validate.session_kind(spec.get("kind", "quick"))
+        name = validate.optional_name(spec.get("name"), "name")
+        task = validate.task(spec.get("task"))
+        allowed = {
+            "quick": {"template"},
+            "worktree": {"repo", "branch", "base"},
+            "dir": {"path"},
+        }[kind]
+        for field in ("template", "repo", "branch", "base", "path"):
+            if spec.get(field) is not None and field not in allowed:
+                raise InvalidError(f"{field!r} does not apply to a {kind} session")
+        worker_specs = spec.get("workers") or []
+        if not isinstance(worker_specs, list):
+            raise InvalidError("workers must be a list of worker specs")
+        checked_workers = [
+            self.supervisor.check_spec(w, index=i) for i, w in enumerate(worker_specs)
+        ]
+        names = [w["name"] for w in checked_workers]
+        if len(set(names)) != len(names):
+            raise InvalidError("worker names must be unique within a session")
+        if len(checked_workers) > self.max_workers_per_session:
+            raise InvalidError(f"a session may have at most {self.max_workers_per_session} workers")
+
+        session = Session(
+            id=str(uuid.uuid4()),
+            name=name or "",
+            kind=kind,
+            workspace="",
+            task=task,
+            row_state=ROW_CREATING,
+        )
+        template_dir = base_sha = None
+        if kind == "quick":
+            session.template = spec.get("template") or "default"
+            template_dir = self.workspaces.require_template(
+                self.supervisor.templates(), session.template
+            )
+        elif kind == "worktree":
+            if spec.get("repo") is None:
+                raise InvalidError("a worktree session needs 'repo', the repository to branch")
+            branch = spec.get("branch")
+            if branch is not None:
+                validate.branch(branch)
+            session.base = validate.revision(spec.get("base") or "HEAD")
+            session.repo = await self.workspaces.resolve_repo(spec["repo"])
+            base_sha = await self.workspaces.resolve_base(session.repo, session.base)
+        else:
+            if spec.get("path") is None:
+                raise InvalidError("a dir session needs 'path', an existing directory")
+            session.workspace = self.workspaces.resolve_dir(spec["path"])
+
+        def plan(s: Session) -> None:
+            if s.kind != "dir":
+                s.workspace = self.workspaces.plan_path(s.name, s.id)
+            if s.kind == "worktree":
+                s.branch = spec.get("branch") or validate.branch(f"mas/{s.name}")
+
+        self.store.insert_session(
+            session, generate_name=name is None, plan=plan, limit=self.max_sessions
+        )
+        faults.point("session:row-inserted")
+        try:
+            if kind == "quick":
+                await asyncio.to_thread(self.workspaces.create_quick, session, template_dir)
+            elif kind == "worktree":
+                await self.workspaces.create_worktree(session, base_sha or "")
+            else:
+                self.workspaces.write_metadata(session)
+        except BaseException:
+            await self._undo_create(session)
+            raise
+        faults.point("session:workspace-created")
+        at = now()
+        session.row_state, session.status, session.active_since = ROW_READY, "active", at
+        self.store.update_session(session.id, row_state=ROW_READY, status="active", active_since=at)
+        self.workspaces.write_metadata(session)
+        faults.point("session:ready")
+        self._log(session, "created", kind=kind, workspace=session.workspace)
+        self.events.emit("session-created", session.id, session=self.session_dict(session))
+        for worker_spec in checked_workers:
+            await self.supervisor.create_worker(session, worker_spec)
+        return self.session_dict(self._session(session.id))
+
+    def update_session(self, key: str, changes: dict) -> dict:
+        """Rename a session and/or set its task."""
+        session = self._session(key)
+        if not isinstance(changes, dict):
+            raise InvalidError("the update must be an object")
+        validate.closed_fields(changes, UPDATE_FIELDS, "a session update")
+        values: dict[str, object] = {}
+        if "name" in changes:
+            new = validate.name(changes["name"])
+            if new != session.name:
+                values["name"] = new
+        if "task" in changes:
+            new_task = validate.task(changes["task"])
+            if new_task != session.task:
+                values["task"] = new_task
+        if values:
+            old_name = session.name
+            self.store.update_session(session.id, **values)
+            session = self._session(session.id)
+            self.workspaces.write_metadata(session)
+            if "name" in values:
+                self._log(session, "renamed", old=old_name, new=session.name)
+            if "task" in values:
+                self._log(session, "task-changed", task=session.task)
+            self.events.emit("session-updated", session.id, session=self.session_dict(session))
+        return self.session_dict(session)
+
+    async def pause_session(self, key: str) -> dict:
+        """Stop a session's processes, keeping its workspace and what its agents need to resume."""
+        session = self._session(key)
+        if session.status != "active":
+            raise ConflictError(f"session {session.name!r} is {session.status}, not active")
+        await self.supervisor.stop_all(session, reason="paused")
+        self._set_status(session, "paused")
+        self._log(session, "paused")
+        self.events.emit("session-updated", session.id, session=self.session_dict(session))
+        return self.session_dict(session)
+
+    async def resume_session(self, key: str) -> dict:
+        """Make a paused or stopped session active again; agents continue their conversation."""
+        session = self._session(key)
+        if session.status == "active":
+            raise ConflictError(f"session {session.name!r} is already active")
+        if not os.path.isdir(session.workspace):
+            raise ConflictError(
+                f"the workspace {session.workspace} of session {session.name!r} is gone; "
+                "it cannot be resumed"
+            )
+        self._set_status(session, "active")
+        self._log(session, "resumed")
+        await self.supervisor.resume_all(session)
+        self.events.emit("session-updated", session.id, session=self.session_dict(session))
+        return self.session_dict(session)
+
+    async def check_stop(self, key: str) -> dict:
+        """What stopping a session would hit: blocking `errors` and mere `warnings`."""
+        session = self._session(key)
+        return await self._stop_problems(session)
+
+    async def _stop_problems(self, session: Session) -> dict:
+        errors: list[str] = []
+        warnings: list[str] = []
+        changes = await self.workspaces.changes(session)
+        if changes:
+            errors.append(
+                f"the worktree has {len(changes)} uncommitted or untracked change(s); "
+                "commit them or stop with force"
+            )
+        errors.extend(self.supervisor.stop_blockers(session.id))
+        warnings.extend(self.supervisor.stop_warnings(session.id))
+        if session.kind == "dir":
+            warnings.append(f"{session.workspace} is shared; its files are left as they are")
+        return {"errors": errors, "warnings": warnings}
+
+    async def stop_session(self, key: str, force: bool = False) -> dict:
+        """End a session: refused on blocking problems unless forced; the workspace is kept."""
+        session = self._session(key)
+        if session.status == "stopped":
+            raise ConflictError(f"session {session.name!r} is already stopped")
+        problems = await self._stop_problems(session)
+        if problems["errors"] and not force:
+            raise ConflictError(
+                f"session {session.name!r} was not stopped: " + "; ".join(problems["errors"]),
+                errors=problems["errors"],
+                warnings=problems["warnings"],
+                reason="stop_refused",
+            )
+        await self.supervisor.stop_all(session, reason="stopped")
+        self._set_status(session, "stopped")
+        self._log(session, "stopped", forced=bool(force and problems["errors"]))
+        data = self.session_dict(session)
+        self.events.emit("session-stopped", session.id, session=data)
+        return {**data, "warnings": problems["warnings"]}
+
+    async def delete_session(self, key: str, purge: bool = False, force: bool = False) -> dict:
+        """Stop everything and forget the session; purge also removes its workspace."""
+        session = self._session(key)
+        if purge and session.kind == "worktree" and not force:
+            changed = await self.workspaces.changes(session)
+            if changed:
+                raise ConflictError(
+                    f"the worktree {session.workspace} has {len(changed)} uncommitted or "
+                    "untracked change(s); commit them, or delete with force to save them to a "
+                    "rescue ref first",
+                    changes=changed[:50],
+                )
+        self.store.update_session(session.id, row_state=ROW_PURGING if purge else ROW_DELETING)
+        faults.point("session:deleting")
+        return await self._finish_delete(session, purge=purge, force=force)
+
+    async def _finish_delete(self, session: Session, purge: bool, force: bool) -> dict:
+        await self.supervisor.forget_all(session)
+        rescued = None
+        if purge:
+            rescued = await self.workspaces.remove(session, force=force)
+        else:
+            self.workspaces.remove_metadata(session)
+        self.store.delete_session(session.id)
+        self.events.emit(
+            "session-deleted", session.id, session={"id": session.id, "name": session.name}
+        )
+        return {"id": session.id, "name": session.name, "purged": purge, "rescue_ref": rescued}
+
+    def _set_status(self, session: Session, status: str) -> None:
+        at = now()
+        if session.status == "active" and status != "active":
+            session.active_seconds = session.total_active_seconds(at)
+            session.active_since = None
+        elif status == "active":
+            session.active_since = at
+        session.status = status
+        self.store.update_session(
+            session.id,
+            status=status,
+            active_seconds=session.active_seconds,
+            active_since=session.active_since,
+        )
+        self.workspaces.write_metadata(session)
+
+    def _log(
+        self, session: Session, type: str, worker_id: str | None = None, **detail: object
+    ) -> None:
+        self.store.add_activity(session.id, type, worker_id, detail)
+
+    def list_activities(self, key: str, limit: object = None, since: object = None) -> list[dict]:
+        """A session's activity log, oldest first; `since` a seq, `limit` the newest N."""
+        session = self._session(key)
+        lim = None if limit is None else validate.integer(limit, "limit", 1, 10000)
+        after = None if since is None else validate.integer(since, "since", 0, 2**62)
+        return [a.to_dict() for a in self.store.list_activities(session.id, lim, after)]
+
+    async def reindex(self) -> dict:
+        """Rebuild missing session rows from the metadata files found in workspaces."""
+        added, skipped = [], 0
+        for data in self.workspaces.scan():
+            if self.store.get_session(data["id"], any_state=True) is not None:
+                skipped += 1
+                continue
+            try:
+                session = Session(**{k: data[k] for k in Session.__dataclass_fields__ if k in data})
+            except TypeError:
+                skipped += 1
+                continue
+            if session.status == "active":
+                session.active_seconds = session.total_active_seconds()
+                session.status, session.active_since = "paused", None
+            session.row_state = ROW_READY
+            if self.store.get_session(session.name, any_state=True) is not None:
+                session.name = f"{session.name}-{session.id[:8]}"
+            self.store.insert_session(session, generate_name=False)
+            self._log(session, "reindexed", workspace=session.workspace)
+            self.events.emit("session-created", session.id, session=self.session_dict(session))
+            added.append(session.name)
+        return {"added": added, "skipped": skipped}
+
+
+def _relative(path: str, root: str) -> str | None:
+    real_root = os.path.realpath(root)
+    if path and validate.inside(path, real_root):
+        return os.path.relpath(path, real_root).replace(os.sep, "/")
+    return None
+
+
+def _ignore_in_outer_repo(root: str) -> None:
+    # The sessions root often sits inside the user's own repository: keep it out of git status.
+    path = os.path.join(root, ".gitignore")
+    if not os.path.exists(path):
+        with open(path, "w") as fh:
+            fh.write("# mas_jupyter workspaces; each is its own folder or git worktree\n*\n")

@@ -1,0 +1,152 @@
+"""The engine's records: sessions, workers and activity-log entries, as plain dataclasses."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+SESSION_KINDS = ("quick", "worktree", "dir")
+SESSION_STATUSES = ("active", "paused", "stopped")
+# Rows move through these internal states; only "ready" rows are visible to users.
+ROW_CREATING = "creating"
+ROW_READY = "ready"
+ROW_DELETING = "deleting"
+
+WORKER_KINDS = ("agent", "terminal")
+WORKER_STATUSES = ("starting", "running", "exited")
+ACTIVITIES = ("busy", "idle", "waiting", "unknown")
+
+
+def now() -> float:
+    """Wall-clock time in seconds; one place so tests and records agree."""
+    return time.time()
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch timestamp as ISO 8601 UTC text, as the API shows it."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Session:
+    """One unit of work with its own workspace."""
+
+    id: str
+    name: str
+    kind: str
+    workspace: str
+    status: str = "active"
+    task: str | None = None
+    template: str | None = None
+    repo: str | None = None
+    branch: str | None = None
+    base: str | None = None
+    created_at: float = field(default_factory=now)
+    updated_at: float = field(default_factory=now)
+    active_seconds: float = 0.0
+    active_since: float | None = None
+    row_state: str = ROW_READY
+
+    def total_active_seconds(self, at: float | None = None) -> float:
+        """Time spent active so far, paused and stopped time excluded."""
+        extra = 0.0
+        if self.status == "active" and self.active_since is not None:
+            extra = max(0.0, (at or now()) - self.active_since)
+        return self.active_seconds + extra
+
+    def to_dict(self) -> dict:
+        """The JSON shape of a session (without its workers)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "task": self.task,
+            "workspace": self.workspace,
+            "template": self.template,
+            "repo": self.repo,
+            "branch": self.branch,
+            "base": self.base,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "active_seconds": round(self.total_active_seconds(), 3),
+        }
+
+    def metadata(self) -> dict:
+        """What the workspace's metadata file holds, enough to rebuild the row."""
+        return asdict(self)
+
+
+@dataclass
+class Worker:
+    """A process in a session, running in a pseudo-terminal."""
+
+    id: str
+    session_id: str
+    name: str
+    kind: str
+    backend: str
+    argv: list[str]
+    persona: str | None = None
+    runtime: str = "pty"
+    status: str = "starting"
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    exit_reason: str | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    start_time: int | None = None
+    cols: int = 120
+    rows: int = 40
+    conversation_id: str | None = None
+    tmux_name: str | None = None
+    created_at: float = field(default_factory=now)
+    updated_at: float = field(default_factory=now)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of a worker; live fields (activity) are added by the manager."""
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "name": self.name,
+            "kind": self.kind,
+            "backend": self.backend,
+            "persona": self.persona,
+            "runtime": self.runtime,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "exit_signal": self.exit_signal,
+            "exit_reason": self.exit_reason,
+            "pid": self.pid,
+            "cols": self.cols,
+            "rows": self.rows,
+            "tmux_session": self.tmux_name,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass
+class Activity:
+    """One entry of a session's activity log."""
+
+    seq: int
+    session_id: str
+    type: str
+    time: float
+    worker_id: str | None = None
+    detail: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of a log entry."""
+        return {
+            "seq": self.seq,
+            "session_id": self.session_id,
+            "type": self.type,
+            "time": iso(self.time),
+            "worker_id": self.worker_id,
+            "detail": self.detail,
+        }

@@ -1,0 +1,232 @@
+"""Validation of every user-given field at the engine's boundary.
+
+Each function returns the cleaned value or raises InvalidError/ForbiddenError with a message
+that says what is wrong and what is accepted. Nothing here touches the filesystem beyond
+resolving paths, and nothing runs git.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import ForbiddenError, InvalidError
+from .models import SESSION_KINDS, WORKER_KINDS
+
+NAME_MAX = 64
+TASK_MAX = 200
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Git's ref rules (git-check-ref-format), checked in Python so bad input costs no git call.
+_REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+# A revision may use ~ and ^ (main~2, HEAD^) but nothing that would read as an option or range.
+_REV_RE = re.compile(r"^[A-Za-z0-9._/@{}~^-]+$")
+
+# Environment keys that change how a program or its interpreter loads code.
+_ENV_DENY = {
+    "PATH",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PROMPT_COMMAND",
+    "IFS",
+    "PS4",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONINSPECT",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "GIT_EXEC_PATH",
+    "GIT_CONFIG",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RESOLV_HOST_CONF",
+    "TMUX",
+}
+_ENV_DENY_PREFIXES = ("LD_", "DYLD_", "JUPYTER", "GIT_CONFIG_", "BASH_FUNC_")
+
+
+def name(value: object, what: str = "name") -> str:
+    """A session, worker or template name: safe characters, usable in paths and branch names."""
+    if not isinstance(value, str):
+        raise InvalidError(f"{what} must be a string")
+    if not value:
+        raise InvalidError(f"{what} must not be empty")
+    if len(value) > NAME_MAX:
+        raise InvalidError(f"{what} is longer than {NAME_MAX} characters")
+    if not _NAME_RE.fullmatch(value) or ".." in value or value.endswith((".", ".lock")):
+        raise InvalidError(
+            f"{what} {value!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, without '..' and not ending in '.' or '.lock'"
+        )
+    return value
+
+
+def optional_name(value: object, what: str = "name") -> str | None:
+    """A name, or None when not given."""
+    return None if value is None else name(value, what)
+
+
+def task(value: object) -> str | None:
+    """A task label: free text of one line, or None/empty to clear it."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidError("task must be a string or null")
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > TASK_MAX:
+        raise InvalidError(f"task is longer than {TASK_MAX} characters")
+    if _CONTROL_RE.search(value):
+        raise InvalidError("task must not contain control characters")
+    return value
+
+
+def choice(value: object, allowed: tuple[str, ...], what: str) -> str:
+    """One of a closed set of words."""
+    if value not in allowed:
+        raise InvalidError(f"{what} must be one of: {', '.join(allowed)} (got {value!r})")
+    return value  # type: ignore[return-value]
+
+
+def session_kind(value: object) -> str:
+    """A session kind: quick, worktree or dir."""
+    return choice(value, SESSION_KINDS, "kind")
+
+
+def worker_kind(value: object) -> str:
+    """A worker kind: agent or terminal."""
+    return choice(value, WORKER_KINDS, "worker kind")
+
+
+def branch(value: object) -> str:
+    """A new branch name, by git's rules for `git check-ref-format --branch`."""
+    if not isinstance(value, str) or not value:
+        raise InvalidError("branch must be a non-empty string")
+    problem = _ref_problem(value)
+    if value.startswith("-") or value == "HEAD":
+        problem = "it must not start with '-' or be HEAD"
+    if problem:
+        raise InvalidError(f"branch {value!r} is not a valid git branch name: {problem}")
+    return value
+
+
+def _ref_problem(value: str) -> str | None:
+    if len(value) > 200:
+        return "it is longer than 200 characters"
+    if _REF_FORBIDDEN_RE.search(value):
+        return "it contains a space, control character or one of ~ ^ : ? * [ \\"
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        return "it must not start or end with '/' or contain '//'"
+    if ".." in value or "@{" in value or value == "@":
+        return "it must not contain '..' or '@{' or be '@'"
+    if value.endswith("."):
+        return "it must not end with '.'"
+    for part in value.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return "no part may start with '.' or end with '.lock'"
+    return None
+
+
+def revision(value: object, what: str = "base") -> str:
+    """A base revision (branch, tag, commit, HEAD~2); resolved later with git rev-parse."""
+    if not isinstance(value, str) or not value:
+        raise InvalidError(f"{what} must be a non-empty string")
+    if len(value) > 200 or not _REV_RE.fullmatch(value) or value.startswith("-") or ".." in value:
+        raise InvalidError(
+            f"{what} {value!r} is not a valid git revision: use a branch, tag or commit "
+            "(letters, digits and . _ / @ ~ ^ -, not starting with '-', no '..')"
+        )
+    return value
+
+
+def path_text(value: object, what: str) -> str:
+    """A path string: non-empty text without NUL or control characters."""
+    if not isinstance(value, str) or not value:
+        raise InvalidError(f"{what} must be a non-empty string")
+    if _CONTROL_RE.search(value):
+        raise InvalidError(f"{what} must not contain NUL or control characters")
+    if len(value) > 4096:
+        raise InvalidError(f"{what} is too long")
+    return value
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether the real path `path` is `root` or below it (both already resolved)."""
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def contained_path(value: object, roots: list[str], what: str) -> str:
+    """Resolve a user path (absolute, or relative to the first root) inside the allowed roots.
+
+    Symlinks are resolved before the check, so a link that points out of a root is refused.
+    """
+    text = path_text(value, what)
+    if not roots:
+        raise ForbiddenError(f"no allowed roots are configured, so no {what} can be used")
+    real_roots = [os.path.realpath(r) for r in roots]
+    base = real_roots[0]
+    resolved = os.path.realpath(os.path.join(base, os.path.expanduser(text)))
+    if not any(inside(resolved, r) for r in real_roots):
+        raise ForbiddenError(
+            f"{what} {text!r} is outside the allowed roots ({', '.join(real_roots)}); "
+            "add its parent to MASManager.allowed_roots to use it"
+        )
+    return resolved
+
+
+def env(value: object) -> dict[str, str]:
+    """Extra environment for a worker; keys that inject code into programs are refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidError("env must be an object of string keys and values")
+    clean: dict[str, str] = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not _ENV_KEY_RE.fullmatch(key) or len(key) > 128:
+            raise InvalidError(f"environment key {key!r} is not a valid variable name")
+        if key.upper() in _ENV_DENY or key.upper().startswith(_ENV_DENY_PREFIXES):
+            raise InvalidError(
+                f"environment key {key!r} is refused: it can change which code a program "
+                "loads or reveal server secrets"
+            )
+        if not isinstance(val, str) or "\x00" in val or len(val) > 32768:
+            raise InvalidError(f"environment value of {key!r} must be a string without NUL")
+        clean[key] = val
+    return clean
+
+
+def closed_fields(body: dict, allowed: set[str], what: str) -> None:
+    """Refuse fields a request does not define, so typos and injections are not ignored."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidError(
+            f"unknown field(s) for {what}: {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def integer(value: object, what: str, low: int, high: int) -> int:
+    """An integer within bounds (booleans are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(f"{what} must be an integer")
+    if not low <= value <= high:
+        raise InvalidError(f"{what} must be between {low} and {high}")
+    return value

@@ -1,0 +1,325 @@
+"""Session workspaces: quick directories from templates, git worktrees, and shared directories.
+
+Every workspace carries `.mas/session.json` (for `dir` sessions, which are not ours to
+structure, the file lives in `<sessions_root>/.mas/dir-sessions/`), so that the store can be
+rebuilt by scanning them. `.mas/` holds a `.gitignore` of `*`, so it never shows up as a change
+in a worktree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from . import validate
+from .errors import ConflictError, InvalidError, NotFoundError
+from .gitrun import git
+from .models import Session
+
+META_DIR = ".mas"
+META_FILE = "session.json"
+
+
+class Workspaces:
+    """Creates, inspects and removes the directories sessions work in."""
+
+    def __init__(self, sessions_root: str, allowed_roots: list[str]) -> None:
+        self.root = os.path.realpath(sessions_root)
+        self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
+        self.state_dir = os.path.join(self.root, META_DIR)
+        self.staging_dir = os.path.join(self.state_dir, "staging")
+        self.dir_sessions = os.path.join(self.state_dir, "dir-sessions")
+        self._repo_locks: dict[str, asyncio.Lock] = {}
+
+    def ensure_root(self) -> None:
+        """Create the sessions root and its state folders; fail clearly if not writable."""
+        for path in (self.root, self.state_dir, self.staging_dir, self.dir_sessions):
+            os.makedirs(path, exist_ok=True)
+        _write_ignore(self.state_dir)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"the sessions root {self.root} is not writable")
+
+    # paths
+
+    def plan_path(self, name: str, session_id: str) -> str:
+        """A new workspace directory under the root: the session name, or name-<id> if taken."""
+        path = os.path.join(self.root, name)
+        if os.path.lexists(path):
+            path = os.path.join(self.root, f"{name}-{session_id[:8]}")
+        if os.path.lexists(path):
+            raise ConflictError(f"the workspace directory {path} already exists")
+        return path
+
+    def owns(self, path: str) -> bool:
+        """Whether path is a workspace directory this engine made (directly under the root)."""
+        real = os.path.realpath(path)
+        return os.path.dirname(real) == self.root and os.path.basename(real) != META_DIR
+
+    def resolve_dir(self, path: object) -> str:
+        """An existing directory inside the allowed roots, for a `dir` session."""
+        real = validate.contained_path(path, self.allowed_roots, "path")
+        if not os.path.isdir(real):
+            raise InvalidError(f"path {path!r} is not an existing directory")
+        return real
+
+    # quick
+
+    def create_quick(self, session: Session, template_dir: str) -> None:
+        """Fill a new directory from a template, then move it into place in one rename."""
+        staging = os.path.join(self.staging_dir, session.id)
+        shutil.rmtree(staging, ignore_errors=True)
+        # Symlinks in a template are skipped: a workspace must not point outside its root.
+        shutil.copytree(template_dir, staging, ignore=_symlinks, symlinks=False)
+        self.write_metadata(session, staging)
+        os.rename(staging, session.workspace)
+
+    # worktree
+
+    def _lock(self, repo: str) -> asyncio.Lock:
+        return self._repo_locks.setdefault(repo, asyncio.Lock())
+
+    async def resolve_repo(self, repo: object) -> str:
+        """The top level of a git repository inside the allowed roots."""
+        path = validate.contained_path(repo, self.allowed_roots, "repo")
+        if not os.path.isdir(path):
+            raise InvalidError(f"repo {repo!r} is not an existing directory")
+        res = await git("rev-parse", "--show-toplevel", cwd=path)
+        if not res.ok:
+            raise InvalidError(f"repo {repo!r} is not a git repository")
+        top = os.path.realpath(res.out.strip())
+        if not any(validate.inside(top, r) for r in self.allowed_roots):
+            raise validate.ForbiddenError(
+                f"the repository {top} is outside the allowed roots; "
+                "add it to MASManager.allowed_roots to use it"
+            )
+        return top
+
+    async def resolve_base(self, repo: str, base: str) -> str:
+        """The commit a base revision names in the repository."""
+        res = await git(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}", cwd=repo
+        )
+        if not res.ok:
+            raise InvalidError(f"base {base!r} is not a commit in {repo}")
+        return res.out.strip()
+
+    async def create_worktree(self, session: Session, base_sha: str) -> None:
+        """`git worktree add` on a new branch, serialized per repository."""
+        assert session.repo and session.branch
+        async with self._lock(session.repo):
+            exists = await git(
+                "show-ref", "--verify", "--quiet", f"refs/heads/{session.branch}", cwd=session.repo
+            )
+            if exists.ok:
+                raise ConflictError(
+                    f"branch {session.branch!r} already exists in {session.repo}; "
+                    "choose another branch name"
+                )
+            res = await git(
+                "worktree",
+                "add",
+                "--quiet",
+                "-b",
+                session.branch,
+                "--end-of-options",
+                session.workspace,
+                base_sha,
+                cwd=session.repo,
+            )
+            if not res.ok:
+                raise ConflictError(f"git worktree add failed: {res.err.strip()}")
+        self.write_metadata(session)
+
+    async def changes(self, session: Session) -> list[str]:
+        """Uncommitted and untracked changes in a worktree workspace (porcelain lines)."""
+        if session.kind != "worktree" or not os.path.isdir(session.workspace):
+            return []
+        res = await git("status", "--porcelain", "--untracked-files=all", cwd=session.workspace)
+        if not res.ok:
+            return []
+        return [line for line in res.out.splitlines() if line.strip()]
+
+    async def rescue(self, session: Session) -> str | None:
+        """Save a worktree's uncommitted changes as a commit on refs/mas/rescue/<name>-<time>."""
+        if not await self.changes(session):
+            return None
+        ws = session.workspace
+        with tempfile.TemporaryDirectory(dir=self.state_dir) as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            head = await git("rev-parse", "--verify", "HEAD", cwd=ws)
+            await git("read-tree", "HEAD", cwd=ws, env=env)
+            add = await git("add", "--all", "--", ".", cwd=ws, env=env)
+            tree = await git("write-tree", cwd=ws, env=env)
+            if not (add.ok and tree.ok):
+                raise ConflictError(f"could not save the changes in {ws}: {add.err or tree.err}")
+            commit = await git(
+                "commit-tree",
+                tree.out.strip(),
+                "-p",
+                head.out.strip(),
+                "-m",
+                f"mas_jupyter: rescued changes of session {session.name}",
+                cwd=ws,
+            )
+        ref = f"refs/mas/rescue/{session.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        res = await git("update-ref", ref, commit.out.strip(), cwd=ws)
+        if not (commit.ok and res.ok):
+            raise ConflictError(f"could not save the changes in {ws}: {commit.err or res.err}")
+        return ref
+
+    async def remove(self, session: Session, force: bool = False) -> str | None:
+        """Remove a session's workspace; a dirty worktree needs force and is rescued first."""
+        rescued = None
+        if session.kind == "worktree":
+            changed = await self.changes(session)
+            if changed and not force:
+                raise ConflictError(
+                    f"the worktree {session.workspace} has {len(changed)} uncommitted or "
+                    "untracked change(s); commit them, or delete with force to save them to a "
+                    "rescue ref first",
+                    changes=changed[:50],
+                )
+            if changed:
+                rescued = await self.rescue(session)
+            assert session.repo
+            async with self._lock(session.repo):
+                if os.path.isdir(session.workspace):
+                    await git(
+                        "worktree",
+                        "remove",
+                        "--force",
+                        "--end-of-options",
+                        session.workspace,
+                        cwd=session.repo,
+                    )
+                await git("worktree", "prune", cwd=session.repo)
+            if os.path.isdir(session.workspace) and self.owns(session.workspace):
+                shutil.rmtree(session.workspace, ignore_errors=True)
+        elif session.kind == "quick":
+            if self.owns(session.workspace):
+                shutil.rmtree(session.workspace, ignore_errors=True)
+        self.remove_metadata(session)
+        return rescued
+
+    async def undo_worktree(self, session: Session) -> None:
+        """Undo a half-made worktree: remove it and its branch if nothing was committed on it."""
+        if not session.repo or not os.path.isdir(session.repo):
+            return
+        async with self._lock(session.repo):
+            if os.path.isdir(session.workspace):
+                await git(
+                    "worktree",
+                    "remove",
+                    "--force",
+                    "--end-of-options",
+                    session.workspace,
+                    cwd=session.repo,
+                )
+            await git("worktree", "prune", cwd=session.repo)
+            if session.branch and session.base:
+                tip = await git(
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    f"refs/heads/{session.branch}",
+                    cwd=session.repo,
+                )
+                base = await git(
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "--end-of-options",
+                    f"{session.base}^{{commit}}",
+                    cwd=session.repo,
+                )
+                if tip.ok and base.ok and tip.out.strip() == base.out.strip():
+                    await git("branch", "-D", "--end-of-options", session.branch, cwd=session.repo)
+
+    async def prune(self, repo: str) -> None:
+        """Forget worktrees whose directories are gone."""
+        if os.path.isdir(repo):
+            async with self._lock(repo):
+                await git("worktree", "prune", cwd=repo)
+
+    # metadata
+
+    def metadata_path(self, session: Session, workspace: str | None = None) -> str:
+        """Where a session's metadata file lives."""
+        if session.kind == "dir":
+            return os.path.join(self.dir_sessions, f"{session.id}.json")
+        return os.path.join(workspace or session.workspace, META_DIR, META_FILE)
+
+    def write_metadata(self, session: Session, workspace: str | None = None) -> None:
+        """Write the metadata file atomically (temporary file, then rename)."""
+        path = self.metadata_path(session, workspace)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        _write_ignore(folder)
+        data = session.metadata()
+        if workspace:
+            data["workspace"] = session.workspace
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".session-", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+
+    def remove_metadata(self, session: Session) -> None:
+        """Remove a session's metadata file (the workspace itself may stay)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.metadata_path(session))
+
+    def read_metadata(self, path: str) -> dict | None:
+        """A metadata file's content, or None if it is missing or unreadable."""
+        try:
+            with open(path) as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and "id" in data else None
+
+    def scan(self) -> list[dict]:
+        """Every session's metadata found under the sessions root."""
+        found = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name == META_DIR or not entry.is_dir(follow_symlinks=False):
+                    continue
+                data = self.read_metadata(os.path.join(entry.path, META_DIR, META_FILE))
+                if data:
+                    found.append(data)
+        if os.path.isdir(self.dir_sessions):
+            for fname in sorted(os.listdir(self.dir_sessions)):
+                if fname.endswith(".json"):
+                    data = self.read_metadata(os.path.join(self.dir_sessions, fname))
+                    if data:
+                        found.append(data)
+        return found
+
+    def clear_staging(self, session_id: str) -> None:
+        """Remove a half-filled quick workspace left by a crash."""
+        shutil.rmtree(os.path.join(self.staging_dir, session_id), ignore_errors=True)
+
+    def require_template(self, templates: dict[str, str], name: str) -> str:
+        """The directory of a template by name."""
+        validate.name(name, "template")
+        if name not in templates:
+            raise NotFoundError(
+                f"no template named {name!r}; available: {', '.join(sorted(templates))}"
+            )
+        return templates[name]
+
+
+def _symlinks(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if os.path.islink(os.path.join(folder, n))]
+
+
+def _write_ignore(folder: str) -> None:
+    path = os.path.join(folder, ".gitignore")
+    if not os.path.exists(path):
+        with open(path, "w") as fh:
+            fh.write("# mas_jupyter's own state; never part of the work\n*\n")

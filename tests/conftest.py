@@ -1,0 +1,42 @@
+"""Fixtures shared by every layer's tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+pytest_plugins = ["pytest_jupyter.jupyter_core"]
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def run_git(*args: str, cwd: str) -> str:
+    """Run git in a test repository and return its output."""
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def make_repo(tmp_path):
+    """Make a git repository with one commit under the test's root folder."""
+
+    def make(name: str = "repo") -> str:
+        path = tmp_path / "root" / name
+        path.mkdir(parents=True)
+        run_git("init", "-q", "-b", "main", cwd=str(path))
+        (path / "data.csv").write_text("a,b\n1,2\n")
+        run_git("add", "data.csv", cwd=str(path))
+        run_git("commit", "-q", "-m", "first", cwd=str(path))
+        return str(path)
+
+    return make

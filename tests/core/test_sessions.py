@@ -1,0 +1,276 @@
+"""Session lifecycle through the manager, on a real filesystem."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from mas_jupyter.core.errors import ConflictError, InvalidError, LimitError, NotFoundError
+from mas_jupyter.core.manager import MASManager
+
+
+async def test_quick_session_is_made_from_the_default_template(manager, root):
+    events = []
+    manager.events.subscribe(events.append)
+    session = await manager.create_session({"kind": "quick", "task": "TICKET-1"})
+    assert session["name"] == "session-001"
+    assert session["status"] == "active"
+    assert session["task"] == "TICKET-1"
+    ws = session["workspace"]
+    assert os.path.dirname(ws) == str(root / "mas-sessions")
+    assert os.path.isfile(os.path.join(ws, "README.md"))
+    with open(os.path.join(ws, ".mas", "session.json")) as fh:
+        meta = json.load(fh)
+    assert meta["id"] == session["id"]
+    assert session["workspace_path"] == "mas-sessions/session-001"
+    assert [e["type"] for e in events] == ["session-created"]
+    assert events[0]["session"]["id"] == session["id"]
+
+
+async def test_generated_names_count_up_and_given_names_are_kept(manager):
+    a = await manager.create_session({"kind": "quick"})
+    b = await manager.create_session({"kind": "quick", "name": "churn"})
+    c = await manager.create_session({"kind": "quick"})
+    assert [a["name"], b["name"], c["name"]] == ["session-001", "churn", "session-002"]
+    assert manager.get_session("churn")["id"] == b["id"]
+    assert manager.get_session(b["id"])["name"] == "churn"
+
+
+async def test_custom_template_is_copied_without_symlinks(make_manager, tmp_path):
+    templates = tmp_path / "templates"
+    (templates / "analysis").mkdir(parents=True)
+    (templates / "analysis" / "notes.md").write_text("hello")
+    os.symlink("/etc/passwd", templates / "analysis" / "escape")
+    manager = make_manager(templates_dir=str(templates))
+    session = await manager.create_session({"kind": "quick", "template": "analysis"})
+    ws = session["workspace"]
+    with open(os.path.join(ws, "notes.md")) as fh:
+        assert fh.read() == "hello"
+    assert not os.path.lexists(os.path.join(ws, "escape"))
+    with pytest.raises(NotFoundError, match="no template named 'nope'"):
+        await manager.create_session({"kind": "quick", "template": "nope"})
+
+
+async def test_dir_session_uses_an_existing_directory_as_is(manager, root):
+    shared = root / "project"
+    shared.mkdir()
+    (shared / "keep.txt").write_text("mine")
+    session = await manager.create_session({"kind": "dir", "path": "project"})
+    assert session["workspace"] == str(shared)
+    assert (shared / "keep.txt").read_text() == "mine"
+    await manager.delete_session(session["id"], purge=True)
+    assert (shared / "keep.txt").read_text() == "mine"
+    with pytest.raises(NotFoundError):
+        manager.get_session(session["id"])
+
+
+async def test_rename_and_task_are_logged_and_announced(manager):
+    session = await manager.create_session({"kind": "quick", "name": "a"})
+    events = []
+    manager.events.subscribe(events.append)
+    manager.update_session("a", {"name": "b", "task": "JIRA-7"})
+    assert manager.get_session(session["id"])["name"] == "b"
+    assert manager.get_session("b")["task"] == "JIRA-7"
+    manager.update_session("b", {"task": None})
+    assert manager.get_session("b")["task"] is None
+    log = manager.list_activities("b")
+    assert [a["type"] for a in log] == ["created", "renamed", "task-changed", "task-changed"]
+    assert log[1]["detail"] == {"old": "a", "new": "b"}
+    assert [e["type"] for e in events] == ["session-updated", "session-updated"]
+    with pytest.raises(InvalidError, match="unknown field"):
+        manager.update_session("b", {"status": "stopped"})
+
+
+async def test_rename_to_a_taken_name_conflicts(manager):
+    await manager.create_session({"kind": "quick", "name": "a"})
+    await manager.create_session({"kind": "quick", "name": "b"})
+    with pytest.raises(ConflictError, match="already exists"):
+        manager.update_session("b", {"name": "a"})
+    assert manager.get_session("b")["name"] == "b"
+
+
+async def test_pause_resume_stop_and_active_time(manager):
+    session = await manager.create_session({"kind": "quick", "name": "s"})
+    paused = await manager.pause_session("s")
+    assert paused["status"] == "paused"
+    frozen = paused["active_seconds"]
+    await asyncio.sleep(0.05)  # time passing while paused must not count
+    assert manager.get_session("s")["active_seconds"] == frozen
+    with pytest.raises(ConflictError, match="not active"):
+        await manager.pause_session("s")
+    resumed = await manager.resume_session("s")
+    assert resumed["status"] == "active"
+    stopped = await manager.stop_session("s")
+    assert stopped["status"] == "stopped"
+    assert os.path.isdir(session["workspace"])  # stop keeps the workspace
+    with pytest.raises(ConflictError, match="already stopped"):
+        await manager.stop_session("s")
+    types = [a["type"] for a in manager.list_activities("s")]
+    assert types == ["created", "paused", "resumed", "stopped"]
+
+
+async def test_list_filters(manager):
+    await manager.create_session({"kind": "quick", "name": "a", "task": "T1"})
+    await manager.create_session({"kind": "quick", "name": "b", "task": "T2"})
+    await manager.create_session({"kind": "dir", "name": "c", "path": ".", "task": "T1"})
+    await manager.pause_session("b")
+    names = lambda rows: [r["name"] for r in rows]  # noqa: E731
+    assert names(manager.list_sessions()) == ["a", "b", "c"]
+    assert names(manager.list_sessions(task="T1")) == ["a", "c"]
+    assert names(manager.list_sessions(status="paused")) == ["b"]
+    assert names(manager.list_sessions(kind="dir")) == ["c"]
+    with pytest.raises(InvalidError):
+        manager.list_sessions(status="sleeping")
+
+
+async def test_activity_log_limit_and_since(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    for i in range(5):
+        manager.update_session("s", {"task": f"t{i}"})
+    log = manager.list_activities("s")
+    assert len(log) == 6
+    assert [a["seq"] for a in log] == sorted(a["seq"] for a in log)
+    assert manager.list_activities("s", limit=2) == log[-2:]
+    assert manager.list_activities("s", since=log[3]["seq"]) == log[4:]
+    with pytest.raises(InvalidError):
+        manager.list_activities("s", limit=0)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"kind": "nope"}, "kind must be one of"),
+        ({"kind": "quick", "name": "../evil"}, "is not allowed"),
+        ({"kind": "quick", "name": ".hidden"}, "is not allowed"),
+        ({"kind": "quick", "name": "-rf"}, "is not allowed"),
+        ({"kind": "quick", "name": "a/b"}, "is not allowed"),
+        ({"kind": "quick", "name": "a\nb"}, "is not allowed"),
+        ({"kind": "quick", "name": "x" * 65}, "longer than 64"),
+        ({"kind": "quick", "name": 5}, "must be a string"),
+        ({"kind": "quick", "template": "../default"}, "is not allowed"),
+        ({"kind": "quick", "template": "/etc"}, "is not allowed"),
+        ({"kind": "quick", "task": "a\x00b"}, "control characters"),
+        ({"kind": "quick", "repo": "."}, "does not apply"),
+        ({"kind": "quick", "colour": "red"}, "unknown field"),
+        ({"kind": "dir"}, "needs 'path'"),
+        ({"kind": "dir", "path": "/etc"}, "outside the allowed roots"),
+        ({"kind": "dir", "path": "../.."}, "outside the allowed roots"),
+        ({"kind": "dir", "path": "a\x00b"}, "NUL"),
+        ({"kind": "dir", "path": "missing"}, "not an existing directory"),
+        ({"kind": "worktree"}, "needs 'repo'"),
+        ({"kind": "quick", "workers": "x"}, "must be a list"),
+    ],
+)
+async def test_bad_input_creates_nothing(manager, root, spec, message):
+    before = sorted(os.listdir(root / "mas-sessions"))
+    with pytest.raises((InvalidError, NotFoundError, Exception), match=message):
+        await manager.create_session(spec)
+    assert manager.store.count_sessions() == 0
+    assert sorted(os.listdir(root / "mas-sessions")) == before
+
+
+async def test_symlink_out_of_the_root_is_refused(manager, root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "link")
+    with pytest.raises(Exception, match="outside the allowed roots"):
+        await manager.create_session({"kind": "dir", "path": "link"})
+    # A prefix of the root's name is not the root: /x/root-evil is not inside /x/root.
+    evil = tmp_path / "root-evil"
+    evil.mkdir()
+    with pytest.raises(Exception, match="outside the allowed roots"):
+        await manager.create_session({"kind": "dir", "path": str(evil)})
+
+
+async def test_parallel_creates_with_one_name_have_one_winner(manager):
+    results = await asyncio.gather(
+        *(manager.create_session({"kind": "quick", "name": "same"}) for _ in range(8)),
+        return_exceptions=True,
+    )
+    wins = [r for r in results if isinstance(r, dict)]
+    losses = [r for r in results if isinstance(r, ConflictError)]
+    assert len(wins) == 1 and len(losses) == 7
+    assert [s["name"] for s in manager.list_sessions()] == ["same"]
+    # Every loser cleaned up after itself: one workspace, no staging left.
+    sessions_root = manager.workspaces.root
+    assert sorted(e for e in os.listdir(sessions_root) if not e.startswith(".")) == ["same"]
+    assert os.listdir(manager.workspaces.staging_dir) == []
+
+
+async def test_parallel_generated_names_are_distinct(manager):
+    results = await asyncio.gather(*(manager.create_session({"kind": "quick"}) for _ in range(10)))
+    assert sorted(r["name"] for r in results) == [f"session-{i:03d}" for i in range(1, 11)]
+
+
+async def test_session_limit(make_manager):
+    manager = make_manager(max_sessions=2)
+    await manager.create_session({"kind": "quick", "name": "a"})
+    await manager.create_session({"kind": "quick", "name": "b"})
+    with pytest.raises(LimitError, match="limit of 2 sessions"):
+        await manager.create_session({"kind": "quick", "name": "c"})
+    await manager.stop_session("a")
+    await manager.create_session({"kind": "quick", "name": "c"})  # stopped ones do not count
+
+
+async def test_delete_keeps_or_purges_a_quick_workspace(manager):
+    kept = await manager.create_session({"kind": "quick", "name": "kept"})
+    gone = await manager.create_session({"kind": "quick", "name": "gone"})
+    events = []
+    manager.events.subscribe(events.append)
+    await manager.delete_session("kept")
+    await manager.delete_session("gone", purge=True)
+    assert os.path.isdir(kept["workspace"])
+    assert not os.path.exists(os.path.join(kept["workspace"], ".mas", "session.json"))
+    assert not os.path.exists(gone["workspace"])
+    assert [e["type"] for e in events] == ["session-deleted", "session-deleted"]
+    assert manager.list_sessions() == []
+    # The name is free again, and the new workspace does not collide with the kept folder.
+    again = await manager.create_session({"kind": "quick", "name": "kept"})
+    assert again["workspace"] != kept["workspace"]
+
+
+async def test_state_survives_a_new_manager(make_manager, root):
+    first = make_manager()
+    session = await first.create_session({"kind": "quick", "name": "s", "task": "T"})
+    await first.pause_session("s")
+    await first.shutdown()
+    second = make_manager()
+    await second.recover()
+    again = second.get_session("s")
+    assert again["id"] == session["id"]
+    assert again["status"] == "paused" and again["task"] == "T"
+
+
+async def test_reindex_rebuilds_sessions_from_workspace_metadata(make_manager, root):
+    first = make_manager()
+    quick = await first.create_session({"kind": "quick", "name": "q", "task": "T"})
+    shared = root / "shared"
+    shared.mkdir()
+    folder = await first.create_session({"kind": "dir", "name": "d", "path": "shared"})
+    await first.shutdown()
+    os.unlink(root / "mas-sessions" / ".mas" / "state.sqlite")
+    second = make_manager()
+    assert second.list_sessions() == []
+    report = await second.reindex()
+    assert sorted(report["added"]) == ["d", "q"]
+    q = second.get_session("q")
+    assert q["id"] == quick["id"] and q["task"] == "T" and q["status"] == "paused"
+    assert second.get_session("d")["workspace"] == folder["workspace"]
+    assert (await second.reindex())["added"] == []  # idempotent
+
+
+def test_manager_is_configurable_by_traitlets(tmp_path):
+    from traitlets.config import Config
+
+    config = Config()
+    config.MASManager.root_dir = str(tmp_path)
+    config.MASManager.sessions_root = "work"
+    config.MASManager.max_sessions = 3
+    manager = MASManager(config=config)
+    assert manager.resolved_sessions_root == os.path.realpath(tmp_path / "work")
+    assert manager.max_sessions == 3
+    for name, trait in MASManager.class_traits(config=True).items():
+        assert trait.help, f"MASManager.{name} has no help text"

@@ -1,0 +1,143 @@
+"""Worktree sessions on real git repositories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+
+import pytest
+
+from mas_jupyter.core.errors import ConflictError, ForbiddenError, InvalidError
+from tests.conftest import run_git
+
+
+async def test_worktree_session_branches_from_base(manager, make_repo):
+    repo = make_repo()
+    session = await manager.create_session({"kind": "worktree", "name": "churn", "repo": repo})
+    ws = session["workspace"]
+    assert session["branch"] == "mas/churn"
+    assert run_git("rev-parse", "--abbrev-ref", "HEAD", cwd=ws).strip() == "mas/churn"
+    assert os.path.isfile(os.path.join(ws, "data.csv"))
+    # The engine's own files never count as changes in the worktree.
+    assert run_git("status", "--porcelain", cwd=ws) == ""
+    assert run_git("status", "--porcelain", cwd=repo) == ""
+    listed = run_git("worktree", "list", "--porcelain", cwd=repo)
+    assert f"worktree {ws}" in listed
+
+
+async def test_worktree_with_explicit_branch_and_base(manager, make_repo):
+    repo = make_repo()
+    first = run_git("rev-parse", "HEAD", cwd=repo).strip()
+    (open(os.path.join(repo, "more.txt"), "w")).close()
+    run_git("add", "more.txt", cwd=repo)
+    run_git("commit", "-q", "-m", "second", cwd=repo)
+    session = await manager.create_session(
+        {"kind": "worktree", "repo": repo, "branch": "feature/x", "base": "HEAD~1"}
+    )
+    ws = session["workspace"]
+    assert run_git("rev-parse", "HEAD", cwd=ws).strip() == first
+    assert session["branch"] == "feature/x"
+    assert not os.path.exists(os.path.join(ws, "more.txt"))
+
+
+@pytest.mark.parametrize(
+    "extra, error, message",
+    [
+        ({"branch": "-delete"}, InvalidError, "not a valid git branch name"),
+        ({"branch": "a..b"}, InvalidError, "not a valid git branch name"),
+        ({"branch": "a b"}, InvalidError, "not a valid git branch name"),
+        ({"branch": "x.lock"}, InvalidError, "not a valid git branch name"),
+        ({"branch": "HEAD"}, InvalidError, "not a valid git branch name"),
+        ({"base": "--upload-pack=evil"}, InvalidError, "not a valid git revision"),
+        ({"base": "main..evil"}, InvalidError, "not a valid git revision"),
+        ({"base": "no-such-branch"}, InvalidError, "is not a commit"),
+        ({"branch": "main"}, ConflictError, "already exists"),
+    ],
+)
+async def test_bad_branch_and_base_create_nothing(manager, make_repo, extra, error, message):
+    repo = make_repo()
+    branches = run_git("branch", "--list", cwd=repo)
+    with pytest.raises(error, match=message):
+        await manager.create_session({"kind": "worktree", "repo": repo, **extra})
+    assert manager.store.count_sessions() == 0
+    assert run_git("branch", "--list", cwd=repo) == branches
+    assert run_git("worktree", "list", cwd=repo).count("\n") == 1
+
+
+async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo, tmp_path):
+    repo = make_repo()
+    manager = make_manager(allowed_roots=[str(tmp_path / "root" / "elsewhere")])
+    with pytest.raises(ForbiddenError, match="outside the allowed roots"):
+        await manager.create_session({"kind": "worktree", "repo": repo})
+
+
+async def test_not_a_repository(manager, root):
+    (root / "plain").mkdir()
+    with pytest.raises(InvalidError, match="not a git repository"):
+        await manager.create_session({"kind": "worktree", "repo": "plain"})
+
+
+async def test_repository_hooks_never_run(manager, make_repo, root):
+    repo = make_repo()
+    marker = root / "hook-ran"
+    hook = os.path.join(repo, ".git", "hooks", "post-checkout")
+    with open(hook, "w") as fh:
+        fh.write(f"#!/bin/sh\ntouch {marker}\n")
+    os.chmod(hook, stat.S_IRWXU)
+    await manager.create_session({"kind": "worktree", "repo": repo})
+    assert not marker.exists()
+
+
+async def test_twenty_parallel_worktrees_on_one_repository(manager, make_repo):
+    repo = make_repo()
+    results = await asyncio.gather(
+        *(manager.create_session({"kind": "worktree", "repo": repo}) for _ in range(20)),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures == []
+    assert len({r["branch"] for r in results}) == 20
+    assert run_git("worktree", "list", cwd=repo).count("\n") == 21
+
+
+async def test_stop_is_refused_with_uncommitted_changes_unless_forced(manager, make_repo):
+    repo = make_repo()
+    session = await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    with open(os.path.join(session["workspace"], "new.txt"), "w") as fh:
+        fh.write("work in progress")
+    check = await manager.check_stop("w")
+    assert check["errors"] and "uncommitted" in check["errors"][0]
+    with pytest.raises(ConflictError) as refused:
+        await manager.stop_session("w")
+    assert refused.value.details["errors"] == check["errors"]
+    assert manager.get_session("w")["status"] == "active"
+    stopped = await manager.stop_session("w", force=True)
+    assert stopped["status"] == "stopped"
+    assert os.path.exists(os.path.join(session["workspace"], "new.txt"))
+
+
+async def test_purging_a_dirty_worktree_needs_force_and_rescues_changes(manager, make_repo):
+    repo = make_repo()
+    session = await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    ws = session["workspace"]
+    with open(os.path.join(ws, "result.txt"), "w") as fh:
+        fh.write("precious")
+    with pytest.raises(ConflictError, match="uncommitted or untracked"):
+        await manager.delete_session("w", purge=True)
+    assert os.path.isdir(ws) and manager.get_session("w")
+    done = await manager.delete_session("w", purge=True, force=True)
+    assert not os.path.exists(ws)
+    ref = done["rescue_ref"]
+    assert ref.startswith("refs/mas/rescue/w-")
+    assert run_git("show", f"{ref}:result.txt", cwd=repo) == "precious"
+    assert f"{ws}\n" not in run_git("worktree", "list", cwd=repo)
+    assert "mas/w" in run_git("branch", "--list", cwd=repo)  # the branch is kept
+
+
+async def test_clean_worktree_is_purged_without_force(manager, make_repo):
+    repo = make_repo()
+    session = await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    result = await manager.delete_session("w", purge=True)
+    assert result["rescue_ref"] is None
+    assert not os.path.exists(session["workspace"])
