@@ -12,8 +12,9 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Reinstall when the package metadata or the side panel's sources change.
-$(STAMP): $(BIN)/python pyproject.toml $(wildcard labextension/package.json labextension/src/*)
+$(STAMP): $(BIN)/python pyproject.toml $(wildcard labextension/package*.json labextension/src/* labextension/style/* labextension/schema/*)
 	$(BIN)/pip install --quiet -e ".[lab,test]"
+	rm -rf $(VENV)/share/jupyter/labextensions/mas_jupyter && mkdir -p $(VENV)/share/jupyter/labextensions && ln -s "$(CURDIR)/mas_jupyter/labextension" $(VENV)/share/jupyter/labextensions/mas_jupyter
 	touch $(STAMP)
 
 install: $(STAMP)

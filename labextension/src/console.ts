@@ -1,0 +1,280 @@
+/**
+ * A worker's console in a main-area tab: xterm.js on the worker's channel
+ * WebSocket, with history replay, resize, reconnect and an exited state.
+ */
+
+import { MainAreaWidget } from '@jupyterlab/apputils';
+import { terminalIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+import { FitAddon } from '@xterm/addon-fit';
+import { Terminal } from '@xterm/xterm';
+
+import { describeError, MasClient } from './api';
+import { ChannelClient, ChannelState } from './channel';
+import { exitText } from './panel';
+import { IWorker } from './model';
+
+export interface IConsoleOptions {
+  client: MasClient;
+  sessionId: string;
+  workerId: string;
+  /** The session's and worker's names for the tab title, when known. */
+  sessionName?: string;
+  workerName?: string;
+  /** Called to learn the current worker record (for its exit code and status). */
+  lookup?: () => IWorker | undefined;
+}
+
+const STATE_TEXT: Record<ChannelState, string> = {
+  connecting: 'Connecting…',
+  open: '',
+  reconnecting: 'Connection lost: reconnecting…',
+  exited: '',
+  stopped: ''
+};
+
+/** The xterm.js view inside the tab. */
+export class ConsoleView extends Widget {
+  constructor(options: IConsoleOptions) {
+    super();
+    this.addClass('mas-Console');
+    this._options = options;
+    this._host = document.createElement('div');
+    this._host.className = 'mas-Console-terminal';
+    this._banner = document.createElement('div');
+    this._banner.className = 'mas-Console-banner';
+    this._banner.hidden = true;
+    this.node.append(this._banner, this._host);
+
+    this._term = new Terminal({
+      cursorBlink: true,
+      scrollback: 5000,
+      fontFamily: 'var(--jp-code-font-family, monospace)',
+      fontSize: 13,
+      allowProposedApi: false,
+      convertEol: false
+    });
+    this._fit = new FitAddon();
+    this._term.loadAddon(this._fit);
+    this._term.onData(data => {
+      this._channel.sendInput(data);
+    });
+    this._channel = new ChannelClient({
+      open: () =>
+        options.client.openSocket(
+          `sessions/${encodeURIComponent(options.sessionId)}/workers/${encodeURIComponent(options.workerId)}/channel`
+        ),
+      sink: {
+        reset: () => this._term.reset(),
+        write: data => this._term.write(data)
+      },
+      onState: state => this._onState(state),
+      onActivity: state => this._onActivity(state),
+      onExit: code => this._onExit(code)
+    });
+  }
+
+  get sessionId(): string {
+    return this._options.sessionId;
+  }
+
+  get workerId(): string {
+    return this._options.workerId;
+  }
+
+  get channelState(): ChannelState {
+    return this._channel.state;
+  }
+
+  /** The activity the channel last reported. */
+  get activity(): string {
+    return this._activity;
+  }
+
+  /** Connect again now (the tab came back, the server is back). */
+  reconnectNow(): void {
+    if (this._channel.state === 'reconnecting') {
+      this._channel.reconnectNow();
+    }
+  }
+
+  /** Restart the worker (agents continue their conversation) and reconnect. */
+  async restart(): Promise<void> {
+    this._showBanner('Restarting…', false);
+    try {
+      await this._options.client.restartWorker(this._options.sessionId, this._options.workerId);
+    } catch (err) {
+      this._showBanner(`Could not restart: ${describeError(err)}`, true);
+      return;
+    }
+    this._term.reset();
+    this._channel.connect();
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._channel.dispose();
+    this._term.dispose();
+    super.dispose();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (!this._opened) {
+      this._opened = true;
+      this._term.open(this._host);
+      this._fitNow();
+      this._channel.connect();
+    }
+  }
+
+  protected onResize(msg: Widget.ResizeMessage): void {
+    super.onResize(msg);
+    this._scheduleFit();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._scheduleFit();
+  }
+
+  protected onActivateRequest(msg: Message): void {
+    super.onActivateRequest(msg);
+    this._term.focus();
+  }
+
+  private _scheduleFit(): void {
+    if (this._fitTimer !== null) {
+      clearTimeout(this._fitTimer);
+    }
+    this._fitTimer = window.setTimeout(() => {
+      this._fitTimer = null;
+      this._fitNow();
+    }, 50);
+  }
+
+  private _fitNow(): void {
+    if (!this._opened || !this.isVisible) {
+      return;
+    }
+    try {
+      this._fit.fit();
+    } catch {
+      // Not laid out yet: the next resize fits.
+      return;
+    }
+    this._channel.resize(this._term.rows, this._term.cols);
+  }
+
+  private _onState(state: ChannelState): void {
+    this.node.dataset.channel = state;
+    if (state === 'open') {
+      this._hideBanner();
+    } else if (STATE_TEXT[state]) {
+      this._showBanner(STATE_TEXT[state], false);
+    }
+    this._stateChanged();
+  }
+
+  private _onActivity(state: string): void {
+    this._activity = state;
+    this.node.dataset.activity = state;
+    this._stateChanged();
+  }
+
+  private _onExit(code: number | null): void {
+    const worker = this._options.lookup?.();
+    const text = worker && worker.status === 'exited' ? exitText(worker) : code === null ? 'exited' : `exited (${code})`;
+    this._activity = 'exited';
+    this.node.dataset.activity = 'exited';
+    this._showBanner(`The worker ${text}.`, true);
+    this._stateChanged();
+  }
+
+  private _showBanner(text: string, withRestart: boolean): void {
+    this._banner.replaceChildren();
+    const span = document.createElement('span');
+    span.textContent = text;
+    this._banner.append(span);
+    if (withRestart) {
+      const b = document.createElement('button');
+      b.className = 'jp-mod-styled jp-mod-accept mas-Console-restart';
+      b.type = 'button';
+      b.textContent = 'Restart';
+      b.title = 'Start the worker again (agents continue their conversation)';
+      b.addEventListener('click', () => void this.restart());
+      this._banner.append(b);
+    } else if (this._channel?.state === 'reconnecting') {
+      const b = document.createElement('button');
+      b.className = 'mas-LinkButton';
+      b.type = 'button';
+      b.textContent = 'Retry now';
+      b.addEventListener('click', () => this._channel.reconnectNow());
+      this._banner.append(b);
+    }
+    this._banner.hidden = false;
+    this._banner.dataset.kind = withRestart ? 'exited' : 'connection';
+  }
+
+  private _hideBanner(): void {
+    this._banner.hidden = true;
+    this._banner.replaceChildren();
+  }
+
+  private _stateChanged(): void {
+    this.updateTitle();
+  }
+
+  /** Set the names shown in the tab when they become known or change. */
+  setNames(sessionName?: string, workerName?: string): void {
+    if (sessionName) {
+      this._options.sessionName = sessionName;
+    }
+    if (workerName) {
+      this._options.workerName = workerName;
+    }
+    this.updateTitle();
+  }
+
+  /** Reflect names, activity and connection in the tab's title (MainAreaWidget mirrors it). */
+  updateTitle(): void {
+    const state = this._channel.state;
+    const activity = state === 'exited' ? 'exited' : this._activity;
+    const title = this.title;
+    title.label = `${this._options.sessionName ?? 'session'} / ${this._options.workerName ?? 'worker'}`;
+    title.icon = terminalIcon;
+    title.closable = true;
+    title.className = `mas-ConsoleTab mas-mod-${activity}`;
+    const extra = state === 'reconnecting' ? 'reconnecting' : activity;
+    title.caption = `${title.label}${extra && extra !== 'unknown' ? ` (${extra})` : ''}`;
+  }
+
+  private _options: IConsoleOptions;
+  private _host: HTMLElement;
+  private _banner: HTMLElement;
+  private _term: Terminal;
+  private _fit: FitAddon;
+  private _channel: ChannelClient;
+  private _opened = false;
+  private _fitTimer: number | null = null;
+  private _activity = 'unknown';
+}
+
+/** The tab around a console. */
+export class ConsoleWidget extends MainAreaWidget<ConsoleView> {
+  constructor(options: IConsoleOptions) {
+    const content = new ConsoleView(options);
+    super({ content });
+    this.addClass('mas-ConsoleWidget');
+    this.id = ConsoleWidget.idFor(options.sessionId, options.workerId);
+    content.updateTitle();
+  }
+
+  /** A stable DOM id for the console of one worker. */
+  static idFor(sessionId: string, workerId: string): string {
+    return `mas-console-${sessionId}-${workerId}`.replace(/[^A-Za-z0-9_-]/g, '_');
+  }
+}
