@@ -105,6 +105,7 @@ class Worker:
     tmux_name: str | None = None
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
+    env: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The JSON shape of a worker; live fields (activity) are added by the manager."""

@@ -75,10 +75,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX activities_session ON activities(session_id, seq);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: a worker's extra environment, so a restart or resume starts it the same way.
+    """
+    ALTER TABLE workers ADD COLUMN env TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _SESSION_FIELDS = [f.name for f in fields(Session)]
 _WORKER_FIELDS = [f.name for f in fields(Worker)]
+_JSON_FIELDS = ("argv", "env")
 _NUMBERED_RE = re.compile(r"^session-(\d+)$")
 
 
@@ -289,7 +294,8 @@ class Store:
         cols = ", ".join(_WORKER_FIELDS)
         marks = ", ".join("?" for _ in _WORKER_FIELDS)
         values = tuple(
-            json.dumps(worker.argv) if f == "argv" else getattr(worker, f) for f in _WORKER_FIELDS
+            json.dumps(getattr(worker, f)) if f in _JSON_FIELDS else getattr(worker, f)
+            for f in _WORKER_FIELDS
         )
         try:
             with self.transaction() as db:
@@ -304,8 +310,9 @@ class Store:
     def update_worker(self, worker_id: str, **values: object) -> None:
         """Change some fields of a worker row (and its updated_at)."""
         values.setdefault("updated_at", now())
-        if "argv" in values:
-            values["argv"] = json.dumps(values["argv"])
+        for key in _JSON_FIELDS:
+            if key in values:
+                values[key] = json.dumps(values[key])
         sets = ", ".join(f"{k} = ?" for k in values)
         with self.transaction() as db:
             db.execute(f"UPDATE workers SET {sets} WHERE id = ?", (*values.values(), worker_id))
@@ -402,5 +409,6 @@ def _session(row: sqlite3.Row) -> Session:
 
 def _worker(row: sqlite3.Row) -> Worker:
     values = {f: row[f] for f in _WORKER_FIELDS}
-    values["argv"] = json.loads(values["argv"])
+    for key in _JSON_FIELDS:
+        values[key] = json.loads(values[key])
     return Worker(**values)

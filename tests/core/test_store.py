@@ -107,3 +107,30 @@ def test_unique_names_are_enforced_by_the_database_across_threads(tmp_path):
     assert sorted(outcomes) == ["lost"] * 15 + ["won"]
     assert store.count_sessions() == 1
     store.close()
+
+
+def test_a_version_one_database_migrates_forward_keeping_its_rows(tmp_path):
+    from mas_jupyter.core.store import MIGRATIONS, _statements
+
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    for statement in _statements(MIGRATIONS[0]):
+        db.execute(statement)
+    db.execute(
+        "INSERT INTO sessions (id, name, kind, status, workspace, created_at, updated_at, "
+        "row_state) VALUES ('i', 'old', 'quick', 'active', '/w', 0, 0, 'ready')"
+    )
+    db.execute(
+        "INSERT INTO workers (id, session_id, name, kind, backend, argv, runtime, status, cols, "
+        "rows, created_at, updated_at) VALUES ('w', 'i', 'bot', 'agent', 'demo', '[\"x\"]', "
+        "'pty', 'exited', 80, 24, 0, 0)"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = Store(str(path))
+    assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    assert store.get_session("old").id == "i"
+    worker = store.get_worker("i", "bot")
+    assert worker.argv == ["x"] and worker.env == {}
+    store.close()
