@@ -1,0 +1,122 @@
+"""Process facts from /proc and ending whole process trees without blocking.
+
+A worker's process is a session leader (the PTY makes it one), and everything it starts
+inherits its session id even when job control moves it to another process group. So "the
+worker's processes" are the members of that session, found in /proc, and ending a worker
+signals every one of them, escalating SIGHUP, SIGTERM, SIGKILL with awaited timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): with the pid, it names one process."""
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def is_alive(pid: int, started: int | None = None) -> bool:
+    """Whether pid runs (and, if given, is the process that started at `started`)."""
+    fields = stat_fields(pid)
+    if not fields or fields[0] == "Z":
+        return False
+    return started is None or start_time(pid) == started
+
+
+def session_members(sid: int) -> list[int]:
+    """Every live process whose session id is sid."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = stat_fields(int(entry))
+            # fields: state, ppid, pgrp, session, ...
+            if fields and len(fields) > 3 and fields[3] == str(sid) and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def _signal_tree(sid: int, sig: int) -> int:
+    """Signal the process group and every member of the session; returns how many remain."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(sid, sig)
+    members = session_members(sid)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    return len(members)
+
+
+async def end_tree(
+    sid: int,
+    timeout: float,
+    gone: asyncio.Event | None = None,
+    signals: tuple[int, ...] = (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL),
+) -> int | None:
+    """End a worker's whole process tree; returns the signal that finished it (None: was gone).
+
+    `gone`, when given, is set by the caller's exit watcher as soon as the leader is reaped,
+    so a process that exits on SIGHUP costs milliseconds, not a fixed sleep.
+    """
+    for sig in signals:
+        if not _signal_tree(sid, sig) and (gone is None or gone.is_set()):
+            return None if sig == signals[0] else sig
+        if await _wait_until_gone(sid, timeout, gone):
+            return sig
+    return signals[-1]
+
+
+async def _wait_until_gone(sid: int, timeout: float, gone: asyncio.Event | None) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while time.monotonic() < deadline:
+        if gone is not None and not gone.is_set():
+            # The leader first: its exit is an event, no polling needed.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(gone.wait(), max(0.0, deadline - time.monotonic()))
+            if not gone.is_set():
+                return False
+        if not session_members(sid):
+            return True
+        # Stragglers (background children) have no exit event we can wait on: poll briefly.
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return not session_members(sid)
+
+
+def reset_signals() -> None:
+    """Run in the child before exec: default signal dispositions and an empty signal mask.
+
+    A server started in the background inherits SIGINT ignored; without this its workers would
+    inherit that too, and Ctrl-C would do nothing in them.
+    """
+    for sig in (
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGPIPE,
+        signal.SIGXFSZ,
+        signal.SIGHUP,
+        signal.SIGTERM,
+        signal.SIGTSTP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGCHLD,
+    ):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])

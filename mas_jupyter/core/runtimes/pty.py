@@ -1,0 +1,236 @@
+"""A process in a pseudo-terminal, read and written through the asyncio loop, never blocking.
+
+The process is started with pexpect (fork, setsid, exec of an argv list: no shell) and then
+driven directly: the master fd is registered with the loop for reading (bounded bytes per
+wake-up, so one flooding worker cannot starve the others), input goes through a bounded queue
+and the loop's writer callback, and the process's exit is watched through a pidfd. End of
+output and exit are separate events that may come in either order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+from collections.abc import Callable
+
+import pexpect
+
+from ..errors import TooLargeError, UnavailableError
+from ..processes import reset_signals
+
+READ_SIZE = 65536
+# At most this much is read per wake-up before other file descriptors get their turn.
+MAX_READ_PER_WAKE = 256 * 1024
+
+
+class ExitWatcher:
+    """Calls back once when a process ends, through a pidfd on the loop (no polling, no waits).
+
+    With `reap`, the process is our child and its exit status is collected with waitpid.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        on_exit: Callable[[int | None, int | None], None],
+        reap: bool = True,
+    ) -> None:
+        self.pid = pid
+        self.reap = reap
+        self.on_exit = on_exit
+        self.done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._fd = None
+            self._loop.call_soon(self._fire)
+            return
+        self._loop.add_reader(self._fd, self._fire)
+
+    def _fire(self) -> None:
+        code = sig = None
+        if self.reap:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid == 0:
+                return  # spurious wake-up: not ended yet
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+            else:
+                code = os.waitstatus_to_exitcode(status)
+        self.close()
+        if not self.done.is_set():
+            self.done.set()
+            self.on_exit(code, sig)
+
+    def close(self) -> None:
+        """Stop watching (the callback will not be called afterwards)."""
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+class PtyProcess:
+    """One argv running in a PTY, with non-blocking output, input and exit callbacks."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        cols: int,
+        rows: int,
+        on_output: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+        on_exit: Callable[[int | None, int | None], None],
+        max_input_queue: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.argv = argv
+        self.cwd = cwd
+        self.env = env
+        self.cols, self.rows = cols, rows
+        self.on_output, self.on_eof, self.on_exit = on_output, on_eof, on_exit
+        self.max_input_queue = max_input_queue
+        self.pid: int | None = None
+        self.fd: int | None = None
+        self.exit_code: int | None = None
+        self.exit_signal: int | None = None
+        self.eof = False
+        self._child: pexpect.spawn | None = None
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._writing = False
+        self.watcher: ExitWatcher | None = None
+
+    def spawn(self) -> None:
+        """Start the process (fork + exec; returns once exec happened or failed)."""
+        try:
+            child = pexpect.spawn(
+                self.argv[0],
+                self.argv[1:],
+                cwd=self.cwd,
+                env=self.env,
+                echo=True,
+                encoding=None,
+                dimensions=(self.rows, self.cols),
+                preexec_fn=reset_signals,
+            )
+        except pexpect.ExceptionPexpect as exc:
+            raise UnavailableError(f"cannot start {self.argv[0]!r}: {exc}") from None
+        except OSError as exc:
+            raise UnavailableError(f"cannot start {self.argv[0]!r}: {exc.strerror}") from None
+        self._child = child
+        self.pid = child.pid
+        self.fd = child.child_fd
+        os.set_blocking(self.fd, False)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.fd, self._on_readable)
+        self.watcher = ExitWatcher(self.pid, self._on_exit)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process has not been seen to exit yet."""
+        return self.watcher is not None and not self.watcher.done.is_set()
+
+    def _on_readable(self) -> None:
+        chunks, total, ended = [], 0, False
+        while total < MAX_READ_PER_WAKE:
+            try:
+                data = os.read(self.fd, READ_SIZE)  # type: ignore[arg-type]
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: every holder of the terminal's slave side closed it
+                ended = True
+                break
+            if not data:
+                ended = True
+                break
+            chunks.append(data)
+            total += len(data)
+        if chunks:
+            self.on_output(b"".join(chunks))
+        if ended:
+            self._stop_reading()
+            self.eof = True
+            self.on_eof()
+
+    def _on_exit(self, code: int | None, sig: int | None) -> None:
+        self.exit_code, self.exit_signal = code, sig
+        self.on_exit(code, sig)
+
+    def write(self, data: bytes) -> None:
+        """Queue input for the process; refuses when the queue is over its bound."""
+        if self.fd is None or self.eof:
+            return
+        if self._queued + len(data) > self.max_input_queue:
+            raise TooLargeError(
+                f"the worker is not reading its input: {self._queued} bytes are still queued "
+                f"(limit {self.max_input_queue}); wait for it or interrupt it"
+            )
+        self._queue.append(data)
+        self._queued += len(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._queue and self.fd is not None:
+            chunk = self._queue[0]
+            try:
+                written = os.write(self.fd, chunk)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                self._queue.clear()
+                self._queued = 0
+                break
+            self._queued -= written
+            if written < len(chunk):
+                self._queue[0] = chunk[written:]
+                break
+            self._queue.popleft()
+        loop = asyncio.get_running_loop()
+        want = bool(self._queue) and self.fd is not None
+        if want and not self._writing:
+            loop.add_writer(self.fd, self._flush)  # type: ignore[arg-type]
+        elif not want and self._writing and self.fd is not None:
+            loop.remove_writer(self.fd)
+        self._writing = want
+
+    @property
+    def queued_input(self) -> int:
+        """Bytes of input waiting for the process to read them."""
+        return self._queued
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the terminal size (the kernel sends SIGWINCH to the foreground program)."""
+        self.cols, self.rows = cols, rows
+        if self._child is not None and self.fd is not None:
+            with contextlib.suppress(OSError):
+                self._child.setwinsize(rows, cols)
+
+    def _stop_reading(self) -> None:
+        if self.fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.fd)
+            if self._writing:
+                loop.remove_writer(self.fd)
+                self._writing = False
+
+    def close(self) -> None:
+        """Release the terminal and the watchers (the process itself is ended elsewhere)."""
+        self._stop_reading()
+        if self._child is not None:
+            ptyproc = self._child.ptyproc
+            # Close the fd ourselves and mark pexpect's objects closed: their own close()
+            # sleeps and may block in waitpid, which would freeze the event loop.
+            with contextlib.suppress(OSError):
+                ptyproc.fileobj.close()
+            ptyproc.closed = True
+            self._child.closed = True
+            self._child = None
+        self.fd = None

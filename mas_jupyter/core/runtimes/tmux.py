@@ -1,0 +1,205 @@
+"""Workers whose process lives in a detached tmux session and survives a server restart.
+
+The server attaches to the tmux session through a PTY (a `tmux attach` client), so output,
+input and resizing work exactly as for the `pty` runtime. The pane's process is watched with a
+pidfd; tmux keeps a dead pane (`remain-on-exit`) so its exit status can be read, then the tmux
+session is removed. A person can take over with `tmux -L <socket> attach -t <name>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+from collections.abc import Callable
+
+from ..errors import UnavailableError
+from .pty import ExitWatcher, PtyProcess
+
+
+def available() -> bool:
+    """Whether tmux is installed."""
+    return shutil.which("tmux") is not None
+
+
+def session_name(session_id: str, worker_name: str) -> str:
+    """The tmux session name of a worker: `mas-<8 hex>-<worker>` (tmux forbids '.' and ':')."""
+    return f"mas-{session_id.replace('-', '')[:8]}-{re.sub(r'[.:]', '_', worker_name)}"
+
+
+class Tmux:
+    """Runs tmux commands against one tmux server (a socket name or a socket path)."""
+
+    def __init__(self, socket: str, env: dict[str, str]) -> None:
+        self.socket = socket
+        self.env = env
+
+    @property
+    def base(self) -> list[str]:
+        """tmux and the option that selects our server; no user config is read."""
+        flag = "-S" if "/" in self.socket else "-L"
+        return ["tmux", flag, self.socket, "-f", "/dev/null"]
+
+    def attach_command(self, name: str) -> str:
+        """The shell command a person runs to attach to a worker's tmux session."""
+        flag = "-S" if "/" in self.socket else "-L"
+        return shlex.join(["tmux", flag, self.socket, "attach", "-t", name])
+
+    async def run(self, *args: str) -> tuple[int, str]:
+        """Run one tmux command; returns its exit code and output."""
+        if not available():
+            raise UnavailableError("tmux is not installed; install it or use the pty runtime")
+        proc = await asyncio.create_subprocess_exec(
+            *self.base,
+            *args,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    async def exists(self, name: str) -> bool:
+        """Whether a tmux session of that name exists."""
+        code, _ = await self.run("has-session", "-t", f"={name}")
+        return code == 0
+
+    async def pane(self, name: str) -> tuple[int | None, bool, int | None, int | None]:
+        """The pane's pid, whether it is dead, and its exit status and signal if so."""
+        code, out = await self.run(
+            "display-message",
+            "-p",
+            "-t",
+            f"={name}:",
+            "#{pane_pid} #{pane_dead} #{pane_dead_status} #{pane_dead_signal}",
+        )
+        parts = out.split() if code == 0 else []
+        if not parts or not parts[0].isdigit():
+            return None, True, None, None
+        dead = len(parts) > 1 and parts[1] == "1"
+        status = int(parts[2]) if len(parts) > 2 and parts[2].lstrip("-").isdigit() else None
+        sig = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
+        return int(parts[0]), dead, status, sig
+
+    async def new_session(
+        self, name: str, argv: list[str], cwd: str, env: dict[str, str], cols: int, rows: int
+    ) -> None:
+        """Start argv in a new detached tmux session (executed directly, never by a shell)."""
+        code, out = await self.run(
+            "start-server",
+            ";",
+            "set-option",
+            "-g",
+            "remain-on-exit",
+            "on",
+            ";",
+            "set-option",
+            "-g",
+            "status",
+            "off",
+            ";",
+            "set-option",
+            "-s",
+            "escape-time",
+            "0",
+        )
+        if code != 0:
+            raise UnavailableError(f"tmux could not start: {out.strip()}")
+        env_args = [a for key, value in env.items() for a in ("-e", f"{key}={value}")]
+        # With one argument tmux would hand it to a shell; `env --` keeps it an exec.
+        # An argument ending in ';' would be read by tmux as a command separator: escape it.
+        command = [a[:-1] + "\\;" if a.endswith(";") else a for a in ["env", "--", *argv]]
+        code, out = await self.run(
+            "new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", cwd,
+            *env_args, *command,
+        )  # fmt: skip
+        if code != 0:
+            raise UnavailableError(f"tmux could not start the worker: {out.strip()}")
+
+    async def kill_session(self, name: str) -> None:
+        """Remove a tmux session (its processes get SIGHUP from tmux)."""
+        await self.run("kill-session", "-t", f"={name}")
+
+
+class TmuxProcess(PtyProcess):
+    """A worker in a tmux session: the PTY is a `tmux attach` client, the pid is the pane's."""
+
+    def __init__(
+        self,
+        tmux: Tmux,
+        name: str,
+        cols: int,
+        rows: int,
+        on_output: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+        on_exit: Callable[[int | None, int | None], None],
+        max_input_queue: int = 4 * 1024 * 1024,
+    ) -> None:
+        super().__init__(
+            [*tmux.base, "attach-session", "-t", f"={name}"],
+            "/",
+            tmux.env,
+            cols,
+            rows,
+            on_output,
+            on_eof,
+            on_exit,
+            max_input_queue,
+        )
+        self.tmux = tmux
+        self.name = name
+        self.pane_watcher: ExitWatcher | None = None
+        self.client_pid: int | None = None
+
+    async def create(self, argv: list[str], cwd: str, env: dict[str, str]) -> None:
+        """Start the worker's process in a new tmux session, then attach."""
+        await self.tmux.new_session(self.name, argv, cwd, env, self.cols, self.rows)
+        await self.attach()
+
+    async def attach(self) -> None:
+        """Attach to the existing tmux session and watch its pane's process."""
+        pane_pid, dead, status, sig = await self.tmux.pane(self.name)
+        if pane_pid is None:
+            raise UnavailableError(f"the tmux session {self.name} is gone")
+        self.spawn()
+        self.client_pid, self.pid = self.pid, pane_pid
+        if dead:
+            asyncio.get_running_loop().call_soon(self._pane_exited, status, sig)
+        else:
+            self.pane_watcher = ExitWatcher(pane_pid, self._pane_gone, reap=False)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the pane's process has not been seen to exit yet."""
+        return self.pane_watcher is not None and not self.pane_watcher.done.is_set()
+
+    def _pane_gone(self, _code: int | None, _sig: int | None) -> None:
+        asyncio.ensure_future(self._read_status_and_clean())
+
+    async def _read_status_and_clean(self) -> None:
+        _pid, _dead, status, sig = await self.tmux.pane(self.name)
+        self._pane_exited(status, sig)
+
+    def _pane_exited(self, status: int | None, sig: int | None) -> None:
+        self.exit_code, self.exit_signal = status, sig
+        asyncio.ensure_future(self.tmux.kill_session(self.name))
+        self.on_exit(status, sig)
+
+    def _on_exit(self, code: int | None, sig: int | None) -> None:
+        # The attach client ended (session killed, or detached): the worker's state follows
+        # the pane, not the client.
+        pass
+
+    def close(self) -> None:
+        """Detach: end the attach client and stop watching (the tmux session lives on)."""
+        if self.pane_watcher is not None:
+            self.pane_watcher.close()
+        if self.client_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.client_pid, signal.SIGHUP)
+        super().close()

@@ -1,0 +1,199 @@
+"""The PTY runtime and process-tree ending, with real pseudo-terminals and real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from mas_jupyter.core import processes
+from mas_jupyter.core.errors import TooLargeError, UnavailableError
+from mas_jupyter.core.runtimes.pty import PtyProcess
+
+
+class Collector:
+    """Collects a PTY process's output and exit, with awaitable conditions."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.exit: tuple[int | None, int | None] | None = None
+        self.eof = False
+        self.changed = asyncio.Event()
+
+    def output(self, data: bytes) -> None:
+        self.data += data
+        self.changed.set()
+
+    def ended(self) -> None:
+        self.eof = True
+        self.changed.set()
+
+    def exited(self, code, sig) -> None:
+        self.exit = (code, sig)
+        self.changed.set()
+
+    async def until(self, predicate, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.changed.clear()
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"timed out; output so far: {bytes(self.data)[-500:]!r}"
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    def spawn(self, argv, cwd=None, env=None, **kw) -> PtyProcess:
+        proc = PtyProcess(
+            argv,
+            cwd or os.getcwd(),
+            env or {**os.environ, "TERM": "xterm-256color"},
+            80,
+            24,
+            self.output,
+            self.ended,
+            self.exited,
+            **kw,
+        )
+        proc.spawn()
+        return proc
+
+
+async def test_output_exit_code_and_end_of_output():
+    c = Collector()
+    proc = c.spawn([sys.executable, "-c", "print('hello from pty'); raise SystemExit(7)"])
+    await c.until(lambda: c.exit is not None and c.eof)
+    assert b"hello from pty" in c.data
+    assert c.exit == (7, None)
+    proc.close()
+
+
+async def test_echo_round_trip_through_a_real_shell(tmp_path):
+    c = Collector()
+    proc = c.spawn(["bash", "--norc", "--noprofile", "-i"], cwd=str(tmp_path))
+    proc.write(b"echo hi-$((6*7)); pwd\r")
+    await c.until(lambda: b"hi-42" in c.data and str(tmp_path).encode() in c.data)
+    proc.write(b"exit 3\r")
+    await c.until(lambda: c.exit is not None)
+    assert c.exit == (3, None)
+    proc.close()
+
+
+async def test_missing_program_is_a_clear_error():
+    with pytest.raises(UnavailableError, match="cannot start 'no-such-program-xyz'"):
+        Collector().spawn(["no-such-program-xyz"])
+
+
+async def test_input_queue_is_bounded_when_the_program_does_not_read():
+    c = Collector()
+    proc = c.spawn(["sleep", "30"], max_input_queue=64 * 1024)
+    with pytest.raises(TooLargeError, match="not reading its input"):
+        for _ in range(100):
+            proc.write(b"x" * 4096)
+    assert proc.queued_input <= 64 * 1024
+    await processes.end_tree(proc.pid, 2.0, proc.watcher.done)
+    await c.until(lambda: c.exit is not None)
+    proc.close()
+
+
+async def test_ctrl_c_interrupts_sleep_even_when_the_server_ignores_sigint(tmp_path):
+    # A server started in the background inherits SIGINT ignored. Run the PTY from such a
+    # process and check that Ctrl-C still reaches `sleep` in the worker.
+    script = textwrap.dedent(
+        """
+        import asyncio, os, signal, sys, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from mas_jupyter.core.runtimes.pty import PtyProcess
+
+        async def main():
+            out = bytearray(); done = asyncio.Event(); result = {}
+            def exited(code, sig):
+                result["exit"] = (code, sig); done.set()
+            proc = PtyProcess(["bash", "--norc", "--noprofile", "-c", "sleep 30; echo slept"],
+                              os.getcwd(), dict(os.environ), 80, 24, out.extend, lambda: None,
+                              exited)
+            proc.spawn()
+            await asyncio.sleep(0.3)  # let bash start sleep (no event exists for that)
+            t0 = time.monotonic()
+            proc.write(b"\\x03")
+            await asyncio.wait_for(done.wait(), 10)
+            print("EXIT", result["exit"], round(time.monotonic() - t0, 2), bytes(out))
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert "EXIT" in result.stdout, result.stderr
+    assert "slept" not in result.stdout
+    assert f"(None, {int(signal.SIGINT)})" in result.stdout or "(130, None)" in result.stdout
+
+
+async def test_stop_escalates_and_ends_background_children(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    # The worker ignores SIGHUP and SIGTERM and leaves a background child that does too.
+    code = textwrap.dedent(
+        f"""
+        import os, signal, subprocess, sys, time
+        for s in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal,time\\nfor s in (signal.SIGHUP, signal.SIGTERM): "
+            "signal.signal(s, signal.SIG_IGN)\\ntime.sleep(300)"], start_new_session=False)
+        open({str(pidfile)!r}, "w").write(str(child.pid))
+        print("ready", flush=True)
+        time.sleep(300)
+        """
+    )
+    c = Collector()
+    proc = c.spawn([sys.executable, "-c", code])
+    await c.until(lambda: b"ready" in c.data)
+    child = int(pidfile.read_text())
+    assert processes.is_alive(child)
+    assert set(processes.session_members(proc.pid)) >= {proc.pid, child}
+    sig = await processes.end_tree(proc.pid, 0.3, proc.watcher.done)
+    assert sig == signal.SIGKILL
+    await c.until(lambda: c.exit is not None)
+    assert c.exit == (None, signal.SIGKILL)
+    assert processes.session_members(proc.pid) == []
+    assert not processes.is_alive(child)
+    proc.close()
+
+
+async def test_a_process_that_exits_on_sighup_is_gone_without_a_fixed_wait():
+    c = Collector()
+    proc = c.spawn(["sleep", "30"])
+    t0 = time.monotonic()
+    sig = await processes.end_tree(proc.pid, 5.0, proc.watcher.done)
+    elapsed = time.monotonic() - t0
+    assert sig == signal.SIGHUP
+    assert elapsed < 5.0  # did not sit out the timeout: the exit event ended the wait
+    await c.until(lambda: c.exit is not None)
+    proc.close()
+
+
+async def test_invalid_utf8_and_binary_output_do_not_break_reading():
+    c = Collector()
+    proc = c.spawn(
+        [
+            sys.executable,
+            "-c",
+            "import os; os.write(1, b'\\xff\\xfe\\x00bin\\xc3'); os.write(1, b'\\xa9 ok\\n')",
+        ]
+    )
+    await c.until(lambda: c.exit is not None and c.eof)
+    assert b"bin" in c.data and b"ok" in c.data
+    proc.close()
+
+
+def test_start_time_identifies_a_process():
+    assert processes.start_time(os.getpid()) == processes.start_time(os.getpid())
+    assert processes.is_alive(os.getpid(), processes.start_time(os.getpid()))
+    assert not processes.is_alive(os.getpid(), (processes.start_time(os.getpid()) or 0) + 1)
+    assert processes.start_time(2**22 + 12345) is None
