@@ -1,0 +1,104 @@
+"""The jupyter_server extension app: builds the engine, runs recovery, routes, events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from jupyter_server._tz import utcnow
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Int, Type
+
+from ..core.manager import MASManager
+from . import events, handlers
+from .channel import ChannelHandler
+
+
+class MASExtensionApp(ExtensionApp):
+    """Serves mas_jupyter's REST and WebSocket API under {base_url}api/mas."""
+
+    name = "mas_jupyter"
+
+    manager_class = Type(
+        default_value=MASManager,
+        klass=MASManager,
+        help="The engine class (configure it with c.MASManager.*).",
+    ).tag(config=True)
+    max_body_bytes = Int(
+        8 * 1024 * 1024,
+        help="The largest REST request body accepted, in bytes; larger ones get 413.",
+    ).tag(config=True)
+    client_queue_chars = Int(
+        4 * 1024 * 1024,
+        help="Output queued for one WebSocket client, in characters, before that client is "
+        "dropped as too slow (it can reconnect and replay). Bounds memory per stalled client.",
+    ).tag(config=True)
+
+    manager: MASManager
+    _ready: asyncio.Future | None = None
+
+    def initialize_settings(self) -> None:
+        """Build and open the engine; hook its events into the server's event system."""
+        assert self.serverapp is not None
+        self.sockets: set[Any] = set()
+        self.manager = self.manager_class(
+            parent=self, log=self.log, root_dir=self.serverapp.root_dir
+        )
+        self.manager.start()
+        events.register_schemas(self.serverapp.event_logger)
+        self._unsubscribe = [
+            self.manager.events.subscribe(events.forwarder(self.serverapp.event_logger)),
+            self.manager.events.subscribe(lambda _event: self.touch()),
+        ]
+
+    def initialize_handlers(self) -> None:
+        """Register every route under {base_url}api/mas."""
+        _W = r"/api/mas/sessions/(?P<sid>[^/]+)/workers/(?P<wid>[^/]+)"
+        self.handlers.extend(handlers.default_handlers)
+        self.handlers.append((rf"{_W}/channel", ChannelHandler))
+        self.handlers.extend(events.default_handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Run crash recovery as soon as the server's loop runs."""
+        await self.ready()
+
+    def ready(self) -> asyncio.Future:
+        """Finishes when start-up recovery is done; every request awaits it first."""
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._recover())
+        return asyncio.shield(self._ready)
+
+    async def _recover(self) -> None:
+        try:
+            report = await self.manager.recover()
+        except Exception:
+            # Serve anyway: the state that was read is still usable; the log says what failed.
+            self.log.exception("mas_jupyter: recovery at start-up failed")
+        else:
+            self.log.info("mas_jupyter: recovered %s", report)
+
+    def touch(self) -> None:
+        """Count engine activity (output, events) as server activity for idle culling."""
+        assert self.serverapp is not None
+        self.serverapp.web_app.settings["last_activity_times"][self.name] = utcnow()
+
+    def current_activity(self) -> list[dict] | None:
+        """Running workers keep the server from being culled as idle."""
+        running = [
+            w
+            for workers in self.manager.supervisor.worker_dicts_by_session().values()
+            for w in workers
+            if w.get("status") in ("starting", "running")
+        ]
+        return running or None
+
+    async def stop_extension(self) -> None:
+        """Close the sockets, stop pty workers and detach tmux ones, close the store."""
+        for socket in list(getattr(self, "sockets", ())):
+            socket.shutdown()
+        for unsubscribe in getattr(self, "_unsubscribe", []):
+            unsubscribe()
+        if self._ready is not None and not self._ready.done():
+            await asyncio.wait([self._ready])
+        if hasattr(self, "manager"):
+            await self.manager.shutdown()

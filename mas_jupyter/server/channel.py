@@ -1,0 +1,239 @@
+"""The worker console WebSocket: terminado's protocol plus activity and exit messages.
+
+Each client has its own bounded send queue drained by one writer task that awaits tornado's
+write future, so a slow client never makes the server buffer without bound and never slows
+the others: when its queue is over the bound it is dropped (it can reconnect and replay).
+Consecutive output chunks are sent as one frame, so a fast stream costs few frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from ..core.errors import MASError, TooLargeError
+from .base import MASMixin
+
+# Close codes (RFC 6455 and the 4000-4999 private range).
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+CLOSE_TOO_BIG = 1009
+CLOSE_SHUTDOWN = 1001
+CLOSE_TOO_SLOW = 4008
+CLOSE_GONE = 4004
+FRAME_CHARS = 256 * 1024  # the largest stdout frame sent at once
+
+
+class MASWebSocket(MASMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """A WebSocket of mas_jupyter: origin checked, authenticated and authorized before upgrade."""
+
+    auth_action = "read"
+
+    def set_default_headers(self) -> None:
+        """No HTML headers (CSP etc.) on a WebSocket upgrade."""
+
+    async def pre_get(self) -> None:
+        """Authorize `auth_action` on "mas" before the upgrade."""
+        user = self.current_user
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, user, self.auth_action, self.auth_resource)
+        )
+        if not allowed:
+            raise web.HTTPError(403, "not authorized to %s on resource: mas", self.auth_action)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Refusals before the upgrade are JSON like the REST API's."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "application/json")
+        if isinstance(exc, MASError):
+            self.set_status(exc.status)
+            self.finish(json.dumps(exc.to_dict()))
+        else:
+            self.finish(json.dumps({"message": self._reason, "reason": "refused"}))
+
+    def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
+        """Expected refusals (unknown worker) without a traceback."""
+        if isinstance(value, MASError) and value.status < 500:
+            self.log.info("websocket %s refused: %s", self.request.path, value.message)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class ClientQueue:
+    """A bounded queue of outgoing messages for one client, drained by one writer task."""
+
+    def __init__(
+        self, socket: WebSocketHandler, max_chars: int, on_overflow: Callable[[], None]
+    ) -> None:
+        self.socket = socket
+        self.max_chars = max_chars
+        self.on_overflow = on_overflow
+        self.items: deque[tuple[str, Any]] = deque()
+        self.chars = 0
+        self.wake = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    def put(self, kind: str, payload: Any) -> None:
+        """Queue a message; never blocks; calls on_overflow once the bound is passed."""
+        size = _size(payload)
+        self.items.append((kind, payload))
+        self.chars += size
+        self.wake.set()
+        if self.chars > self.max_chars:
+            self.on_overflow()
+
+    def close(self) -> None:
+        """Stop writing and free what is queued."""
+        self.items.clear()
+        self.chars = 0
+        self.task.cancel()
+
+    def _next_frame(self) -> str:
+        kind, payload = self.items.popleft()
+        self.chars -= _size(payload)
+        if kind == "event":
+            return json.dumps(payload)
+        if kind != "stdout":
+            return json.dumps([kind, payload])
+        parts, size = [payload], len(payload)
+        while self.items and self.items[0][0] == "stdout" and size < FRAME_CHARS:
+            more = self.items.popleft()[1]
+            self.chars -= len(more)
+            parts.append(more)
+            size += len(more)
+        return json.dumps(["stdout", "".join(parts)])
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.items:
+                    await self.socket.write_message(self._next_frame())
+        except (WebSocketClosedError, asyncio.CancelledError):
+            pass
+
+
+def _size(payload: Any) -> int:
+    # Output counts by its length; other messages (small dicts, codes) by a fixed estimate.
+    return len(payload) if isinstance(payload, str) else 256
+
+
+class ChannelHandler(MASWebSocket):
+    """WS /api/mas/sessions/{sid}/workers/{wid}/channel: one client of a worker's console."""
+
+    auth_action = "write"  # a console can type into the worker
+    queue: ClientQueue | None = None
+    _detach: Callable[[], None] | None = None
+    _unsubscribe: Callable[[], None] | None = None
+
+    @property
+    def max_message_size(self) -> int:  # type: ignore[override]
+        """The largest client frame: the input limit, JSON-escaped, plus a little framing."""
+        return self.manager.max_input_bytes * 6 + 1024
+
+    @ws_authenticated
+    async def get(self, sid: str, wid: str) -> None:
+        """Authorize, find the worker (404 before the upgrade), then upgrade."""
+        await self.pre_get()
+        await self.mas_app.ready()
+        worker = self.manager.get_worker(sid, wid)
+        self.session_id, self.worker_id = worker["session_id"], worker["id"]
+        await super().get(sid, wid)
+
+    def open(self, sid: str, wid: str) -> None:  # type: ignore[override]
+        """Send setup and the recent output, then live messages, with no gap between them."""
+        super().open()
+        self.queue = ClientQueue(self, self.mas_app.client_queue_chars, self._too_slow)
+        self.queue.put("setup", {})
+        try:
+            replay, self._detach = self.manager.attach(
+                self.session_id, self.worker_id, self._on_worker
+            )
+        except MASError as e:
+            self._end(CLOSE_GONE, e.message)
+            return
+        if replay:
+            self.queue.put("stdout", replay)
+        self._unsubscribe = self.manager.events.subscribe(self._on_event)
+        self.mas_app.sockets.add(self)
+
+    def _on_worker(self, kind: str, payload: Any) -> None:
+        # Called on the event loop for every output burst: queue only, never block.
+        if self.queue is not None:
+            self.queue.put(kind, payload)
+
+    def _on_event(self, event: dict) -> None:
+        gone = event["type"] == "session-deleted" and event["session_id"] == self.session_id
+        gone = gone or (event["type"] == "worker-deleted" and event["worker_id"] == self.worker_id)
+        if gone and self.queue is not None:
+            self._release()
+            self.queue.put("disconnect", 1)
+            asyncio.get_running_loop().call_later(0.2, self._end, CLOSE_GONE, "worker deleted")
+
+    def _too_slow(self) -> None:
+        self.log.warning("dropping a console client of %s that fell behind", self.worker_id)
+        self._end(CLOSE_TOO_SLOW, "client too slow: reconnect to replay the recent output")
+
+    async def on_message(self, message: str | bytes) -> None:  # type: ignore[override]
+        """["stdin", data] types into the worker; ["set_size", rows, cols, ...] resizes it."""
+        try:
+            msg = json.loads(message)
+            if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
+                raise ValueError("a message is a JSON array starting with its type")
+            if msg[0] == "stdin":
+                if len(msg) < 2 or not isinstance(msg[1], str):
+                    raise ValueError('stdin takes ["stdin", text]')
+                result = self.manager.write_input(self.session_id, self.worker_id, msg[1])
+                if hasattr(result, "__await__"):
+                    await result
+            elif msg[0] == "set_size":
+                rows, cols = msg[1], msg[2]
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rows, cols)):
+                    raise ValueError('set_size takes ["set_size", rows, cols]')
+                self.manager.resize_worker(self.session_id, self.worker_id, cols, rows)
+        except TooLargeError as e:
+            self._end(CLOSE_TOO_BIG, e.message)
+        except MASError as e:
+            self.log.info("console message refused: %s", e.message)
+        except (ValueError, IndexError, TypeError) as e:
+            self._end(CLOSE_UNSUPPORTED, f"bad message: {e}"[:120])
+        else:
+            self.mas_app.touch()
+
+    def _release(self) -> None:
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _end(self, code: int, reason: str) -> None:
+        self._release()
+        if self.queue is not None:
+            self.queue.close()
+        self.mas_app.sockets.discard(self)
+        self.close(code, reason[:120])
+
+    def on_close(self) -> None:
+        """Unsubscribe from the worker and free the queue."""
+        self._release()
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
+        self.mas_app.sockets.discard(self)
+
+    def shutdown(self) -> None:
+        """The server is stopping: tell the client and close."""
+        self._end(CLOSE_SHUTDOWN, "server shutting down")

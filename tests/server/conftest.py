@@ -1,0 +1,138 @@
+"""Fixtures for the server's tests: a Jupyter server with mas_jupyter, driven over HTTP and WS.
+
+pytest only reads `pytest_plugins` from the top conftest, so the fixtures of
+`pytest_jupyter.jupyter_server` are imported here, which scopes them to tests/server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from jupyter_server.auth import Authorizer
+from pytest_jupyter import jupyter_server as _server_plugin
+from pytest_jupyter import pytest_tornasync as _tornasync_plugin
+from tornado.httpclient import HTTPClientError
+from traitlets.config import Config
+
+# pytest reads `pytest_plugins` only from the top conftest; taking the server plugin's fixtures
+# into this module instead scopes them (and their autouse cleanup) to tests/server.
+_FIXTURES = (
+    "jp_argv",
+    "jp_auth_header",
+    "jp_base_url",
+    "jp_configurable_serverapp",
+    "jp_fetch",
+    "jp_http_port",
+    "jp_logging_stream",
+    "jp_nbconvert_templates",
+    "jp_root_dir",
+    "jp_server_cleanup",
+    "jp_serverapp",
+    "jp_web_app",
+    "jp_ws_fetch",
+    "http_server",
+    "http_server_client",
+    "http_server_port",
+    "io_loop",
+)
+for _plugin in (_server_plugin, _tornasync_plugin):
+    globals().update({k: v for k, v in vars(_plugin).items() if k in _FIXTURES})
+
+
+class DenyAll(Authorizer):
+    """Refuses everything."""
+
+    def is_authorized(self, handler, user, action, resource):
+        return False
+
+
+class ReadOnly(Authorizer):
+    """Allows reading only."""
+
+    def is_authorized(self, handler, user, action, resource):
+        return action == "read"
+
+
+@pytest.fixture
+def mas_config(tmp_path):
+    """Extra configuration a test may add to (ServerApp, MASManager, MASExtensionApp...)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(tmp_path, mas_config):
+    """The server runs mas_jupyter (and Jupyter's terminals, for comparisons)."""
+    config = {
+        "ServerApp": {
+            "jpserver_extensions": {"mas_jupyter": True, "jupyter_server_terminals": True},
+            "reraise_server_extension_failures": True,
+        },
+        "MASManager": {"tmux_socket": str(tmp_path / "tmux.sock")},
+    }
+    for section, values in mas_config.items():
+        config.setdefault(section, {}).update(values)
+    return Config(config)
+
+
+@pytest.fixture
+def mas_app(jp_serverapp):
+    """The running extension app."""
+    return jp_serverapp.extension_manager.extension_apps["mas_jupyter"].copy().pop()
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """Call /api/mas: returns (status, parsed body or None); never raises on HTTP errors."""
+
+    async def call(method, *path, body=None, params=None, raw=None, headers=None):
+        kwargs = {"method": method, "headers": headers or {}, "params": params}
+        if raw is not None:
+            kwargs["body"] = raw
+        elif body is not None:
+            kwargs["body"] = json.dumps(body)
+        elif method in ("POST", "PATCH", "PUT"):
+            kwargs["body"] = ""
+        try:
+            r = await jp_fetch("api", "mas", *path, **kwargs, allow_nonstandard_methods=True)
+        except HTTPClientError as e:
+            r = e.response
+            if r is None:
+                raise
+        try:
+            data = json.loads(r.body) if r.body else None
+        except ValueError:
+            data = r.body.decode(errors="replace")
+        call.seen.append((method, path, r.code, data))
+        return r.code, data
+
+    call.seen = []
+    return call
+
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture
+def server_repo(jp_root_dir):
+    """A git repository with one commit inside the server's root."""
+    path = jp_root_dir / "repo"
+    path.mkdir()
+    env = {**os.environ, **GIT_ENV}
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (path / "data.csv").write_text("a,b\n1,2\n")
+    git("add", "data.csv")
+    git("commit", "-q", "-m", "first")
+    return path
