@@ -75,6 +75,9 @@ export class MasApiError extends Error {
 /** Turn whatever failed (network, server, body) into a sentence for the user. */
 export function describeError(err: unknown): string {
   if (err instanceof MasApiError) {
+    if (err.status >= 500) {
+      return `${err.message} (the server failed with ${err.status}; its log has the details)`;
+    }
     return err.message;
   }
   if (err instanceof ServerConnection.NetworkError) {

@@ -212,7 +212,14 @@ class Controller {
     }
     this._waitingShown = n;
     // Lumino renders a title's dataset on the tab: the CSS draws the count from it.
-    this.panel.title.dataset = n ? { maswaiting: String(n) } : {};
+    // Keep the keys the shell put there (Lab's side bar uses `id`).
+    const dataset: Record<string, string> = { ...this.panel.title.dataset };
+    if (n) {
+      dataset.maswaiting = String(n);
+    } else {
+      delete dataset.maswaiting;
+    }
+    this.panel.title.dataset = dataset;
     this.panel.title.className = n ? 'mas-mod-attention' : '';
     this.panel.title.caption = n
       ? `Agent sessions: ${n} worker${n === 1 ? '' : 's'} need${n === 1 ? 's' : ''} you`
@@ -257,7 +264,7 @@ class Controller {
     } else if (state === 'closed' && failures > 0) {
       this.panel.setConnection(
         failures > 1
-          ? 'Not connected to the server: live updates paused, retrying…'
+          ? 'Not connected to the server: live updates paused, reconnecting…'
           : 'Connection to the server lost: reconnecting…',
         true
       );
@@ -507,12 +514,19 @@ class Controller {
         if (!s) {
           return;
         }
+        const stopped = (result: (ISession & { warnings?: string[] }) | undefined) => {
+          // A stop that went through can still come with things the user should know.
+          const warnings = result?.warnings ?? [];
+          if (warnings.length) {
+            Notification.warning(`${s.name} stopped. ${warnings.join('; ')}`, { autoClose: 10000 });
+          }
+        };
         try {
-          await this.client.stopSession(s.id, false);
+          stopped(await this.client.stopSession(s.id, false));
         } catch (err) {
           if (err instanceof MasApiError && err.status === 409 && err.reason === 'stop_refused') {
             if (await confirmForcedStop(s.name, err)) {
-              await this._call(`Could not stop ${s.name}`, () => this.client.stopSession(s.id, true));
+              stopped(await this._call(`Could not stop ${s.name}`, () => this.client.stopSession(s.id, true)));
             }
             return;
           }

@@ -106,7 +106,7 @@ export class SessionsPanel extends Widget {
       h('button', { class: 'jp-mod-styled jp-mod-accept', 'data-action': 'new-session', type: 'button' }, 'New session…')
     );
     this._empty.hidden = true;
-    this.node.append(header, this._status, this._error, this._list, this._empty);
+    this.node.append(header, this._status, this._error, this._empty, this._list);
     this.node.addEventListener('click', this);
     this.node.addEventListener('keydown', this);
     this.node.addEventListener('contextmenu', this);
