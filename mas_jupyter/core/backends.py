@@ -1,0 +1,634 @@
+"""The registry of what can run in a worker: backends (agent CLIs, shells), personas, templates.
+
+A backend says how to start one agent CLI (argv, the argv that continues its last
+conversation, environment), which file in the workspace it reads instructions from, how to type
+a message into it, and the regexes over its rendered screen that tell its activity (see
+activity.py). Built-ins cover claude, codex, aider, gemini, a shell and the project's own demo
+agent; configuration (`c.MASManager.backends`) and the `mas_jupyter.backends` entry-point group
+add or change them. Their patterns were written from the screens the real CLIs show; the
+fixtures under tests/core/fixtures/screens/ are those screens, and SOURCE.md there says how
+each was obtained.
+
+A persona is a role (pm, qa, specialist, or a <name>.md file) whose instructions are written
+into the backend's instructions file, or sent as the first message. A template is a directory
+copied into a new quick workspace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from . import validate
+from .activity import ActivityRules, compile_patterns
+from .errors import ForbiddenError, InvalidError
+
+ENTRY_POINT_GROUP = "mas_jupyter.backends"
+BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+PERSONA_FILE_MAX = 64 * 1024
+PERSONA_START = "<!-- mas_jupyter persona: start (managed by mas_jupyter; edits are replaced) -->"
+PERSONA_END = "<!-- mas_jupyter persona: end -->"
+_SECTION_RE = re.compile(re.escape(PERSONA_START) + r".*?" + re.escape(PERSONA_END), re.DOTALL)
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_FRONT_MATTER_RE = re.compile(r"^(icon|title)\s*:\s*(.*?)\s*$", re.IGNORECASE)
+
+
+@dataclass
+class Backend:
+    """How to run one agent CLI or shell in a worker, and how to read its screen."""
+
+    name: str
+    argv: list[str]
+    description: str = ""
+    resume_argv: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    instructions_file: str | None = None
+    patterns: dict[str, list[str]] = field(default_factory=dict)
+    submit: str = "\r"
+    paste: str = "bracketed"
+    idle_stable_seconds: float = 0.4
+    kind: str = "agent"
+    persona_delivery: str = "file"
+    # How to get the program, shown when it is missing.
+    install_hint: str | None = None
+    # Added to argv (and resume argv) when an instructions file was written, for CLIs that do
+    # not read it by themselves (aider reads conventions only when given --read).
+    instructions_args: list[str] = field(default_factory=list)
+    # A regex whose group 1 is the conversation id the CLI prints (e.g. on exit), and the argv
+    # that resumes exactly that conversation ("{conversation_id}" is replaced).
+    conversation_id_pattern: str | None = None
+    resume_id_argv: list[str] | None = None
+
+    def availability(self, path: str | None = None) -> tuple[bool, str | None]:
+        """Whether the program can be started here, and if not, why and what to do."""
+        program = self.argv[0]
+        if shutil.which(program, path=path):
+            return True, None
+        if os.sep in program:
+            reason = f"program {program!r} does not exist or is not executable"
+        else:
+            reason = f"program {program!r} not found on PATH"
+        if self.install_hint:
+            return False, f"{reason}; install it with: {self.install_hint}"
+        return False, (
+            f"{reason}; install it, or set its argv in c.MASManager.backends[{self.name!r}]"
+        )
+
+    def command(
+        self,
+        resume: bool = False,
+        instructions: bool = False,
+        conversation_id: str | None = None,
+    ) -> list[str]:
+        """The argv to start it: fresh, or continuing (a known conversation, else the last)."""
+        if resume and conversation_id and self.resume_id_argv:
+            argv = [a.replace("{conversation_id}", conversation_id) for a in self.resume_id_argv]
+        elif resume and self.resume_argv:
+            argv = list(self.resume_argv)
+        else:
+            argv = list(self.argv)
+        if instructions and self.instructions_args:
+            argv += self.instructions_args
+        return argv
+
+    def conversation_id(self, text: str) -> str | None:
+        """The conversation id the CLI printed in `text` (its last one), if it prints one."""
+        if not self.conversation_id_pattern:
+            return None
+        found = re.findall(self.conversation_id_pattern, text)
+        return found[-1] if found else None
+
+    def rules(self) -> ActivityRules:
+        """The compiled activity rules of this backend."""
+        return ActivityRules(self.patterns, self.idle_stable_seconds, self.name)
+
+    def to_dict(self, path: str | None = None) -> dict:
+        """The backend as the API lists it; environment values are not shown (they may hold
+        keys), only their names."""
+        available, reason = self.availability(path)
+        return {
+            "name": self.name,
+            "description": self.description,
+            "kind": self.kind,
+            "argv": list(self.argv),
+            "resume_argv": list(self.resume_argv) if self.resume_argv else None,
+            "env_keys": sorted(self.env),
+            "instructions_file": self.instructions_file,
+            "persona_delivery": self.persona_delivery,
+            "patterns": {k: list(v) for k, v in self.patterns.items()},
+            "submit": self.submit,
+            "paste": self.paste,
+            "idle_stable_seconds": self.idle_stable_seconds,
+            "install_hint": self.install_hint,
+            "available": available,
+            "reason": reason,
+        }
+
+
+# Activity patterns of the built-ins. Each was checked against the live screens in
+# tests/core/fixtures/screens/<backend>/ (see SOURCE.md there for versions and how).
+CLAUDE_PATTERNS = {
+    # Every dialog (permission, trust, API key, pickers) ends with an "Esc to cancel" footer
+    # and shows a selected "❯ 1. Yes"-style option; neither stays on screen once answered.
+    "waiting": [r"Esc to cancel", r"^ *❯[ \u00a0]\d+\. (?:Yes|No)\b"],
+    # The footer says "esc to interrupt" (older versions put it after the spinner).
+    "busy": [r"(?i)esc to interrupt"],
+    # The prompt box: a rule line, then "❯" and a no-break space (possibly with typed text);
+    # or the footer under it.
+    "idle": [r"^─{20,}\n❯(?:[ \u00a0]|$)", r"\? for shortcuts"],
+}
+CODEX_PATTERNS = {
+    "waiting": [
+        r"Press enter to confirm or esc to cancel",
+        r"Would you like to (?:run|make|grant|send)\b",
+        r"^ *› \d+\. (?:Yes|Trust)\b",
+        r"Press enter to (?:continue|save)",
+        r"enter continue · esc back",
+    ],
+    # "• Working (3s • esc to interrupt)", "Reconnecting... 3/5 (0s • esc to interrupt)".
+    "busy": [r"esc to interrupt"],
+    "idle": [r"^› Ask Codex to do anything", r"\? for shortcuts"],
+}
+GEMINI_PATTERNS = {
+    "waiting": [
+        r"Allow execution of\b",
+        r"Apply this change\?",
+        r"Do you want to proceed\?",
+        r"Do you trust the files in this folder\?",
+        r"How would you like to authenticate",
+        r"Press Enter to submit, Esc to cancel",
+        r"^[│ ]*● \d+\. ",
+    ],
+    # "⠧ Thinking... (esc to cancel, 3s)".
+    "busy": [r"\(esc to cancel, \d+[smh]"],
+    "idle": [r"Type your message or @path/to/file", r"\? for shortcuts"],
+}
+AIDER_PATTERNS = {
+    # confirm_ask() ends its question with "(Y)es/(N)o[...] [Yes]: " and waits on that line;
+    # anchored at the end because answered questions stay in the scrollback.
+    "waiting": [r"\(Y\)es/\(N\)o[^\n]*\[[^\]\n]*\]: *\Z"],
+    # The spinner line "█░  Waiting for gpt-4o" is the last line while it waits for the model.
+    "busy": [r"Waiting for \S+\Z", r"Retrying in [\d.]+ seconds\.*\Z"],
+    # The prompt ("> ", "ask> ", "architect> ", "multi> ") on the last line.
+    "idle": [r"^(?:[\w-]+ )*[\w-]*>(?: [^\n]*)?\Z"],
+}
+SHELL_PATTERNS = {
+    "waiting": [
+        r"\[sudo\] password for [^\n]*: *\Z",
+        r"(?i)^[^\n]*password[^\n]*: *\Z",
+        r"(?i)[(\[](?:y/n|yes/no)[)\]]\?? *:? *\Z",
+    ],
+    "busy": [],
+    "idle": [r"[$#%>] *\Z"],
+}
+DEMO_PATTERNS = {
+    "waiting": [r"\(yes/no\) *\Z"],
+    "busy": [r"^working\.\.\.[^\n]*\Z"],
+    "idle": [r"^demo> *\Z"],
+}
+
+
+def _default_shell() -> str:
+    """The user's login shell if it is an absolute path to a program, else /bin/bash."""
+    shell = os.environ.get("SHELL", "")
+    if os.path.isabs(shell) and os.access(shell, os.X_OK):
+        return shell
+    return "/bin/bash"
+
+
+def builtin_backends() -> dict[str, Backend]:
+    """The backends that ship with mas_jupyter."""
+    demo = [sys.executable, "-m", "mas_jupyter.demo_agent"]
+    return {
+        "claude": Backend(
+            name="claude",
+            description="Claude Code, Anthropic's coding agent",
+            argv=["claude"],
+            resume_argv=["claude", "--continue"],
+            instructions_file="CLAUDE.md",
+            patterns=CLAUDE_PATTERNS,
+            install_hint="npm install -g @anthropic-ai/claude-code",
+            conversation_id_pattern=r"claude --resume ([0-9a-f]{8}-[0-9a-f-]{27})",
+            resume_id_argv=["claude", "--resume", "{conversation_id}"],
+        ),
+        "codex": Backend(
+            name="codex",
+            description="Codex CLI, OpenAI's coding agent",
+            argv=["codex"],
+            resume_argv=["codex", "resume", "--last"],
+            instructions_file="AGENTS.md",
+            patterns=CODEX_PATTERNS,
+            install_hint="npm install -g @openai/codex",
+            conversation_id_pattern=r"codex resume ([0-9a-f]{8}-[0-9a-f-]{27})",
+            resume_id_argv=["codex", "resume", "{conversation_id}"],
+        ),
+        "aider": Backend(
+            name="aider",
+            description="Aider, AI pair programming in the terminal",
+            argv=["aider"],
+            resume_argv=["aider", "--restore-chat-history"],
+            instructions_file="CONVENTIONS.md",
+            instructions_args=["--read", "CONVENTIONS.md"],
+            patterns=AIDER_PATTERNS,
+            idle_stable_seconds=0.5,
+            install_hint="python -m pip install aider-chat",
+        ),
+        "gemini": Backend(
+            name="gemini",
+            description="Gemini CLI, Google's coding agent",
+            argv=["gemini"],
+            resume_argv=["gemini", "--resume"],
+            instructions_file="GEMINI.md",
+            patterns=GEMINI_PATTERNS,
+            install_hint="npm install -g @google/gemini-cli",
+        ),
+        "shell": Backend(
+            name="shell",
+            description="An interactive shell (your $SHELL, with your usual startup files)",
+            argv=[_default_shell(), "-i"],
+            kind="terminal",
+            patterns=SHELL_PATTERNS,
+            paste="plain",
+            persona_delivery="message",
+        ),
+        "demo": Backend(
+            name="demo",
+            description="mas demo agent: no model, deterministic replies (for demos and tests)",
+            argv=demo,
+            resume_argv=[*demo, "--continue"],
+            patterns=DEMO_PATTERNS,
+            persona_delivery="message",
+        ),
+    }
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Backend)}
+
+
+def _argv(value: object, name: str, what: str) -> list[str]:
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(a, str) and a and "\x00" not in a for a in value)
+    ):
+        raise InvalidError(f"backend {name!r}: {what} must be a non-empty list of strings")
+    return list(value)
+
+
+def validate_backend(data: dict, name: str) -> Backend:
+    """A Backend from a dict of fields, every field checked; errors name backend and field."""
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise InvalidError(
+            f"backend {name!r}: unknown field(s) {', '.join(map(str, unknown))}; "
+            f"allowed: {', '.join(sorted(_FIELDS))}"
+        )
+    validate.name(name, "backend name")
+    if data.get("name", name) != name:
+        raise InvalidError(f"backend {name!r}: name {data['name']!r} differs from its key")
+    if "argv" not in data:
+        raise InvalidError(f"backend {name!r}: argv is required for a new backend")
+    d = dict(data, name=name)
+    d["argv"] = _argv(d["argv"], name, "argv")
+    for key in ("resume_argv", "resume_id_argv"):
+        if d.get(key) is not None:
+            d[key] = _argv(d[key], name, key)
+    try:
+        d["env"] = validate.env(d.get("env"))
+    except InvalidError as exc:
+        raise InvalidError(f"backend {name!r}: env: {exc.message}") from exc
+    if d.get("instructions_file") is not None:
+        try:
+            validate.name(d["instructions_file"], "instructions_file")
+        except InvalidError as exc:
+            raise InvalidError(f"backend {name!r}: {exc.message}") from exc
+    d["instructions_args"] = list(d.get("instructions_args") or [])
+    if d["instructions_args"]:
+        d["instructions_args"] = _argv(d["instructions_args"], name, "instructions_args")
+    patterns = d.get("patterns") or {}
+    compile_patterns(patterns, name)
+    d["patterns"] = {k: list(v) for k, v in patterns.items()}
+    for key in ("description", "install_hint", "conversation_id_pattern"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            raise InvalidError(f"backend {name!r}: {key} must be a string")
+    if d.get("conversation_id_pattern"):
+        try:
+            if re.compile(d["conversation_id_pattern"]).groups != 1:
+                raise InvalidError(
+                    f"backend {name!r}: conversation_id_pattern must have exactly one group"
+                )
+        except re.error as exc:
+            raise InvalidError(
+                f"backend {name!r}: conversation_id_pattern is not a valid regex: {exc}"
+            ) from exc
+    submit = d.get("submit", "\r")
+    if not isinstance(submit, str) or not 0 < len(submit) <= 16:
+        raise InvalidError(f"backend {name!r}: submit must be a string of 1 to 16 characters")
+    for key, allowed in (
+        ("paste", ("bracketed", "plain")),
+        ("kind", ("agent", "terminal")),
+        ("persona_delivery", ("file", "message")),
+    ):
+        if key in d and d[key] not in allowed:
+            raise InvalidError(
+                f"backend {name!r}: {key} must be one of {', '.join(allowed)} (got {d[key]!r})"
+            )
+    stable = d.get("idle_stable_seconds", 0.4)
+    if isinstance(stable, bool) or not isinstance(stable, (int, float)) or not 0 <= stable <= 60:
+        raise InvalidError(f"backend {name!r}: idle_stable_seconds must be between 0 and 60")
+    d["idle_stable_seconds"] = float(stable)
+    return Backend(**d)
+
+
+def load_backends(configured: dict | None = None, entry_points: bool = True) -> dict[str, Backend]:
+    """The built-in backends, then entry-point backends, then configured ones over them.
+
+    A configured dict for an existing name changes only the fields it gives; its `patterns`
+    replace the built-in list of each kind it names ("idle", "busy", "waiting") and keep the
+    others. A new name needs at least `argv`.
+    """
+    backends = builtin_backends()
+    if entry_points:
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                loaded = ep.load()
+                if callable(loaded) and not isinstance(loaded, Backend):
+                    loaded = loaded()
+            except Exception as exc:
+                raise InvalidError(
+                    f"backend entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
+                ) from exc
+            if isinstance(loaded, Backend):
+                loaded = dataclasses.asdict(loaded)
+            if not isinstance(loaded, dict):
+                raise InvalidError(
+                    f"backend entry point {ep.name!r} must give a Backend or a dict, "
+                    f"not {type(loaded).__name__}"
+                )
+            name = loaded.get("name", ep.name)
+            backends[name] = validate_backend(loaded, name)
+    for name, data in (configured or {}).items():
+        if not isinstance(data, dict):
+            raise InvalidError(f"backend {name!r}: configuration must be a dict of fields")
+        if name in backends:
+            merged = dataclasses.asdict(backends[name])
+            patterns = dict(merged["patterns"])
+            given = data.get("patterns")
+            if isinstance(given, dict):
+                patterns.update(given)
+            merged.update(data)
+            if isinstance(given, dict):
+                merged["patterns"] = patterns
+            data = merged
+        backends[name] = validate_backend(data, name)
+    return backends
+
+
+# Personas
+
+
+@dataclass
+class Persona:
+    """A role an agent plays: a name, an icon, a title and an instructions template."""
+
+    name: str
+    icon: str
+    title: str
+    instructions: str
+
+    def render(self, context: dict) -> str:
+        """The instructions with {session}, {task}, {workspace}, {worker}... filled in.
+
+        Placeholders not in `context` stay as written, and other braces (code samples in a
+        user's persona file) are left alone, which str.format would choke on.
+        """
+        values = {k: str(v) for k, v in context.items() if v is not None}
+        return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), self.instructions)
+
+    def to_dict(self) -> dict:
+        """The persona as the API lists it."""
+        return dataclasses.asdict(self)
+
+
+_COMMON = """
+You work in the mas_jupyter session "{session}" as the worker "{worker}", in the workspace
+{workspace}. Other agents may work in the same session; the person who started you watches the
+session from Jupyter. Current task: {task}.
+
+Keep your work inside this workspace. When you need a decision from the person, ask one clear
+question and wait. When you finish a step, say in two or three sentences what you did, what you
+checked, and what is left.
+"""
+
+BUILTIN_PERSONAS = {
+    "pm": Persona(
+        name="pm",
+        icon="🧭",
+        title="Product manager",
+        instructions="""# Your role: product manager
+"""
+        + _COMMON
+        + """
+You own the what and the why, not the code. For the task:
+
+1. Restate the goal in one paragraph, in the user's words: who needs it and what changes for
+   them when it is done.
+2. Write the acceptance criteria as a short checklist that someone else could verify without
+   asking you (inputs, expected results, edge cases, what must not break).
+3. Split the work into small steps, each one deliverable and testable on its own, and order
+   them so that the riskiest unknown is settled first.
+4. List open questions and assumptions explicitly; ask the person about the ones that change
+   the plan instead of guessing.
+
+Keep the plan in PLAN.md in the workspace and update it as things are decided. Prefer cutting
+scope to missing quality; say what you cut and why.
+""",
+    ),
+    "qa": Persona(
+        name="qa",
+        icon="🔍",
+        title="Quality assurance",
+        instructions="""# Your role: quality assurance
+"""
+        + _COMMON
+        + """
+You find out whether the work really does what it claims. For the task:
+
+1. Read the goal and acceptance criteria (PLAN.md if there is one) and derive test cases from
+   them: the normal path, boundaries, bad input, failure of dependencies, and what happens on
+   a second run.
+2. Run the existing tests first and report their result exactly. Then add tests for what is
+   not covered; a test must fail when the feature is broken (check that it does).
+3. Reproduce every bug before reporting it. Report it with the smallest steps to reproduce,
+   what you expected, what happened, and the evidence (command, output, file and line).
+4. Do not fix product code yourself unless asked; propose the fix instead.
+
+End with a verdict: ready, ready with known issues (list them), or not ready (why).
+""",
+    ),
+    "specialist": Persona(
+        name="specialist",
+        icon="🛠️",
+        title="Specialist engineer",
+        instructions="""# Your role: specialist engineer
+"""
+        + _COMMON
+        + """
+You implement. For the task:
+
+1. Read the relevant code and data before changing anything, and follow the conventions you
+   find there (layout, naming, style, test framework).
+2. Make the smallest change that fully solves the task; no drive-by rewrites. Explain the
+   approach in a few sentences before a large change.
+3. Add or update tests with the change and run them; run the linters the project uses. Never
+   claim something works without having run it.
+4. For data work, state the data's shape and any cleaning you did, keep notebooks runnable
+   top to bottom, and put reusable code in modules rather than cells.
+5. Commit in small, well-described steps if the workspace is a git repository.
+
+When something is ambiguous, make a reasonable choice, write it down, and say so.
+""",
+    ),
+}
+
+
+def _parse_persona(name: str, text: str) -> Persona:
+    """A persona from a <name>.md file: optional icon:/title: lines (or --- front matter)."""
+    lines = text.splitlines()
+    meta: dict[str, str] = {}
+    body_start = 0
+    if lines and lines[0].strip() == "---":
+        for i, line in enumerate(lines[1:], start=1):
+            if line.strip() == "---":
+                body_start = i + 1
+                break
+            m = _FRONT_MATTER_RE.match(line)
+            if m:
+                meta[m.group(1).lower()] = m.group(2)
+        else:
+            body_start = 0  # no closing ---: it was not front matter
+            meta = {}
+    else:
+        for i, line in enumerate(lines):
+            m = _FRONT_MATTER_RE.match(line)
+            if not m:
+                break
+            meta[m.group(1).lower()] = m.group(2)
+            body_start = i + 1
+    body = "\n".join(lines[body_start:]).strip("\n") + "\n"
+    return Persona(
+        name=name,
+        icon=meta.get("icon") or "🤖",
+        title=meta.get("title") or name,
+        instructions=body,
+    )
+
+
+def load_personas(directory: str | None = None) -> dict[str, Persona]:
+    """The built-in personas plus each <directory>/<name>.md (which override built-ins).
+
+    Files whose name is not a valid persona name, symlinks, and files over 64 KiB are skipped
+    so that one stray file does not hide every persona.
+    """
+    personas = dict(BUILTIN_PERSONAS)
+    if not directory or not os.path.isdir(directory):
+        return personas
+    for entry in sorted(os.listdir(directory)):
+        stem, ext = os.path.splitext(entry)
+        path = os.path.join(directory, entry)
+        if ext != ".md" or os.path.islink(path) or not os.path.isfile(path):
+            continue
+        try:
+            validate.name(stem, "persona name")
+        except InvalidError:
+            continue
+        if os.path.getsize(path) > PERSONA_FILE_MAX:
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            personas[stem] = _parse_persona(stem, f.read())
+    return personas
+
+
+def write_instructions(
+    workspace: str, backend: Backend, persona: Persona, context: dict
+) -> str | None:
+    """Write a persona's instructions into the backend's instructions file; its path, or None
+    when the backend takes them as the first message instead.
+
+    The instructions go in a marked section: appended to a file the user already has, replaced
+    in place on a second call (idempotent), never touching the user's own text. The write is
+    atomic, so a crash leaves the old file or the new one.
+    """
+    if not backend.instructions_file or backend.persona_delivery != "file":
+        return None
+    root = os.path.realpath(workspace)
+    path = os.path.join(root, backend.instructions_file)
+    real = os.path.realpath(path)
+    if not validate.inside(real, root):
+        raise ForbiddenError(
+            f"{backend.instructions_file} in the workspace links outside it ({real}); "
+            "remove the link to let a persona be written there"
+        )
+    section = f"{PERSONA_START}\n{persona.render(context).strip()}\n{PERSONA_END}\n"
+    old = ""
+    if os.path.exists(real):
+        with open(real, encoding="utf-8", errors="surrogateescape") as f:
+            old = f.read()
+    if _SECTION_RE.search(old):
+        new = _SECTION_RE.sub(lambda _: section.rstrip("\n"), old, count=1)
+    elif old.strip():
+        new = old.rstrip("\n") + "\n\n" + section
+    else:
+        new = section
+    if new != old:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix=".mas-instructions-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(new)
+            if os.path.exists(real):
+                os.chmod(tmp, os.stat(real).st_mode & 0o777)
+            else:
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, real)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    return real
+
+
+def first_message(persona: Persona, context: dict) -> str:
+    """The persona's instructions as a first message, for backends without a file."""
+    return persona.render(context).strip()
+
+
+# Templates
+
+
+def list_templates(extra_dir: str | None = None) -> dict[str, str]:
+    """Template name -> directory: the built-ins, then subdirectories of `extra_dir`.
+
+    An extra template with a built-in's name replaces it. Symlinked directories and names that
+    are not valid names are ignored, so a template can never point outside its directory.
+    """
+    found: dict[str, str] = {}
+    for base, check in ((BUILTIN_TEMPLATES, False), (extra_dir, True)):
+        if not base or not os.path.isdir(base):
+            continue
+        for entry in sorted(os.listdir(base)):
+            path = os.path.join(base, entry)
+            if os.path.islink(path) or not os.path.isdir(path):
+                continue
+            if check:
+                try:
+                    validate.name(entry, "template name")
+                except InvalidError:
+                    continue
+            found[entry] = path
+    return found
