@@ -43,7 +43,11 @@ class MASWebSocket(MASMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
         """No HTML headers (CSP etc.) on a WebSocket upgrade."""
 
     async def pre_get(self) -> None:
-        """Authorize `auth_action` on "mas" before the upgrade."""
+        """Check the origin, then authorize `auth_action` on "mas", before any other work."""
+        headers = self.request.headers
+        origin = headers.get("Origin", headers.get("Sec-Websocket-Origin"))
+        if origin is not None and not self.check_origin(origin):
+            raise web.HTTPError(403, "cross-origin WebSocket refused")
         user = self.current_user
         allowed = await ensure_async(
             self.authorizer.is_authorized(self, user, self.auth_action, self.auth_resource)

@@ -63,6 +63,18 @@ def mas_config(tmp_path):
 
 
 @pytest.fixture
+def deny_all(mas_config):
+    """Run the server with an authorizer that refuses everything."""
+    mas_config["ServerApp"] = {"authorizer_class": DenyAll}
+
+
+@pytest.fixture
+def read_only(mas_config):
+    """Run the server with an authorizer that allows only reading."""
+    mas_config["ServerApp"] = {"authorizer_class": ReadOnly}
+
+
+@pytest.fixture
 def jp_server_config(tmp_path, mas_config):
     """The server runs mas_jupyter (and Jupyter's terminals, for comparisons)."""
     config = {
