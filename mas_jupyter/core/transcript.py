@@ -1,0 +1,238 @@
+"""A worker's transcript: a JSONL log of what was sent to it and what it printed.
+
+One record per line, `{"t": <epoch seconds>, "type": ..., ...}` with types:
+
+- start: `argv`, `backend` (and any extra fields given)
+- input: `text` (a message or keystrokes sent)
+- output: `data`, the output decoded as UTF-8 (incremental, invalid bytes replaced)
+- activity: `state`
+- exit: `code`, `signal`, `output_dropped` (output bytes not written because of the limit)
+- cut: written once when the file reaches its limit; output stops there
+- note: `text` (e.g. re-attached after a server restart)
+
+Output is coalesced: bytes are buffered and written as one record at most every
+`interval` seconds (0.1) or when `chunk_bytes` (64 KiB) are pending, so a flood costs a few
+records per second, not one per read. There are no threads or timers here: writes happen in
+`output()` and `flush()`, and the worker calls `flush()` periodically and on exit. Other records
+flush pending output first, so the order in the file is the order of events.
+
+The file is bounded: once a record would take it past `max_bytes`, output records stop and a
+`cut` marker is written; small records (input, activity, exit, note) are still written, up to a
+hard ceiling of `max_bytes` plus 1 MiB, so the end of a conversation is still known. A write
+error (disk full, workspace removed) stops the transcript, never the worker.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import time
+from collections.abc import Callable
+
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+SMALL_RECORDS_ALLOWANCE = 1024 * 1024
+INPUT_TEXT_MAX = 64 * 1024
+READ_LIMIT_MAX = 5000
+
+
+class Transcript:
+    """Appends a worker's records to a JSONL file, bounded in bytes."""
+
+    def __init__(
+        self,
+        path: str,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        interval: float = 0.1,
+        chunk_bytes: int = 64 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.interval = interval
+        self.chunk_bytes = chunk_bytes
+        self._clock = clock
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._last_output = clock()
+        self.cut = False
+        self.output_dropped = 0
+        self.error: str | None = None
+        self._file = None
+        parent = os.path.dirname(path)
+        try:
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            self._file = open(path, "ab")
+            self.size = self._file.tell()
+            if self.size and not _ends_with_newline(path):
+                # The last run died mid-line: end that line so the next record stands alone
+                # (readers skip the broken one).
+                self._file.write(b"\n")
+                self.size += 1
+            self.cut = self.size >= max_bytes
+        except OSError as exc:
+            self.size = 0
+            self._fail(exc)
+
+    @property
+    def closed(self) -> bool:
+        """Whether nothing more will be written."""
+        return self._file is None
+
+    def start(self, argv: list[str], backend: str | None, **extra: object) -> None:
+        """Record that a process started."""
+        self._decoder.reset()
+        self._record({"type": "start", "argv": list(argv), "backend": backend, **extra})
+
+    def input(self, text: str) -> None:
+        """Record a message or keystrokes sent to the worker."""
+        record: dict = {"type": "input", "text": text[:INPUT_TEXT_MAX]}
+        if len(text) > INPUT_TEXT_MAX:
+            record["truncated"] = len(text)
+        self._record(record)
+
+    def output(self, data: bytes) -> None:
+        """Buffer output; write it as one record when enough is pending or time has passed."""
+        if not data or self._file is None:
+            return
+        self._pending.append(bytes(data))
+        self._pending_bytes += len(data)
+        if (
+            self._pending_bytes >= self.chunk_bytes
+            or self._clock() - self._last_output >= self.interval
+        ):
+            self._write_output()
+
+    def flush(self) -> None:
+        """Write any buffered output now."""
+        if self._pending:
+            self._write_output()
+
+    def activity(self, state: str) -> None:
+        """Record an activity change."""
+        self._record({"type": "activity", "state": state})
+
+    def note(self, text: str) -> None:
+        """Record something that happened to the worker, in words."""
+        self._record({"type": "note", "text": text})
+
+    def exit(self, code: int | None, signal: int | None = None) -> None:
+        """Record the end of the process, with how much output the limit dropped."""
+        self._write_output(final=True)
+        self._record(
+            {"type": "exit", "code": code, "signal": signal, "output_dropped": self.output_dropped}
+        )
+
+    def close(self) -> None:
+        """Write what is buffered and close the file; later calls do nothing."""
+        if self._file is None:
+            return
+        self._write_output(final=True)
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self._file = None
+
+    # internals
+
+    def _write_output(self, final: bool = False) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._last_output = self._clock()
+        text = self._decoder.decode(data, final=final)
+        if not text:
+            return
+        if self.cut:
+            self.output_dropped += len(data)
+            return
+        line = _line({"t": time.time(), "type": "output", "data": text})
+        if self.size + len(line) > self.max_bytes:
+            self.cut = True
+            self.output_dropped += len(data)
+            self._write_line(
+                _line(
+                    {
+                        "t": time.time(),
+                        "type": "cut",
+                        "reason": "transcript limit reached",
+                        "max_bytes": self.max_bytes,
+                    }
+                )
+            )
+            return
+        self._write_line(line)
+
+    def _record(self, record: dict) -> None:
+        if self._file is None:
+            return
+        self.flush()
+        line = _line({"t": time.time(), **record})
+        if self.size + len(line) > self.max_bytes + SMALL_RECORDS_ALLOWANCE:
+            return  # past even the allowance for small records: keep the bound
+        self._write_line(line)
+
+    def _write_line(self, line: bytes) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(line)
+            self._file.flush()
+            self.size += len(line)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = f"transcript {self.path} stopped: {exc.strerror or exc}"
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None
+
+
+def _line(record: dict) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def read_transcript(path: str, offset: int = 0, limit: int = 500) -> dict:
+    """A page of a transcript's records: `records` from index `offset`, `next_offset`
+    (None at the end) and `total`.
+
+    A missing file is empty; broken lines (a crash mid-write) are skipped and not counted.
+    """
+    offset = max(0, int(offset))
+    limit = max(1, min(int(limit), READ_LIMIT_MAX))
+    records: list[dict] = []
+    total = 0
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return {"records": [], "next_offset": None, "total": 0}
+    with f:
+        for raw in f:
+            # A complete record is one line {"t":...} ending in "}\n"; a line cut by a crash is
+            # not, and is skipped without being counted. Only the page is parsed.
+            if not (raw.startswith(b'{"t":') and raw.endswith(b"}\n")):
+                continue
+            index = total
+            total += 1
+            if offset <= index < offset + limit:
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+    next_offset = offset + limit if offset + limit < total else None
+    return {"records": records, "next_offset": next_offset, "total": total}
