@@ -6,16 +6,24 @@ pytest only reads `pytest_plugins` from the top conftest, so the fixtures of
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 
 import pytest
+from jsonschema import Draft202012Validator
 from jupyter_server.auth import Authorizer
 from pytest_jupyter import jupyter_server as _server_plugin
 from pytest_jupyter import pytest_tornasync as _tornasync_plugin
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
+
+from mas_jupyter.server.openapi import openapi_document
+
+OPENAPI_URI = "urn:mas-jupyter:openapi"
 
 # pytest reads `pytest_plugins` only from the top conftest; taking the server plugin's fixtures
 # into this module instead scopes them (and their autouse cleanup) to tests/server.
@@ -118,10 +126,55 @@ def api(jp_fetch):
         except ValueError:
             data = r.body.decode(errors="replace")
         call.seen.append((method, path, r.code, data))
+        check_response(method, path, r.code, data)
         return r.code, data
 
     call.seen = []
     return call
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi_registry():
+    doc = openapi_document()
+    resource = Resource.from_contents(doc, default_specification=DRAFT202012)
+    return doc, Registry().with_resource(OPENAPI_URI, resource)
+
+
+def check_response(method: str, path: tuple, status: int, body: object) -> None:
+    """Fail unless a response of a documented operation conforms to the OpenAPI document."""
+    doc, registry = _openapi_registry()
+    parts = [str(p) for p in path]
+    for template in doc["paths"]:
+        names = template.strip("/").split("/")
+        if len(names) == len(parts) and all(
+            n.startswith("{") or n == p for n, p in zip(names, parts, strict=True)
+        ):
+            break
+    else:
+        return
+    operation = doc["paths"][template].get(method.lower())
+    if operation is None:
+        return
+    key = str(status) if str(status) in operation["responses"] else "default"
+    assert key in operation["responses"], f"{method} {template}: {status} is not documented"
+    ptr = ["paths", template, method.lower(), "responses", key]
+    response = operation["responses"][key]
+    if "$ref" in response:
+        ptr = response["$ref"].lstrip("#/").split("/")
+        response = doc["components"]["responses"][ptr[-1]]
+    if "content" not in response:
+        assert body is None, f"{method} {template}: {status} should have no body"
+        return
+    ref = f"{OPENAPI_URI}#/{_pointer(*ptr, 'content', 'application/json', 'schema')}"
+    validator = Draft202012Validator({"$ref": ref}, registry=registry)
+    errors = sorted(validator.iter_errors(body), key=lambda e: e.path)
+    assert not errors, (
+        f"{method} {template} {status}: {errors[0].message} at {list(errors[0].path)}"
+    )
 
 
 GIT_ENV = {
