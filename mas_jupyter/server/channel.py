@@ -32,6 +32,7 @@ CLOSE_SHUTDOWN = 1001
 CLOSE_TOO_SLOW = 4008
 CLOSE_GONE = 4004
 FRAME_CHARS = 256 * 1024  # the largest stdout frame sent at once
+CLOSE = "close"  # a queue item that closes the socket once everything before it is sent
 
 
 class MASWebSocket(MASMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -123,6 +124,10 @@ class ClientQueue:
                 await self.wake.wait()
                 self.wake.clear()
                 while self.items:
+                    if self.items[0][0] == CLOSE:
+                        code, reason = self.items.popleft()[1]
+                        self.socket.close(code, reason)
+                        return
                     await self.socket.write_message(self._next_frame())
         except (WebSocketClosedError, asyncio.CancelledError):
             pass
@@ -160,30 +165,51 @@ class ChannelHandler(MASWebSocket):
         super().open()
         self.queue = ClientQueue(self, self.mas_app.client_queue_chars, self._too_slow)
         self.queue.put("setup", {})
+        self.mas_app.sockets.add(self)
         try:
             replay, self._detach = self.manager.attach(
                 self.session_id, self.worker_id, self._on_worker
             )
-        except MASError as e:
-            self._end(CLOSE_GONE, e.message)
+        except MASError:
+            # Not running (it exited meanwhile): show what it left, then say it exited.
+            self._finish_exited()
             return
         if replay:
             self.queue.put("stdout", replay)
         self._unsubscribe = self.manager.events.subscribe(self._on_event)
-        self.mas_app.sockets.add(self)
+
+    def _finish_exited(self) -> None:
+        try:
+            replay = self.manager.get_output(self.session_id, self.worker_id)["data"]
+            code = self.manager.get_worker(self.session_id, self.worker_id)["exit_code"]
+        except MASError:
+            replay, code = "", None
+        if self.queue is not None:
+            if replay:
+                self.queue.put("stdout", replay)
+            self._finish("exit", code, CLOSE_NORMAL, "worker exited")
 
     def _on_worker(self, kind: str, payload: Any) -> None:
         # Called on the event loop for every output burst: queue only, never block.
-        if self.queue is not None:
+        if self.queue is None:
+            return
+        if kind == "exit":
+            self._finish("exit", payload, CLOSE_NORMAL, "worker exited")
+        else:
             self.queue.put(kind, payload)
 
     def _on_event(self, event: dict) -> None:
         gone = event["type"] == "session-deleted" and event["session_id"] == self.session_id
         gone = gone or (event["type"] == "worker-deleted" and event["worker_id"] == self.worker_id)
         if gone and self.queue is not None:
-            self._release()
-            self.queue.put("disconnect", 1)
-            asyncio.get_running_loop().call_later(0.2, self._end, CLOSE_GONE, "worker deleted")
+            self._finish("disconnect", 1, CLOSE_GONE, "worker deleted")
+
+    def _finish(self, kind: str, code: object, close_code: int, reason: str) -> None:
+        """Send a last message after what is queued, then close: the client need not reconnect."""
+        self._release()
+        if self.queue is not None:
+            self.queue.put(kind, code)
+            self.queue.put(CLOSE, (close_code, reason))
 
     def _too_slow(self) -> None:
         self.log.warning("dropping a console client of %s that fell behind", self.worker_id)

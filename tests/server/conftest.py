@@ -6,10 +6,13 @@ pytest only reads `pytest_plugins` from the top conftest, so the fixtures of
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -201,3 +204,60 @@ def server_repo(jp_root_dir):
     git("add", "data.csv")
     git("commit", "-q", "-m", "first")
     return path
+
+
+async def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
+    """Wait for a condition the server reaches by itself; bounded."""
+    deadline = time.monotonic() + timeout
+    while not await _maybe_await(predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def _maybe_await(value):
+    return await value if inspect.isawaitable(value) else value
+
+
+@pytest.fixture
+def until():
+    """wait_until(predicate, timeout, what): poll a (possibly async) predicate, bounded."""
+    return wait_until
+
+
+@pytest.fixture
+def shell_session(api):
+    """Create session "s" with a terminal worker "sh"; returns (session, worker)."""
+
+    async def make(**worker):
+        code, s = await api("POST", "sessions", body={"name": "s"})
+        assert code == 201, s
+        code, w = await api(
+            "POST", "sessions", "s", "workers", body={"name": "sh", "kind": "terminal", **worker}
+        )
+        assert code == 201, w
+        return s, w
+
+    return make
+
+
+@pytest.fixture
+def demo_session(api):
+    """Create session "s" with a demo agent "bot" that is idle; returns (session, worker)."""
+
+    async def make():
+        code, s = await api("POST", "sessions", body={"name": "s"})
+        assert code == 201, s
+        spec = {"name": "bot", "kind": "agent", "backend": "demo", "env": DEMO_ENV}
+        code, w = await api("POST", "sessions", "s", "workers", body=spec)
+        assert code == 201, w
+
+        async def idle():
+            return (await api("GET", "sessions", "s", "workers", "bot"))[1]["activity"] == "idle"
+
+        await wait_until(idle, what="the demo agent at its prompt")
+        return s, w
+
+    return make
+
+
+DEMO_ENV = {"MAS_DEMO_DELAY": "0.3"}
