@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_builtin_patterns_on_recorded_screens(path):
 
 
 def test_every_agent_backend_has_fixtures_of_each_state():
-    for backend in ("claude", "codex", "gemini", "aider"):
+    for backend in ("claude", "codex", "gemini", "aider", "demo"):
         states = {p.name.split("-")[0] for p in (FIXTURES / backend).glob("*.txt")}
         assert states >= {"busy", "idle", "waiting"}, backend
         assert (FIXTURES / backend / "SOURCE.md").exists()
@@ -138,6 +139,9 @@ def test_terminal_activity_follows_the_foreground_job():
         env=env,
         encoding="utf-8",
         timeout=10,
+        # A test run from a background job inherits an ignored SIGINT; give the shell (and so
+        # its jobs) the default, as the worker runtimes do.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         shell.expect_exact("prompt$ ")
