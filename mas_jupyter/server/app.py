@@ -7,7 +7,7 @@ from typing import Any
 
 from jupyter_server._tz import utcnow
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Int, Type
+from traitlets import Float, Int, Type
 
 from ..core.manager import MASManager
 from . import events, handlers
@@ -30,8 +30,14 @@ class MASExtensionApp(ExtensionApp):
     ).tag(config=True)
     client_queue_chars = Int(
         4 * 1024 * 1024,
-        help="Output queued for one WebSocket client, in characters, before that client is "
-        "dropped as too slow (it can reconnect and replay). Bounds memory per stalled client.",
+        help="Output queued for one WebSocket client, in characters (at least twice "
+        "MASManager.output_buffer_bytes). Past it, a console that still reads skips ahead to "
+        "the recent output; one that stalled is dropped. Bounds memory per slow client.",
+    ).tag(config=True)
+    client_stall_seconds = Float(
+        5.0,
+        help="A console client whose last frame has waited this long when its queue is full is "
+        "dropped (it can reconnect and replay the recent output).",
     ).tag(config=True)
 
     manager: MASManager

@@ -2,8 +2,11 @@
 
 Each client has its own bounded send queue drained by one writer task that awaits tornado's
 write future, so a slow client never makes the server buffer without bound and never slows
-the others: when its queue is over the bound it is dropped (it can reconnect and replay).
-Consecutive output chunks are sent as one frame, so a fast stream costs few frames.
+the others. When a console's queue passes its bound, a client that is still reading is
+resynchronised (its queue is replaced by ["setup", {}] and the recent output, as on a
+reconnect: it skips ahead), and a client whose last frame has not been taken for
+`client_stall_seconds` is dropped (it can reconnect and replay). Consecutive output chunks
+are sent as one frame, so a fast stream costs few frames.
 """
 
 from __future__ import annotations
@@ -85,8 +88,20 @@ class ClientQueue:
         self.on_overflow = on_overflow
         self.items: deque[tuple[str, Any]] = deque()
         self.chars = 0
+        self.write_started: float | None = None
         self.wake = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
+
+    def stalled_for(self) -> float:
+        """Seconds the frame being written has waited for the client (0 when none is)."""
+        if self.write_started is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self.write_started
+
+    def clear(self) -> None:
+        """Forget what is queued (the frame being written still goes)."""
+        self.items.clear()
+        self.chars = 0
 
     def put(self, kind: str, payload: Any) -> None:
         """Queue a message; never blocks; calls on_overflow once the bound is passed."""
@@ -116,7 +131,7 @@ class ClientQueue:
             self.chars -= len(more)
             parts.append(more)
             size += len(more)
-        return json.dumps(["stdout", "".join(parts)])
+        return json.dumps(["stdout", "".join(parts)], ensure_ascii=False)
 
     async def _run(self) -> None:
         try:
@@ -128,7 +143,10 @@ class ClientQueue:
                         code, reason = self.items.popleft()[1]
                         self.socket.close(code, reason)
                         return
-                    await self.socket.write_message(self._next_frame())
+                    future = self.socket.write_message(self._next_frame())
+                    self.write_started = asyncio.get_running_loop().time()
+                    await future
+                    self.write_started = None
         except (WebSocketClosedError, asyncio.CancelledError):
             pass
 
@@ -163,7 +181,9 @@ class ChannelHandler(MASWebSocket):
     def open(self, sid: str, wid: str) -> None:  # type: ignore[override]
         """Send setup and the recent output, then live messages, with no gap between them."""
         super().open()
-        self.queue = ClientQueue(self, self.mas_app.client_queue_chars, self._too_slow)
+        # The bound leaves room for a whole replay, so a resync never overflows at once.
+        bound = max(self.mas_app.client_queue_chars, 2 * self.manager.output_buffer_bytes)
+        self.queue = ClientQueue(self, bound, self._overflow)
         self.queue.put("setup", {})
         self.mas_app.sockets.add(self)
         try:
@@ -211,9 +231,27 @@ class ChannelHandler(MASWebSocket):
             self.queue.put(kind, code)
             self.queue.put(CLOSE, (close_code, reason))
 
-    def _too_slow(self) -> None:
-        self.log.warning("dropping a console client of %s that fell behind", self.worker_id)
-        self._end(CLOSE_TOO_SLOW, "client too slow: reconnect to replay the recent output")
+    def _overflow(self) -> None:
+        assert self.queue is not None
+        if self.queue.stalled_for() > self.mas_app.client_stall_seconds:
+            self.log.warning("dropping a stalled console client of worker %s", self.worker_id)
+            self._end(CLOSE_TOO_SLOW, "client stalled: reconnect to replay the recent output")
+            return
+        # Behind but reading: skip ahead to the recent output, as a reconnect would.
+        self.queue.clear()
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
+        try:
+            replay, self._detach = self.manager.attach(
+                self.session_id, self.worker_id, self._on_worker
+            )
+        except MASError:
+            self._finish_exited()
+            return
+        self.queue.put("setup", {})
+        if replay:
+            self.queue.put("stdout", replay)
 
     async def on_message(self, message: str | bytes) -> None:  # type: ignore[override]
         """["stdin", data] types into the worker; ["set_size", rows, cols, ...] resizes it."""
