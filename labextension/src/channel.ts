@@ -144,10 +144,16 @@ export class ChannelClient {
     switch (msg.kind) {
       case 'setup':
         // The history replay follows: start from a clean screen so a reconnect
-        // rebuilds it instead of printing everything twice.
-        this._options.sink.reset();
+        // rebuilds it instead of printing everything twice. The screen is cleared
+        // with the first output, so a server that has no history left (it restarted)
+        // leaves what the user saw in place.
+        this._pendingReset = true;
         break;
       case 'stdout':
+        if (this._pendingReset) {
+          this._pendingReset = false;
+          this._options.sink.reset();
+        }
         this._options.sink.write(msg.data);
         break;
       case 'activity':
@@ -195,4 +201,5 @@ export class ChannelClient {
   private _size: [number, number] | null = null;
   private _exitCode: number | null = null;
   private _everOpen = false;
+  private _pendingReset = false;
 }

@@ -13,7 +13,7 @@ import { Terminal } from '@xterm/xterm';
 import { describeError, MasClient } from './api';
 import { ChannelClient, ChannelState } from './channel';
 import { exitText } from './panel';
-import { IWorker } from './model';
+import { ISession, IWorker } from './model';
 
 export interface IConsoleOptions {
   client: MasClient;
@@ -24,6 +24,8 @@ export interface IConsoleOptions {
   workerName?: string;
   /** Called to learn the current worker record (for its exit code and status). */
   lookup?: () => IWorker | undefined;
+  /** Called to learn the current session record (paused or not). */
+  lookupSession?: () => ISession | undefined;
 }
 
 const STATE_TEXT: Record<ChannelState, string> = {
@@ -101,15 +103,18 @@ export class ConsoleView extends Widget {
 
   /** Restart the worker (agents continue their conversation) and reconnect. */
   async restart(): Promise<void> {
-    this._showBanner('Restarting…', false);
+    this._showBanner('Restarting…', 'none');
     try {
       await this._options.client.restartWorker(this._options.sessionId, this._options.workerId);
     } catch (err) {
-      this._showBanner(`Could not restart: ${describeError(err)}`, true);
+      this._showBanner(`Could not restart: ${describeError(err)}`, 'restart');
       return;
     }
-    this._term.reset();
-    this._channel.connect();
+    // The worker's events may have reconnected already (syncWithModel).
+    if (this._channel.state === 'exited') {
+      this._term.reset();
+      this._channel.connect();
+    }
   }
 
   dispose(): void {
@@ -186,28 +191,66 @@ export class ConsoleView extends Widget {
   }
 
   private _onExit(code: number | null): void {
-    const worker = this._options.lookup?.();
-    const text = worker && worker.status === 'exited' ? exitText(worker) : code === null ? 'exited' : `exited (${code})`;
+    this._exitCode = code;
     this._activity = 'exited';
     this.node.dataset.activity = 'exited';
-    this._showBanner(`The worker ${text}.`, true);
+    this._showExited();
     this._stateChanged();
   }
 
-  private _showBanner(text: string, withRestart: boolean): void {
+  /** The banner of a console whose process is gone: paused session, or how it ended. */
+  private _showExited(): void {
+    const session = this._options.lookupSession?.();
+    if (session && session.status === 'paused') {
+      this._showBanner('The session is paused: its processes are stopped.', 'resume');
+      return;
+    }
+    const worker = this._options.lookup?.();
+    const code = this._exitCode;
+    const text =
+      worker && worker.status === 'exited' ? exitText(worker) : code === null ? 'exited' : `exited (${code})`;
+    const reason = worker?.status === 'exited' && worker.exit_reason ? `: ${worker.exit_reason}` : '';
+    this._showBanner(`The worker ${text}${reason}.`, session && session.status === 'stopped' ? 'none' : 'restart');
+  }
+
+  /**
+   * Follow the model: when the worker runs again (the session was resumed, someone
+   * restarted it elsewhere), reconnect; when it is known to be gone, say so.
+   */
+  syncWithModel(): void {
+    const worker = this._options.lookup?.();
+    const session = this._options.lookupSession?.();
+    const state = this._channel.state;
+    if (state === 'exited' && worker && worker.status !== 'exited' && session?.status === 'active') {
+      this._hideBanner();
+      this._activity = 'unknown';
+      this._channel.connect();
+      this._stateChanged();
+    } else if (state === 'exited') {
+      this._showExited();
+    }
+  }
+
+  private _showBanner(text: string, action: 'restart' | 'resume' | 'none' | false): void {
     this._banner.replaceChildren();
     const span = document.createElement('span');
     span.textContent = text;
     this._banner.append(span);
-    if (withRestart) {
+    const button = (label: string, title: string, onClick: () => void) => {
       const b = document.createElement('button');
-      b.className = 'jp-mod-styled jp-mod-accept mas-Console-restart';
+      b.className = 'jp-mod-styled jp-mod-accept mas-Console-action';
       b.type = 'button';
-      b.textContent = 'Restart';
-      b.title = 'Start the worker again (agents continue their conversation)';
-      b.addEventListener('click', () => void this.restart());
+      b.textContent = label;
+      b.title = title;
+      b.dataset.action = label.toLowerCase();
+      b.addEventListener('click', onClick);
       this._banner.append(b);
-    } else if (this._channel?.state === 'reconnecting') {
+    };
+    if (action === 'restart') {
+      button('Restart', 'Start the worker again (agents continue their conversation)', () => void this.restart());
+    } else if (action === 'resume') {
+      button('Resume', 'Resume the session: its workers start again', () => void this._resume());
+    } else if (action === false && this._channel?.state === 'reconnecting') {
       const b = document.createElement('button');
       b.className = 'mas-LinkButton';
       b.type = 'button';
@@ -216,7 +259,17 @@ export class ConsoleView extends Widget {
       this._banner.append(b);
     }
     this._banner.hidden = false;
-    this._banner.dataset.kind = withRestart ? 'exited' : 'connection';
+    this._banner.dataset.kind = action === false ? 'connection' : 'exited';
+  }
+
+  private async _resume(): Promise<void> {
+    this._showBanner('Resuming…', 'none');
+    try {
+      await this._options.client.resumeSession(this._options.sessionId);
+    } catch (err) {
+      this._showBanner(`Could not resume: ${describeError(err)}`, 'resume');
+    }
+    // The session-updated event brings the running worker: syncWithModel reconnects.
   }
 
   private _hideBanner(): void {
@@ -261,6 +314,7 @@ export class ConsoleView extends Widget {
   private _opened = false;
   private _fitTimer: number | null = null;
   private _activity = 'unknown';
+  private _exitCode: number | null = null;
 }
 
 /** The tab around a console. */

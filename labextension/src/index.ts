@@ -23,7 +23,7 @@ import { Widget } from '@lumino/widgets';
 import { describeError, ISessionSpec, IWorkerSpec, MasApiError, MasClient } from './api';
 import { ConsoleWidget } from './console';
 import { AddWorkerForm, confirmForcedStop, ICatalog, NewSessionForm } from './dialogs';
-import { masIcon } from './icons';
+import { masIcon, masIconWithCount } from './icons';
 import { IAttention, IChange, IMasEvent, ISession, SessionsModel } from './model';
 import { SessionsPanel } from './panel';
 import { ReconnectingSocket } from './socket';
@@ -200,6 +200,7 @@ class Controller {
           const s = this.model.get(w.content.sessionId);
           const worker = s?.workers.find(x => x.id === w.content.workerId);
           w.content.setNames(s?.name, worker?.name);
+          w.content.syncWithModel();
         }
       });
     }
@@ -220,6 +221,7 @@ class Controller {
       delete dataset.maswaiting;
     }
     this.panel.title.dataset = dataset;
+    this.panel.title.icon = masIconWithCount(n);
     this.panel.title.className = n ? 'mas-mod-attention' : '';
     this.panel.title.caption = n
       ? `Agent sessions: ${n} worker${n === 1 ? '' : 's'} need${n === 1 ? 's' : ''} you`
@@ -366,7 +368,8 @@ class Controller {
           workerId: wid,
           sessionName: s?.name,
           workerName: w?.name,
-          lookup: () => this.model.worker(sid, wid)
+          lookup: () => this.model.worker(sid, wid),
+          lookupSession: () => this.model.get(sid)
         });
         void this.tracker.add(widget);
         // Several consoles open side by side: each new one splits off the last.

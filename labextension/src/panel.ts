@@ -12,11 +12,13 @@ import {
   refreshIcon,
   runIcon,
   stopIcon,
-  bellIcon
+  bellIcon,
+  terminalIcon
 } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
 import { Menu, Widget } from '@lumino/widgets';
 
+import { agentIcon } from './icons';
 import { IChange, ISession, IWorker, SessionsModel } from './model';
 import { CommandIDs } from './tokens';
 
@@ -126,7 +128,7 @@ export class SessionsPanel extends Widget {
     }
   }
 
-  /** Draw what a model change touched (at the next animation frame). */
+  /** Draw what a model change touched (once the current task's events are applied). */
   apply(change: IChange): void {
     change.changed.forEach(id => this._dirty.add(id));
     this._structural = this._structural || change.structural;
@@ -161,16 +163,9 @@ export class SessionsPanel extends Widget {
     this._bell.hidden = !N || N.permission !== 'default';
   }
 
-  /** Draw now instead of at the next frame (used by tests and on show). */
+  /** Draw now instead of after the current task (e.g. when shown). */
   flush(): void {
-    if (this._frame !== null) {
-      if (this._frameIsTimer) {
-        clearTimeout(this._frame);
-      } else {
-        cancelAnimationFrame(this._frame);
-      }
-      this._frame = null;
-    }
+    this._scheduled = false;
     this._render();
   }
 
@@ -193,22 +188,17 @@ export class SessionsPanel extends Widget {
   }
 
   private _schedule(): void {
-    if (this._frame !== null) {
+    if (this._scheduled) {
       return;
     }
-    // One draw per frame however many events came in; when the page is hidden,
-    // frames stop, and a timer keeps the DOM current for when it comes back.
-    this._frameIsTimer = document.hidden;
-    if (document.hidden) {
-      this._frame = window.setTimeout(() => {
-        this._frame = null;
+    // Draw right after the events of this task are applied: the DOM is current before
+    // the next frame paints, and a burst within one task is drawn once.
+    this._scheduled = true;
+    queueMicrotask(() => {
+      if (this._scheduled) {
+        this._scheduled = false;
         this._render();
-      }, 100) as any;
-      return;
-    }
-    this._frame = requestAnimationFrame(() => {
-      this._frame = null;
-      this._render();
+      }
     });
   }
 
@@ -348,9 +338,6 @@ export class SessionsPanel extends Widget {
     for (const w of s.workers) {
       workers.append(this._workerItem(s, w));
     }
-    if (s.workers.length === 0 && s.status === 'active') {
-      workers.append(h('li', { class: 'mas-Workers-empty' }, 'No workers.'));
-    }
     row.replaceChildren(header, workers);
   }
 
@@ -365,7 +352,12 @@ export class SessionsPanel extends Widget {
       'data-activity': activity,
       'data-status': w.status
     });
-    const icon = h('span', { class: 'mas-Worker-icon', 'aria-hidden': 'true' }, w.persona_icon || (w.kind === 'terminal' ? '⌨' : '🤖'));
+    const icon = h('span', { class: 'mas-Worker-icon', 'aria-hidden': 'true' });
+    if (w.persona_icon) {
+      icon.textContent = w.persona_icon;
+    } else {
+      icon.append((w.kind === 'terminal' ? terminalIcon : agentIcon).element({ tag: 'span' }));
+    }
     const label = h('span', { class: 'mas-Worker-name' }, w.name);
     const meta = [w.kind === 'agent' ? w.backend : 'terminal'];
     if (w.persona) {
@@ -508,8 +500,7 @@ export class SessionsPanel extends Widget {
   private _groups = new Map<string, HTMLElement>();
   private _dirty = new Set<string>();
   private _structural = false;
-  private _frame: number | null = null;
-  private _frameIsTimer = false;
+  private _scheduled = false;
   private _loading = true;
   private _showStopped = true;
 }

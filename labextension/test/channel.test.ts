@@ -119,3 +119,18 @@ test('dispose stops everything', () => {
   t.timers.advance(100000);
   assert.equal(t.sockets.length, 1);
 });
+
+test('a server with no history left keeps the screen the user saw', () => {
+  const t = setup();
+  t.ch.connect();
+  t.sockets[0].open();
+  t.sockets[0].receive(['setup', {}]);
+  t.sockets[0].receive(['stdout', 'what was there']);
+  t.sockets[0].drop();
+  t.timers.advance(100);
+  t.sockets[1].open();
+  t.sockets[1].receive(['setup', {}]);
+  t.sockets[1].receive(['exit', -1]);
+  assert.deepEqual(t.screen, ['what was there']);
+  assert.equal(t.ch.state, 'exited');
+});
