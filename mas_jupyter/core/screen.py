@@ -8,9 +8,11 @@ or calls `sync()`.
 
 Trade-off: when the queued backlog is larger than `backlog_limit` (256 KiB), the emulator is
 reset and only the last `replay_bytes` (64 KiB, more than enough to repaint any screen) are
-fed. Scrolled-off text in between is skipped, which a screen cannot show anyway, but a program
-that paints once and then updates little (a full-screen app printing a flood into one corner)
-may show a partly blank screen until it repaints. To keep the modes that change what is shown,
+fed; when that tail only scrolls (no cursor addressing, the usual flood of log lines), only its
+last `rows` lines are fed, which makes a flood cost almost nothing. Scrolled-off text in between
+is skipped, which a screen cannot show anyway, but a program that paints once and then updates
+little (a full-screen app printing a flood into one corner) may show a partly blank screen until
+it repaints. To keep the modes that change what is shown,
 the skipped bytes are scanned with a regex and the last alternate-screen switch
 (`ESC[?1049h/l`, `ESC[?1047h/l`, `ESC[?47h/l`) and cursor visibility (`ESC[?25h/l`) are
 replayed before the kept tail.

@@ -146,7 +146,9 @@ def test_terminal_activity_follows_the_foreground_job():
     try:
         shell.expect_exact("prompt$ ")
         assert terminal_activity(shell.pid) == "idle"
-        shell.sendline(f"{sys.executable} -c 'import time; time.sleep(30)'")
+        shell.sendline(f'{sys.executable} -c \'import time; print("sle" "eping"); time.sleep(30)\'')
+        # Wait for the job to run: a ^C between bash's fork and exec would be lost.
+        shell.expect_exact("sleeping")
         assert _await(lambda: terminal_activity(shell.pid) == "busy")
         shell.sendintr()
         shell.expect_exact("prompt$ ")
