@@ -1,18 +1,42 @@
-"""Runs the workers of all sessions: start, stop, resume, reconcile after a restart."""
+"""Runs the workers of all sessions: start, stop, resume, and reconcile after a restart.
+
+The store holds each worker's row (status, pid, process start time, argv, exit); the
+supervisor holds the live side (`LiveWorker`) and keeps the two in step. Every state change is
+written to the store before it is reported.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import uuid
 from typing import TYPE_CHECKING
 
-from . import validate
-from .errors import InvalidError
+from . import faults, processes, validate
+from .backends import Backend, list_templates, load_backends, load_personas, write_instructions
+from .backends import first_message as persona_message
+from .errors import ConflictError, InvalidError, LimitError, NotFoundError, UnavailableError
+from .models import Worker
+from .runtimes import tmux as tmux_runtime
+from .screen import strip_ansi
+from .worker import LiveWorker, transcript_path
 
 if TYPE_CHECKING:
     from .manager import MASManager
     from .models import Session
 
-BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+SPEC_FIELDS = {"name", "kind", "backend", "persona", "runtime", "cols", "rows", "env"}
+# Variables a worker never inherits from the server: Jupyter's tokens and our own internals.
+_PRIVATE_PREFIXES = ("JUPYTER", "JPY_", "JUPYTERHUB_", "MAS_FAULT", "TMUX")
+
+
+def base_env() -> dict[str, str]:
+    """The server's environment without its secrets, as every child starts with."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(_PRIVATE_PREFIXES)}
+    env.update(TERM="xterm-256color", COLORTERM="truecolor")
+    env.setdefault("LANG", "C.UTF-8")
+    return env
 
 
 class Supervisor:
@@ -20,56 +44,442 @@ class Supervisor:
 
     def __init__(self, manager: MASManager) -> None:
         self.manager = manager
+        self.live: dict[str, LiveWorker] = {}
+        self._backends: dict[str, Backend] | None = None
+        self._create_lock: asyncio.Lock | None = None
+        self._persona_tasks: set[asyncio.Task] = set()
+
+    # what can be used
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """Built-in, configured and entry-point backends (loaded once)."""
+        if self._backends is None:
+            self._backends = load_backends(
+                self.manager.backends, entry_points=self.manager.entry_point_backends
+            )
+        return self._backends
+
+    def personas(self) -> dict:
+        """Built-in and configured personas."""
+        return load_personas(self.manager.personas_dir or None)
 
     def templates(self) -> dict[str, str]:
         """Template name -> directory."""
-        found = {}
-        for base in (BUILTIN_TEMPLATES, self.manager.templates_dir):
-            if base and os.path.isdir(base):
-                for entry in sorted(os.listdir(base)):
-                    path = os.path.join(base, entry)
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        found[entry] = path
-        return found
+        return list_templates(self.manager.templates_dir or None)
+
+    @property
+    def tmux(self) -> tmux_runtime.Tmux:
+        """The tmux server that tmux workers live in."""
+        return tmux_runtime.Tmux(self.manager.tmux_socket, base_env())
+
+    def backend(self, name: str) -> Backend:
+        """A backend by name, or a clear not-found error."""
+        if name not in self.backends:
+            raise NotFoundError(
+                f"no backend named {name!r}; available: {', '.join(sorted(self.backends))}"
+            )
+        return self.backends[name]
+
+    # specs
 
     def check_spec(self, spec: object, index: int = 0) -> dict:
-        """Validate a worker spec before anything is created."""
+        """Validate a worker spec before anything is created; returns it normalized."""
         if not isinstance(spec, dict):
             raise InvalidError(f"worker spec #{index + 1} must be an object")
-        return {"name": validate.name(spec.get("name"), "worker name")}
+        validate.closed_fields(spec, SPEC_FIELDS, "a worker")
+        kind = spec.get("kind")
+        if kind is not None:
+            validate.worker_kind(kind)
+        backend_name = spec.get("backend") or ("shell" if kind in (None, "terminal") else None)
+        if backend_name is None:
+            raise InvalidError("an agent worker needs 'backend' (see GET /api/mas/backends)")
+        if not isinstance(backend_name, str):
+            raise InvalidError("backend must be a string")
+        backend = self.backend(backend_name)
+        ok, reason = backend.availability()
+        if not ok:
+            raise UnavailableError(f"backend {backend_name!r} is unavailable: {reason}")
+        persona = spec.get("persona")
+        if persona is not None:
+            validate.name(persona, "persona")
+            if persona not in self.personas():
+                raise NotFoundError(
+                    f"no persona named {persona!r}; available: {', '.join(sorted(self.personas()))}"
+                )
+        runtime = validate.choice(
+            spec.get("runtime") or self.manager.default_runtime, ("pty", "tmux"), "runtime"
+        )
+        if runtime == "tmux" and not tmux_runtime.available():
+            raise UnavailableError("the tmux runtime needs tmux installed; use runtime 'pty'")
+        return {
+            "name": validate.name(spec.get("name") or backend_name, "worker name"),
+            "kind": kind or backend.kind,
+            "backend": backend_name,
+            "persona": persona,
+            "runtime": runtime,
+            "cols": validate.integer(spec.get("cols", self.manager.default_cols), "cols", 10, 1000),
+            "rows": validate.integer(spec.get("rows", self.manager.default_rows), "rows", 5, 500),
+            "env": validate.env(spec.get("env")),
+        }
+
+    # creating and starting
 
     async def create_worker(self, session: Session, spec: dict) -> dict:
-        """Start a worker in a session."""
-        raise InvalidError("workers are not available yet")
+        """Start a new worker in an active session; spec comes from check_spec."""
+        if session.status != "active":
+            raise ConflictError(
+                f"session {session.name!r} is {session.status}; resume it before adding workers"
+            )
+        store = self.manager.store
+        if self._create_lock is None:
+            self._create_lock = asyncio.Lock()
+        async with self._create_lock:
+            if store.count_workers(session.id) >= self.manager.max_workers_per_session:
+                raise LimitError(
+                    f"session {session.name!r} has {self.manager.max_workers_per_session} "
+                    "workers, its limit (MASManager.max_workers_per_session)"
+                )
+            if store.count_workers() >= self.manager.max_workers:
+                raise LimitError(
+                    f"the limit of {self.manager.max_workers} workers is reached "
+                    "(MASManager.max_workers); delete a worker first"
+                )
+            backend = self.backend(spec["backend"])
+            record = Worker(
+                id=str(uuid.uuid4()),
+                session_id=session.id,
+                name=spec["name"],
+                kind=spec["kind"],
+                backend=spec["backend"],
+                argv=list(backend.argv),
+                persona=spec["persona"],
+                runtime=spec["runtime"],
+                cols=spec["cols"],
+                rows=spec["rows"],
+                env=spec["env"],
+            )
+            if record.runtime == "tmux":
+                record.tmux_name = tmux_runtime.session_name(session.id, record.name)
+            store.insert_worker(record)
+        faults.point("worker:row-inserted")
+        first_message = None
+        if record.persona:
+            persona = self.personas()[record.persona]
+            context = {
+                "session": session.name,
+                "task": session.task or "",
+                "workspace": session.workspace,
+                "worker": record.name,
+            }
+            if write_instructions(session.workspace, backend, persona, context) is None:
+                first_message = persona_message(persona, context)
+        try:
+            await self._launch(session, record, resume=False)
+        except BaseException:
+            store.delete_worker(record.id)
+            raise
+        self.manager.store.add_activity(
+            session.id,
+            "worker-created",
+            record.id,
+            {"name": record.name, "backend": record.backend},
+        )
+        data = self.worker_dict(record)
+        self.manager.events.emit("worker-created", session.id, record.id, worker=data)
+        if first_message:
+            task = asyncio.ensure_future(self._deliver_persona(record.id, first_message))
+            self._persona_tasks.add(task)
+            task.add_done_callback(self._persona_tasks.discard)
+        return data
+
+    async def _deliver_persona(self, worker_id: str, text: str) -> None:
+        live = self.live.get(worker_id)
+        if live is not None and await live.wait_for(("idle",), timeout=60):
+            with contextlib.suppress(Exception):
+                await live.send(text, self.manager.max_input_bytes, wait=False, timeout=0)
+
+    def _child_env(self, session: Session, record: Worker, backend: Backend) -> dict[str, str]:
+        env = base_env()
+        env.update(
+            MAS_SESSION=session.name,
+            MAS_SESSION_ID=session.id,
+            MAS_WORKER=record.name,
+            MAS_WORKSPACE=session.workspace,
+        )
+        env.update(backend.env)
+        env.update(record.env)
+        return env
+
+    def _argv(self, record: Worker, backend: Backend, resume: bool) -> list[str]:
+        return backend.command(
+            resume=resume and record.kind == "agent",
+            instructions=bool(record.persona and backend.instructions_args),
+            conversation_id=record.conversation_id,
+        )
+
+    async def _launch(self, session: Session, record: Worker, resume: bool) -> LiveWorker:
+        backend = self.backend(record.backend)
+        argv = self._argv(record, backend, resume)
+        if not os.path.isdir(session.workspace):
+            raise ConflictError(f"the workspace {session.workspace} is gone")
+        live = LiveWorker(
+            record,
+            backend,
+            transcript_path(session.workspace, record),
+            self,
+            ring_bytes=self.manager.output_buffer_bytes,
+            transcript_bytes=self.manager.transcript_max_bytes,
+            max_input_queue=max(4 * 1024 * 1024, 2 * self.manager.max_input_bytes),
+        )
+        env = self._child_env(session, record, backend)
+        if record.runtime == "tmux":
+            if record.tmux_name and await self.tmux.exists(record.tmux_name):
+                await self.tmux.kill_session(record.tmux_name)
+            await live.start_tmux(self.tmux, argv, session.workspace, env)
+        else:
+            live.start_pty(argv, session.workspace, env)
+        self.live[record.id] = live
+        self._mark_running(record, live, argv)
+        faults.point("worker:spawned")
+        live.evaluate_soon()
+        return live
+
+    def _mark_running(self, record: Worker, live: LiveWorker, argv: list[str]) -> None:
+        record.status, record.pid, record.pgid = "running", live.pid, live.pid
+        record.start_time = processes.start_time(live.pid) if live.pid else None
+        record.exit_code = record.exit_signal = record.exit_reason = None
+        record.argv = argv
+        self.manager.store.update_worker(
+            record.id,
+            status="running",
+            pid=record.pid,
+            pgid=record.pgid,
+            start_time=record.start_time,
+            exit_code=None,
+            exit_signal=None,
+            exit_reason=None,
+            argv=argv,
+        )
+
+    # hooks called by live workers
+
+    def activity_changed(self, live: LiveWorker, old: str, new: str) -> None:
+        """A worker's activity changed: log it and announce it."""
+        record = live.record
+        self.manager.store.add_activity(
+            record.session_id, "activity-changed", record.id, {"from": old, "to": new}
+        )
+        self.manager.events.emit(
+            "activity-changed",
+            record.session_id,
+            record.id,
+            activity=new,
+            worker=self.worker_dict(record),
+        )
+
+    def exited(self, live: LiveWorker, code: int | None, sig: int | None) -> None:
+        """A worker's process ended: record how, log it and announce it."""
+        record = live.record
+        record.status, record.exit_code, record.exit_signal = "exited", code, sig
+        # CLIs that print their conversation id (e.g. on exit) are resumed into exactly that one.
+        tail = strip_ansi(live.ring.tail(65536).decode("utf-8", "replace"))
+        conversation = live.backend.conversation_id(tail)
+        if conversation:
+            record.conversation_id = conversation
+            with contextlib.suppress(Exception):
+                self.manager.store.update_worker(record.id, conversation_id=conversation)
+        record.exit_reason = getattr(live, "stop_reason", None) or (
+            "exited" if code == 0 else "crashed"
+        )
+        with contextlib.suppress(Exception):  # the row may be gone (deleted session)
+            self.manager.store.update_worker(
+                record.id,
+                status="exited",
+                exit_code=code,
+                exit_signal=sig,
+                exit_reason=record.exit_reason,
+            )
+            self.manager.store.add_activity(
+                record.session_id,
+                "worker-exited",
+                record.id,
+                {
+                    "name": record.name,
+                    "exit_code": code,
+                    "signal": sig,
+                    "reason": record.exit_reason,
+                },
+            )
+        self.manager.events.emit(
+            "worker-exited", record.session_id, record.id, worker=self.worker_dict(record)
+        )
+
+    # views
+
+    def worker_dict(self, record: Worker) -> dict:
+        """A worker as the API shows it, with its live activity."""
+        data = record.to_dict()
+        live = self.live.get(record.id)
+        data["activity"] = live.activity if live is not None and live.running else "unknown"
+        personas = self.personas() if record.persona else {}
+        persona = personas.get(record.persona) if record.persona else None
+        data["persona_icon"] = persona.icon if persona else None
+        data["channel"] = f"sessions/{record.session_id}/workers/{record.id}/channel"
+        data["tmux_attach"] = (
+            self.tmux.attach_command(record.tmux_name) if record.tmux_name else None
+        )
+        return data
 
     def worker_dicts(self, session_id: str) -> list[dict]:
         """A session's workers as the API shows them."""
-        return []
+        return [self.worker_dict(w) for w in self.manager.store.list_workers(session_id)]
 
     def worker_dicts_by_session(self) -> dict[str, list[dict]]:
-        """Every session's workers, keyed by session id."""
-        return {}
+        """Every session's workers, keyed by session id (one query)."""
+        grouped: dict[str, list[dict]] = {}
+        for record in self.manager.store.list_workers():
+            grouped.setdefault(record.session_id, []).append(self.worker_dict(record))
+        return grouped
+
+    def live_worker(self, record: Worker) -> LiveWorker:
+        """The live side of a worker, or a conflict if it is not running."""
+        live = self.live.get(record.id)
+        if live is None or not live.running:
+            raise ConflictError(f"worker {record.name!r} is not running; restart it first")
+        return live
+
+    # stopping, resuming, forgetting
+
+    async def stop_worker(self, record: Worker, reason: str) -> None:
+        """End one worker's processes, recording why."""
+        live = self.live.pop(record.id, None)
+        if live is None:
+            if record.status != "exited":
+                self.manager.store.update_worker(record.id, status="exited", exit_reason=reason)
+            return
+        live.stop_reason = reason  # type: ignore[attr-defined]
+        await live.stop(self.manager.kill_timeout)
 
     async def stop_all(self, session: Session, reason: str) -> None:
-        """Stop every worker of a session."""
+        """Stop every worker of a session (in parallel)."""
+        records = self.manager.store.list_workers(session.id)
+        await asyncio.gather(*(self.stop_worker(r, reason) for r in records))
 
     async def resume_all(self, session: Session) -> None:
-        """Start a session's workers again, agents continuing their conversation."""
+        """Start a session's workers again; agents continue their conversation."""
+        for record in self.manager.store.list_workers(session.id):
+            live = self.live.get(record.id)
+            if live is None or not live.running:
+                with contextlib.suppress(UnavailableError, ConflictError):
+                    await self._launch(session, record, resume=True)
+
+    async def restart_worker(self, session: Session, record: Worker) -> dict:
+        """Stop a worker if it runs and start it again (agents continue their conversation)."""
+        if session.status != "active":
+            raise ConflictError(f"session {session.name!r} is {session.status}; resume it first")
+        await self.stop_worker(record, "restarted")
+        await self._launch(session, record, resume=True)
+        self.manager.store.add_activity(session.id, "worker-restarted", record.id, {})
+        return self.worker_dict(record)
+
+    async def delete_worker(self, session: Session, record: Worker) -> None:
+        """Stop a worker and forget it."""
+        await self.stop_worker(record, "deleted")
+        if record.tmux_name and tmux_runtime.available():
+            await self.tmux.kill_session(record.tmux_name)
+        self.manager.store.delete_worker(record.id)
+        self.manager.store.add_activity(
+            session.id, "worker-deleted", record.id, {"name": record.name}
+        )
+        self.manager.events.emit(
+            "worker-deleted", session.id, record.id, worker={"id": record.id, "name": record.name}
+        )
 
     def stop_blockers(self, session_id: str) -> list[str]:
-        """Reasons that block a stop (busy or waiting agents)."""
-        return []
+        """Busy or waiting agents block a stop."""
+        problems = []
+        for record in self.manager.store.list_workers(session_id):
+            live = self.live.get(record.id)
+            if record.kind == "agent" and live is not None and live.running:
+                if live.activity == "busy":
+                    problems.append(f"agent {record.name!r} is busy")
+                elif live.activity == "waiting":
+                    problems.append(f"agent {record.name!r} is waiting for an answer")
+        return problems
 
     def stop_warnings(self, session_id: str) -> list[str]:
-        """Things a stop will do that the user should know."""
-        return []
+        """Running workers that a stop will end."""
+        running = [
+            r.name
+            for r in self.manager.store.list_workers(session_id)
+            if r.id in self.live and self.live[r.id].running
+        ]
+        return (
+            [f"{len(running)} running worker(s) will be stopped: {', '.join(running)}"]
+            if running
+            else []
+        )
 
     async def forget_all(self, session: Session) -> None:
-        """Stop and remove every worker of a session."""
+        """Stop and remove every worker of a session, tmux sessions included."""
+        await self.stop_all(session, reason="deleted")
+        if tmux_runtime.available():
+            for record in self.manager.store.list_workers(session.id):
+                if record.tmux_name:
+                    await self.tmux.kill_session(record.tmux_name)
+
+    # restart of the server
 
     async def reconcile(self) -> dict:
-        """Re-attach or end the workers a previous server left."""
-        return {}
+        """Re-attach tmux workers, end orphaned pty workers, after a server start."""
+        report = {"reattached": 0, "interrupted": 0, "orphans_ended": 0}
+        store = self.manager.store
+        for record in store.list_workers():
+            if record.status == "exited" or record.id in self.live:
+                continue
+            session = store.get_session(record.session_id)
+            if record.runtime == "tmux" and session is not None and record.tmux_name:
+                if tmux_runtime.available() and await self.tmux.exists(record.tmux_name):
+                    await self._reattach(session, record)
+                    report["reattached"] += 1
+                    continue
+            if record.pid and processes.is_alive(record.pid, record.start_time):
+                await processes.end_tree(record.pid, self.manager.kill_timeout)
+                report["orphans_ended"] += 1
+            store.update_worker(record.id, status="exited", exit_reason="interrupted")
+            if session is not None:
+                store.add_activity(
+                    session.id, "worker-exited", record.id,
+                    {"name": record.name, "reason": "interrupted"},
+                )  # fmt: skip
+            report["interrupted"] += 1
+        return report
+
+    async def _reattach(self, session: Session, record: Worker) -> None:
+        live = LiveWorker(
+            record,
+            self.backend(record.backend),
+            transcript_path(session.workspace, record),
+            self,
+            ring_bytes=self.manager.output_buffer_bytes,
+            transcript_bytes=self.manager.transcript_max_bytes,
+        )
+        await live.reattach_tmux(self.tmux)
+        self.live[record.id] = live
+        self._mark_running(record, live, record.argv)
+        live.evaluate_soon()
 
     async def shutdown(self) -> None:
-        """Stop pty workers and detach from tmux ones."""
+        """Stop pty workers; detach from tmux workers so they live on."""
+        for task in list(self._persona_tasks):
+            task.cancel()
+        for worker_id, live in list(self.live.items()):
+            if live.record.runtime == "tmux":
+                live.close()
+                self.live.pop(worker_id, None)
+            else:
+                live.stop_reason = "server stopped"  # type: ignore[attr-defined]
+                with contextlib.suppress(Exception):
+                    await live.stop(self.manager.kill_timeout)
+                self.live.pop(worker_id, None)

@@ -6,6 +6,11 @@ import pytest
 
 from mas_jupyter.core.manager import MASManager
 
+PLAIN_BASH = ["bash", "--norc", "--noprofile", "-i"]
+
+# The managers of the running test, so a failed wait can show what their workers displayed.
+MANAGERS: list[MASManager] = []
+
 
 @pytest.fixture
 def root(tmp_path):
@@ -23,12 +28,19 @@ def make_manager(root, jp_asyncio_loop):
     def make(**config) -> MASManager:
         config.setdefault("root_dir", str(root))
         config.setdefault("tmux_socket", str(root.parent / "tmux.sock"))
+        # The machine's own ~/.bashrc may be slow (pyenv rehash waits on a lock); tests use
+        # a plain interactive bash so they measure the engine, not the rc files.
+        backends = dict(config.get("backends") or {})
+        backends.setdefault("shell", {"argv": PLAIN_BASH})
+        config["backends"] = backends
         manager = MASManager(**config)
         manager.start()
         made.append(manager)
+        MANAGERS.append(manager)
         return manager
 
     yield make
+    MANAGERS.clear()
     for manager in made:
         if manager._store is not None:
             jp_asyncio_loop.run_until_complete(manager.shutdown())

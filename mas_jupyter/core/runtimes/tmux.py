@@ -90,31 +90,21 @@ class Tmux:
         self, name: str, argv: list[str], cwd: str, env: dict[str, str], cols: int, rows: int
     ) -> None:
         """Start argv in a new detached tmux session (executed directly, never by a shell)."""
-        code, out = await self.run(
-            "start-server",
-            ";",
-            "set-option",
-            "-g",
-            "remain-on-exit",
-            "on",
-            ";",
-            "set-option",
-            "-g",
-            "status",
-            "off",
-            ";",
-            "set-option",
-            "-s",
-            "escape-time",
-            "0",
-        )
-        if code != 0:
-            raise UnavailableError(f"tmux could not start: {out.strip()}")
         env_args = [a for key, value in env.items() for a in ("-e", f"{key}={value}")]
         # With one argument tmux would hand it to a shell; `env --` keeps it an exec.
         # An argument ending in ';' would be read by tmux as a command separator: escape it.
         command = [a[:-1] + "\\;" if a.endswith(";") else a for a in ["env", "--", *argv]]
+        # One invocation: a tmux server with no session exits at once, taking options with it.
+        # remain-on-exit is set before the session starts, so even an instant exit is seen.
+        options = [
+            ("-g", "remain-on-exit", "on"),
+            ("-g", "status", "off"),
+            ("-s", "escape-time", "0"),
+            ("-g", "history-limit", "2000"),
+        ]
+        chained = [w for opt in options for w in ("set-option", *opt, ";")]
         code, out = await self.run(
+            "start-server", ";", *chained,
             "new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", cwd,
             *env_args, *command,
         )  # fmt: skip
@@ -154,6 +144,7 @@ class TmuxProcess(PtyProcess):
         self.tmux = tmux
         self.name = name
         self.pane_watcher: ExitWatcher | None = None
+        self._finishing: asyncio.Future | None = None
         self.client_pid: int | None = None
 
     async def create(self, argv: list[str], cwd: str, env: dict[str, str]) -> None:
@@ -169,7 +160,7 @@ class TmuxProcess(PtyProcess):
         self.spawn()
         self.client_pid, self.pid = self.pid, pane_pid
         if dead:
-            asyncio.get_running_loop().call_soon(self._pane_exited, status, sig)
+            self._finishing = asyncio.ensure_future(self._finish())
         else:
             self.pane_watcher = ExitWatcher(pane_pid, self._pane_gone, reap=False)
 
@@ -179,16 +170,21 @@ class TmuxProcess(PtyProcess):
         return self.pane_watcher is not None and not self.pane_watcher.done.is_set()
 
     def _pane_gone(self, _code: int | None, _sig: int | None) -> None:
-        asyncio.ensure_future(self._read_status_and_clean())
+        self._finishing = asyncio.ensure_future(self._finish())
 
-    async def _read_status_and_clean(self) -> None:
-        _pid, _dead, status, sig = await self.tmux.pane(self.name)
-        self._pane_exited(status, sig)
-
-    def _pane_exited(self, status: int | None, sig: int | None) -> None:
+    async def _finish(self) -> None:
+        # tmux marks the pane dead when it reaps the process, a moment after our pidfd fires.
+        status = sig = None
+        delay = 0.005
+        for _ in range(12):
+            pid, dead, status, sig = await self.tmux.pane(self.name)
+            if dead or pid is None:
+                break
+            await asyncio.sleep(delay)
+            delay *= 2
         self.exit_code, self.exit_signal = status, sig
-        asyncio.ensure_future(self.tmux.kill_session(self.name))
         self.on_exit(status, sig)
+        await self.tmux.kill_session(self.name)
 
     def _on_exit(self, code: int | None, sig: int | None) -> None:
         # The attach client ended (session killed, or detached): the worker's state follows

@@ -1,0 +1,96 @@
+"""A server that owns workers is killed with SIGKILL; a new manager on the same store recovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mas_jupyter.core import processes
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+OWNER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from mas_jupyter.core.manager import MASManager
+
+    STUBBORN = [sys.executable, "-c",
+                "import signal,time\\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\\n"
+                "print('stubborn up', flush=True)\\ntime.sleep(600)"]
+
+    async def main():
+        m = MASManager(root_dir=sys.argv[1], tmux_socket=sys.argv[2],
+                       backends={"stubborn": {"argv": STUBBORN, "kind": "terminal"},
+                                 "shell": {"argv": ["bash", "--norc", "--noprofile", "-i"]}})
+        m.start()
+        await m.recover()
+        await m.create_session({"kind": "quick", "name": "s"})
+        pty = await m.create_worker("s", {"name": "stubborn", "backend": "stubborn"})
+        # Only once it ignores SIGHUP is it a real orphan-to-be.
+        while "stubborn up" not in m.get_output("s", "stubborn")["data"]:
+            await asyncio.sleep(0.01)
+        info = {"pty": pty}
+        if sys.argv[3] == "tmux":
+            info["tmux"] = await m.create_worker(
+                "s", {"name": "tm", "kind": "terminal", "runtime": "tmux"})
+            m.write_input("s", "tm", "echo before-crash\\r")
+        print(json.dumps(info), flush=True)
+        await asyncio.sleep(600)
+
+    asyncio.run(main())
+    """
+)
+
+
+def start_owner(root, socket, with_tmux: bool):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(root), socket, "tmux" if with_tmux else "pty"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line, "the owner process did not start"
+    return proc, json.loads(line)
+
+
+@pytest.mark.parametrize("with_tmux", [pytest.param(True, marks=needs_tmux), False])
+async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux):
+    socket = str(root.parent / "tmux.sock")
+    owner, info = start_owner(root, socket, with_tmux)
+    stubborn = info["pty"]
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(timeout=10)
+    owner.stdout.close()
+    assert processes.is_alive(stubborn["pid"])  # an orphan, left by the dead server
+
+    stubborn_argv = [sys.executable, "-c", "import time\ntime.sleep(600)"]
+    manager = make_manager(
+        tmux_socket=socket, backends={"stubborn": {"argv": stubborn_argv, "kind": "terminal"}}
+    )
+    report = await manager.recover()
+    assert report["workers"]["orphans_ended"] == 1
+    assert not processes.is_alive(stubborn["pid"])
+    w = manager.get_worker("s", "stubborn")
+    assert w["status"] == "exited" and w["exit_reason"] == "interrupted"
+    if with_tmux:
+        assert report["workers"]["reattached"] == 1
+        tm = manager.get_worker("s", "tm")
+        assert tm["status"] == "running" and tm["pid"] == info["tmux"]["pid"]
+        manager.write_input("s", "tm", "echo after-crash-$((40+2))\r")
+        from tests.core.test_workers import screen_text, until
+
+        await until(lambda: "after-crash-42" in screen_text(manager, "s", "tm"), what="tmux")
+        # The restart can be resumed: the stubborn pty worker is restarted on demand.
+    restarted = await manager.restart_worker("s", "stubborn")
+    assert restarted["status"] == "running"
+    await manager.delete_session("s")
+    assert not os.path.exists(f"/proc/{restarted['pid']}/status") or not processes.is_alive(
+        restarted["pid"]
+    )

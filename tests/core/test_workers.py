@@ -1,0 +1,331 @@
+"""Workers through the manager: real PTYs, real shells, real tmux and the demo agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from mas_jupyter.core.errors import (
+    ConflictError,
+    InvalidError,
+    LimitError,
+    NotFoundError,
+    TooLargeError,
+    UnavailableError,
+)
+from tests.core.conftest import MANAGERS
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+FAST = {"MAS_DEMO_DELAY": "0.3"}
+
+
+async def until(predicate, timeout: float = 15.0, what: str = "condition"):
+    """Wait for a condition the engine reaches through events; bounded."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {_last_screens()}"
+        await asyncio.sleep(0.02)
+
+
+def _last_screens() -> str:
+    """What the workers showed when a wait timed out, for the failure message."""
+    shown = []
+    for manager in MANAGERS:
+        for live in manager.supervisor.live.values():
+            shown.append(f"{live.record.name} [{live.activity}]: {live.screen.lines()[-8:]}")
+    return "\n".join(shown)
+
+
+def screen_text(manager, session, worker) -> str:
+    return "\n".join(manager.get_screen(session, worker)["lines"])
+
+
+async def test_terminal_worker_runs_a_shell_in_the_workspace(manager, monkeypatch):
+    monkeypatch.setenv("JUPYTER_TOKEN", "secret-server-token")
+    s = await manager.create_session({"kind": "quick", "name": "s"})
+    w = await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    assert w["status"] == "running" and w["backend"] == "shell" and w["pid"]
+    manager.write_input("s", "sh", "echo hi-$((6*7)) && pwd\r")
+    await until(lambda: "hi-42" in screen_text(manager, "s", "sh"), what="echo")
+    assert s["workspace"] in screen_text(manager, "s", "sh")
+    # No Jupyter secret reaches a worker's environment.
+    manager.write_input("s", "sh", "echo token=${JUPYTER_TOKEN:-none}=\r")
+    await until(lambda: "token=none=" in screen_text(manager, "s", "sh"), what="env")
+    assert "secret-server-token" not in manager.get_output("s", "sh")["data"]
+
+
+async def test_terminal_activity_follows_the_foreground_process(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    events = []
+    manager.events.subscribe(lambda e: events.append(e))
+    await until(lambda: manager.get_worker("s", "sh")["activity"] == "idle", what="idle")
+    manager.write_input("s", "sh", "sleep 1.5\r")
+    await until(lambda: manager.get_worker("s", "sh")["activity"] == "busy", what="busy")
+    await until(lambda: manager.get_worker("s", "sh")["activity"] == "idle", what="idle again")
+    changes = [e["activity"] for e in events if e["type"] == "activity-changed"]
+    assert changes[-2:] == ["busy", "idle"]
+
+
+async def test_demo_agent_send_and_wait_returns_the_reply(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    result = await manager.send_message("s", "bot", "count the rows", wait=True, timeout=30)
+    assert result["timed_out"] is False
+    assert result["activity"] == "idle"
+    assert "count the rows" in result["reply"]
+    assert "demo>" not in result["reply"]  # prompt stripped
+    assert "\x1b" not in result["reply"]  # ANSI removed
+    log = [a["type"] for a in manager.list_activities("s")]
+    assert "message-sent" in log and "worker-created" in log
+
+
+async def test_multi_line_message_arrives_as_one_message(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    result = await manager.send_message("s", "bot", "line one\nline two", wait=True, timeout=30)
+    assert "2 lines" in result["reply"]
+
+
+async def test_waiting_for_an_answer_and_back(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    result = await manager.send_message("s", "bot", "/ask", wait=True, timeout=30)
+    assert result["activity"] == "waiting"
+    assert "(yes/no)" in result["reply"]
+    check = await manager.check_stop("s")
+    assert any("waiting for an answer" in e for e in check["errors"])
+    with pytest.raises(ConflictError, match="waiting for an answer"):
+        await manager.stop_session("s")
+    result = await manager.send_message("s", "bot", "yes", wait=True, timeout=30)
+    assert result["activity"] == "idle"
+
+
+async def test_transcript_records_input_output_activity_and_exit(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    await manager.send_message("s", "bot", "hello transcript", wait=True, timeout=30)
+    manager.write_input("s", "bot", "/exit\r")
+    await until(lambda: manager.get_worker("s", "bot")["status"] == "exited", what="exit")
+    page = manager.get_transcript("s", "bot")
+    types = [r["type"] for r in page["records"]]
+    assert types[0] == "start" and types[-1] == "exit"
+    assert {"input", "output", "activity"} <= set(types)
+    inputs = [r for r in page["records"] if r["type"] == "input"]
+    assert inputs[0]["text"] == "hello transcript"
+    assert page["records"][-1]["code"] == 0
+    first = manager.get_transcript("s", "bot", offset=0, limit=2)
+    assert len(first["records"]) == 2 and first["next_offset"] == 2
+
+
+async def test_attach_replays_history_then_streams_without_gap(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    manager.write_input("s", "sh", "echo before-$((1+1))\r")
+    await until(lambda: "before-2\r\n" in manager.get_output("s", "sh")["data"])
+    received = []
+    replay, detach = manager.attach("s", "sh", lambda kind, data: received.append((kind, data)))
+    assert "before-2" in replay
+    manager.write_input("s", "sh", "echo after-$((1+1))\r")
+    live = lambda: "".join(d for k, d in received if k == "stdout")  # noqa: E731
+    await until(lambda: "after-2\r\n" in live(), what="live output")
+    # Replay + live together are exactly the output, once: no gap, no repeat.
+    assert (replay + live()).count("before-2\r\n") == 1
+    assert (replay + live()).count("after-2\r\n") == 1
+    assert replay + live() == manager.get_output("s", "sh")["data"]
+    detach()
+
+
+async def test_resize_changes_the_terminal_size(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal", "cols": 80, "rows": 24})
+    manager.resize_worker("s", "sh", 100, 30)
+    manager.write_input("s", "sh", "stty size\r")
+    await until(lambda: "30 100" in screen_text(manager, "s", "sh"), what="new size")
+    assert manager.get_screen("s", "sh")["cols"] == 100
+    with pytest.raises(InvalidError):
+        manager.resize_worker("s", "sh", 0, 30)
+
+
+async def test_restart_continues_the_agent_conversation(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    await manager.send_message("s", "bot", "remember the churn table", wait=True, timeout=30)
+    first_pid = manager.get_worker("s", "bot")["pid"]
+    restarted = await manager.restart_worker("s", "bot")
+    assert restarted["pid"] != first_pid and restarted["status"] == "running"
+    await until(
+        lambda: "continuing conversation (1 earlier" in screen_text(manager, "s", "bot"),
+        what="resume banner",
+    )
+
+
+async def test_pause_stops_processes_and_resume_continues(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    await manager.send_message("s", "bot", "hello", wait=True, timeout=30)
+    pids = [w["pid"] for w in manager.list_workers("s")]
+    await manager.pause_session("s")
+    for w in manager.list_workers("s"):
+        assert w["status"] == "exited" and w["exit_reason"] == "paused"
+    for pid in pids:
+        assert (
+            not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        )
+    await manager.resume_session("s")
+    assert [w["status"] for w in manager.list_workers("s")] == ["running", "running"]
+    await until(
+        lambda: "continuing conversation" in screen_text(manager, "s", "bot"), what="continue"
+    )
+
+
+async def test_worker_exit_codes_and_crash(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    manager.write_input("s", "bot", "/crash\r")
+    await until(lambda: manager.get_worker("s", "bot")["status"] == "exited", what="crash")
+    w = manager.get_worker("s", "bot")
+    assert w["exit_code"] == 3 and w["exit_reason"] == "crashed"
+    with pytest.raises(ConflictError, match="not running"):
+        manager.write_input("s", "bot", "x")
+
+
+async def test_delete_worker_ends_its_processes(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    w = await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    manager.write_input("s", "sh", "sleep 300 &\r")
+    events = []
+    manager.events.subscribe(events.append)
+    await manager.delete_worker("s", "sh")
+    from mas_jupyter.core.processes import session_members
+
+    assert session_members(w["pid"]) == []
+    assert manager.list_workers("s") == []
+    assert "worker-deleted" in [e["type"] for e in events]
+    with pytest.raises(NotFoundError):
+        manager.get_worker("s", "sh")
+
+
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        ({"name": "b", "backend": "nope"}, NotFoundError, "no backend named 'nope'"),
+        ({"name": "b", "kind": "agent"}, InvalidError, "needs 'backend'"),
+        ({"name": "../b", "kind": "terminal"}, InvalidError, "not allowed"),
+        ({"name": "b", "kind": "robot"}, InvalidError, "worker kind"),
+        ({"name": "b", "kind": "terminal", "env": {"LD_PRELOAD": "x.so"}}, InvalidError, "refused"),
+        (
+            {"name": "b", "kind": "terminal", "env": {"NODE_OPTIONS": "-r x"}},
+            InvalidError,
+            "refused",
+        ),
+        ({"name": "b", "kind": "terminal", "argv": ["rm"]}, InvalidError, "unknown field"),
+        ({"name": "b", "kind": "terminal", "cols": 5}, InvalidError, "cols"),
+        ({"name": "b", "persona": "nobody", "kind": "terminal"}, NotFoundError, "no persona"),
+        ({"name": "b", "backend": "ghost"}, UnavailableError, "not found on PATH"),
+    ],
+)
+async def test_bad_worker_specs_start_nothing(make_manager, spec, error, message):
+    manager = make_manager(backends={"ghost": {"argv": ["no-such-agent-cli"]}})
+    await manager.create_session({"kind": "quick", "name": "s"})
+    with pytest.raises(error, match=message):
+        await manager.create_worker("s", spec)
+    assert manager.list_workers("s") == []
+
+
+async def test_worker_names_are_unique_in_a_session(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    with pytest.raises(ConflictError, match="already exists"):
+        await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+
+
+async def test_worker_limits(make_manager):
+    manager = make_manager(max_workers_per_session=2, max_workers=3)
+    await manager.create_session({"kind": "quick", "name": "a"})
+    await manager.create_session({"kind": "quick", "name": "b"})
+    await manager.create_worker("a", {"name": "1", "kind": "terminal"})
+    await manager.create_worker("a", {"name": "2", "kind": "terminal"})
+    with pytest.raises(LimitError, match="max_workers_per_session"):
+        await manager.create_worker("a", {"name": "3", "kind": "terminal"})
+    await manager.create_worker("b", {"name": "1", "kind": "terminal"})
+    with pytest.raises(LimitError, match="max_workers"):
+        await manager.create_worker("b", {"name": "2", "kind": "terminal"})
+
+
+async def test_oversized_input_is_refused(make_manager):
+    manager = make_manager(max_input_bytes=1000)
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    with pytest.raises(TooLargeError, match="over the limit of 1000"):
+        manager.write_input("s", "sh", "x" * 1001)
+
+
+async def test_flood_keeps_memory_bounded(make_manager):
+    manager = make_manager(output_buffer_bytes=256 * 1024, transcript_max_bytes=1024 * 1024)
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    result = await manager.send_message("s", "bot", "/flood 20000000", wait=True, timeout=120)
+    assert result["timed_out"] is False
+    live = manager.supervisor.live[manager.get_worker("s", "bot")["id"]]
+    assert live.ring.total >= 20_000_000
+    assert len(live.ring.snapshot()) <= 256 * 1024
+    path = live.transcript.path
+    assert os.path.getsize(path) <= 1024 * 1024 + 64 * 1024
+    # Still responsive afterwards.
+    result = await manager.send_message("s", "bot", "still there?", wait=True, timeout=30)
+    assert "still there?" in result["reply"]
+
+
+async def test_session_with_initial_workers_and_a_persona(manager):
+    s = await manager.create_session(
+        {
+            "kind": "quick",
+            "name": "s",
+            "task": "CHURN-1",
+            "workers": [{"name": "pm", "backend": "demo", "persona": "pm", "env": FAST}],
+        }
+    )
+    assert [w["name"] for w in s["workers"]] == ["pm"]
+    assert s["workers"][0]["persona_icon"]
+
+
+async def test_shell_exits_at_once(make_manager):
+    manager = make_manager(backends={"quick": {"argv": ["true"], "kind": "terminal"}})
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "q", "backend": "quick"})
+    await until(lambda: manager.get_worker("s", "q")["status"] == "exited", what="exit")
+    assert manager.get_worker("s", "q")["exit_code"] == 0
+
+
+@needs_tmux
+async def test_tmux_worker_streams_and_can_be_attached_by_a_person(manager, root):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    w = await manager.create_worker("s", {"name": "sh", "kind": "terminal", "runtime": "tmux"})
+    assert w["runtime"] == "tmux" and w["tmux_session"].startswith("mas-")
+    manager.write_input("s", "sh", "echo via-tmux-$((2*21))\r")
+    await until(lambda: "via-tmux-42" in screen_text(manager, "s", "sh"), what="tmux echo")
+    socket = manager.tmux_socket
+    pane = subprocess.run(
+        ["tmux", "-S", socket, "capture-pane", "-p", "-t", w["tmux_session"]],
+        capture_output=True, text=True, timeout=10,
+    ).stdout  # fmt: skip
+    assert "via-tmux-42" in pane
+    assert w["tmux_attach"].startswith("tmux -S ")
+    manager.write_input("s", "sh", "exit 4\r")
+    await until(lambda: manager.get_worker("s", "sh")["status"] == "exited", what="tmux exit")
+    assert manager.get_worker("s", "sh")["exit_code"] == 4
