@@ -22,13 +22,15 @@ install: $(STAMP)
 run: install
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)"
 
+LINTED := mas_jupyter tests $(wildcard bench)
+
 lint: install
-	$(BIN)/ruff check mas_jupyter tests bench
-	$(BIN)/ruff format --check mas_jupyter tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 format: install
-	$(BIN)/ruff format mas_jupyter tests bench
-	$(BIN)/ruff check --fix mas_jupyter tests bench
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
