@@ -19,8 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml $(wildcard labextension/package*.json lab
 
 install: $(STAMP)
 
+# Jupyter refuses to run as root unless told; containers and CI machines often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 run: install
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)"
+	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)"
 
 LINTED := mas_jupyter tests $(wildcard bench)
 
