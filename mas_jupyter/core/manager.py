@@ -17,12 +17,11 @@ from traitlets.config import LoggingConfigurable
 from . import faults, validate
 from .errors import ConflictError, InvalidError, NotFoundError
 from .events import EventBus
-from .models import ROW_CREATING, ROW_READY, Session, Worker, now
+from .models import ROW_CREATING, ROW_READY, Session, now
 from .store import Store
 from .supervisor import Supervisor
-from .transcript import read_transcript
-from .worker import transcript_path
-from .workspaces import Workspaces
+from .worker_operations import WorkerOperations
+from .workspaces import Workspaces, relative
 
 ROW_DELETING = "deleting"
 ROW_PURGING = "purging"
@@ -30,7 +29,7 @@ CREATE_FIELDS = {"name", "kind", "template", "repo", "branch", "base", "path", "
 UPDATE_FIELDS = {"name", "task"}
 
 
-class MASManager(LoggingConfigurable):
+class MASManager(WorkerOperations, LoggingConfigurable):
     """Runs agent and terminal sessions in isolated workspaces; the one owner of their state."""
 
     root_dir = Unicode(
@@ -202,7 +201,7 @@ class MASManager(LoggingConfigurable):
     def session_dict(self, session: Session) -> dict:
         """A session as the API shows it, with its workers and live activity."""
         data = session.to_dict()
-        data["workspace_path"] = _relative(session.workspace, self.root_dir)
+        data["workspace_path"] = relative(session.workspace, self.root_dir)
         data["workers"] = self.supervisor.worker_dicts(session.id)
         return data
 
@@ -223,7 +222,7 @@ class MASManager(LoggingConfigurable):
         out = []
         for session in sessions:
             data = session.to_dict()
-            data["workspace_path"] = _relative(session.workspace, self.root_dir)
+            data["workspace_path"] = relative(session.workspace, self.root_dir)
             data["workers"] = workers.get(session.id, [])
             out.append(data)
         return out
@@ -467,150 +466,6 @@ class MASManager(LoggingConfigurable):
         after = None if since is None else validate.integer(since, "since", 0, 2**62)
         return [a.to_dict() for a in self.store.list_activities(session.id, lim, after)]
 
-    # workers
-
-    def _worker(self, session: Session, key: object) -> Worker:
-        if not isinstance(key, str) or not key:
-            raise InvalidError("a worker id or name is required")
-        record = self.store.get_worker(session.id, key)
-        if record is None:
-            raise NotFoundError(f"no worker with id or name {key!r} in session {session.name!r}")
-        return record
-
-    async def create_worker(self, key: str, spec: dict) -> dict:
-        """Start a new worker (agent or terminal) in a session."""
-        session = self._session(key)
-        return await self.supervisor.create_worker(session, self.supervisor.check_spec(spec))
-
-    def list_workers(self, key: str) -> list[dict]:
-        """A session's workers."""
-        return self.supervisor.worker_dicts(self._session(key).id)
-
-    def get_worker(self, key: str, wkey: str) -> dict:
-        """One worker by id or name."""
-        session = self._session(key)
-        return self.supervisor.worker_dict(self._worker(session, wkey))
-
-    async def delete_worker(self, key: str, wkey: str) -> None:
-        """Kill a worker's processes and forget it."""
-        session = self._session(key)
-        await self.supervisor.delete_worker(session, self._worker(session, wkey))
-
-    async def restart_worker(self, key: str, wkey: str) -> dict:
-        """Restart a worker; an agent continues its previous conversation."""
-        session = self._session(key)
-        return await self.supervisor.restart_worker(session, self._worker(session, wkey))
-
-    def resize_worker(self, key: str, wkey: str, cols: object, rows: object) -> dict:
-        """Set a worker's terminal size."""
-        session = self._session(key)
-        record = self._worker(session, wkey)
-        cols = validate.integer(cols, "cols", 10, 1000)
-        rows = validate.integer(rows, "rows", 5, 500)
-        live = self.supervisor.live_worker(record)
-        live.resize(cols, rows)
-        self.store.update_worker(record.id, cols=cols, rows=rows)
-        return self.supervisor.worker_dict(live.record)
-
-    def _live(self, key: str, wkey: str):
-        session = self._session(key)
-        return self.supervisor.live_worker(self._worker(session, wkey))
-
-    def write_input(self, key: str, wkey: str, data: object) -> None:
-        """Type raw keystrokes into a worker."""
-        if not isinstance(data, str):
-            raise InvalidError("data must be a string")
-        self._live(key, wkey).write(data, self.max_input_bytes)
-
-    async def send_message(
-        self, key: str, wkey: str, text: object, wait: object = False, timeout: object = None
-    ) -> dict:
-        """Type a message and submit it; with wait, return the reply once the agent is done."""
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidError("text must be a non-empty string")
-        if not isinstance(wait, bool):
-            raise InvalidError("wait must be true or false")
-        limit = 3600.0
-        if timeout is None:
-            timeout = 600.0
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise InvalidError("timeout must be a number of seconds")
-        if not 0 < timeout <= limit:
-            raise InvalidError(f"timeout must be between 0 and {limit:g} seconds")
-        session = self._session(key)
-        record = self._worker(session, wkey)
-        live = self.supervisor.live_worker(record)
-        result = await live.send(text, self.max_input_bytes, wait, float(timeout))
-        self._log(session, "message-sent", record.id, worker=record.name, text=text[:200])
-        return result
-
-    def get_screen(self, key: str, wkey: str) -> dict:
-        """The rendered screen of a running worker."""
-        return self._live(key, wkey).screen_dict()
-
-    def get_output(self, key: str, wkey: str, tail: object = None) -> dict:
-        """Recent raw output as text (`tail`: at most that many bytes)."""
-        session = self._session(key)
-        record = self._worker(session, wkey)
-        live = self.supervisor.live.get(record.id)
-        if live is None:
-            return {"data": "", "start": 0, "end": 0}
-        ring = live.ring
-        if tail is None:
-            data, start = ring.snapshot(), ring.start
-        else:
-            n = validate.integer(tail, "tail", 0, self.output_buffer_bytes)
-            data = ring.tail(n)
-            start = ring.total - len(data)
-        return {"data": data.decode("utf-8", "replace"), "start": start, "end": ring.total}
-
-    def get_transcript(self, key: str, wkey: str, offset: object = 0, limit: object = 500) -> dict:
-        """A page of a worker's transcript records."""
-        session = self._session(key)
-        record = self._worker(session, wkey)
-        off = validate.integer(offset, "offset", 0, 2**62)
-        lim = validate.integer(limit, "limit", 1, 10000)
-        live = self.supervisor.live.get(record.id)
-        if live is not None:
-            live.transcript.flush()
-        return read_transcript(transcript_path(session.workspace, record), off, lim)
-
-    def attach(self, key: str, wkey: str, listener):
-        """Recent output and a subscription to live output, activity and exit, for a console."""
-        return self._live(key, wkey).attach(listener)
-
-    def connect_info(self, key: str) -> dict:
-        """How to reach a session: its workspace and each worker's console."""
-        session = self._session(key)
-        workers = self.supervisor.worker_dicts(session.id)
-        return {
-            "session": session.name,
-            "workspace": session.workspace,
-            "workspace_path": _relative(session.workspace, self.root_dir),
-            "workers": [
-                {
-                    "id": w["id"],
-                    "name": w["name"],
-                    "status": w["status"],
-                    "channel": w["channel"],
-                    "tmux_attach": w["tmux_attach"],
-                }
-                for w in workers
-            ],
-        }
-
-    def list_backends(self) -> list[dict]:
-        """Every backend, with whether it can be used here and why not."""
-        return [b.to_dict() for _, b in sorted(self.supervisor.backends.items())]
-
-    def list_personas(self) -> list[dict]:
-        """Every persona (name, icon, title)."""
-        return [p.to_dict() for _, p in sorted(self.supervisor.personas().items())]
-
-    def list_templates(self) -> list[dict]:
-        """Every template for quick sessions."""
-        return [{"name": name} for name in sorted(self.supervisor.templates())]
-
     async def reindex(self) -> dict:
         """Rebuild missing session rows from the metadata files found in workspaces."""
         added, skipped = [], 0
@@ -634,13 +489,6 @@ class MASManager(LoggingConfigurable):
             self.events.emit("session-created", session.id, session=self.session_dict(session))
             added.append(session.name)
         return {"added": added, "skipped": skipped}
-
-
-def _relative(path: str, root: str) -> str | None:
-    real_root = os.path.realpath(root)
-    if path and validate.inside(path, real_root):
-        return os.path.relpath(path, real_root).replace(os.sep, "/")
-    return None
 
 
 def _ignore_in_outer_repo(root: str) -> None:

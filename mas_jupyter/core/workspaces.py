@@ -314,6 +314,14 @@ class Workspaces:
         return templates[name]
 
 
+def relative(path: str, root: str) -> str | None:
+    """A path relative to root (for the file browser), or None when it is outside."""
+    real_root = os.path.realpath(root)
+    if path and validate.inside(path, real_root):
+        return os.path.relpath(path, real_root).replace(os.sep, "/")
+    return None
+
+
 def _symlinks(folder: str, names: list[str]) -> list[str]:
     return [n for n in names if os.path.islink(os.path.join(folder, n))]
 
