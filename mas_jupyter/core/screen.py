@@ -135,6 +135,9 @@ class Screen:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        # Modes (alternate screen, hidden cursor) of output already dropped from the queue by
+        # _trim(), to apply when the emulator is next reset.
+        self._carry: tuple[bool, bool] | None = None
         self._in_osc = False
         self._lines_cache: list[str] | None = None
         self.bell_count = 0
@@ -167,6 +170,17 @@ class Screen:
         self._count_bells(data)
         self.version += 1
         self.changed_at = time.monotonic()
+        if self._pending_bytes > 4 * self.backlog_limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Bound the queue when nobody reads the screen: keep its tail and the modes before."""
+        data = b"".join(self._pending)
+        cut = len(data) - self.backlog_limit
+        self._carry = self._modes(data, cut)
+        self.skipped_bytes += cut
+        self._pending = [data[cut:]]
+        self._pending_bytes = len(data) - cut
 
     def _count_bells(self, data: bytes) -> None:
         """Count BEL bytes that ring, not those ending an OSC sequence (e.g. a window title).
@@ -197,7 +211,7 @@ class Screen:
         self._pending.clear()
         self._pending_bytes = 0
         self._lines_cache = None
-        if len(data) > self.backlog_limit:
+        if len(data) > self.backlog_limit or self._carry is not None:
             data = self._skip(data)
         text = self._decoder.decode(data)
         try:
@@ -226,22 +240,28 @@ class Screen:
                 line_start = found
             else:
                 cut = line_start + 1
-        emu = self._emulator
-        alternate = emu.alternate
-        hidden = emu.cursor.hidden
-        for m in _MODE_RE.finditer(data, 0, cut):
+        alternate, hidden = self._modes(data, cut)
+        self._carry = None
+        self.skipped_bytes += cut
+        self._emulator.reset()
+        self._stream._initialize_parser()
+        self._decoder.reset()
+        prefix = (b"\x1b[?1049h" if alternate else b"") + (b"\x1b[?25l" if hidden else b"")
+        return prefix + data[cut:]
+
+    def _modes(self, data: bytes, end: int) -> tuple[bool, bool]:
+        """(alternate screen, hidden cursor) after the emulator's state and data[:end]."""
+        if self._carry is not None:
+            alternate, hidden = self._carry
+        else:
+            alternate, hidden = self._emulator.alternate, self._emulator.cursor.hidden
+        for m in _MODE_RE.finditer(data, 0, max(end, 0)):
             on = m.group(2) == b"h"
             if m.group(1) == b"25":
                 hidden = not on
             else:
                 alternate = on
-        self.skipped_bytes += cut
-        emu.reset()
-        self._stream._initialize_parser()
-        self._decoder.reset()
-        self._in_osc = False
-        prefix = (b"\x1b[?1049h" if alternate else b"") + (b"\x1b[?25l" if hidden else b"")
-        return prefix + data[cut:]
+        return alternate, hidden
 
     def lines(self) -> list[str]:
         """The rendered rows, right-stripped."""

@@ -209,3 +209,24 @@ def test_skip_with_cursor_addressing_replays_the_whole_tail():
     screen.feed(b"\x1b[1;1Hstatus\x1b[2;4r\x1b[4;1H" + b"line\r\n" * 50 + b"end")
     assert screen.lines()[0] == "status"
     assert screen.lines()[-1] == "end"
+
+
+def test_queue_stays_bounded_when_nobody_reads_and_modes_survive():
+    screen = Screen(cols=40, rows=5, backlog_limit=10_000, replay_bytes=2_000)
+    screen.feed(b"\x1b[?1049h\x1b[?25l")
+    for _ in range(2000):
+        screen.feed(b"z" * 1000)
+        assert screen._pending_bytes <= 4 * 10_000 + 1000
+    screen.feed(b"\x1b[Hlast")
+    assert screen.alternate
+    assert screen.cursor()["visible"] is False
+    assert screen.lines()[0].startswith("last")
+    assert screen.skipped_bytes > 1_900_000
+
+
+def test_skip_does_not_disturb_bell_counting_of_a_split_osc():
+    screen = Screen(cols=40, rows=5, backlog_limit=1_000, replay_bytes=200)
+    screen.feed(b"x" * 5_000 + b"\x1b]0;a title that is")
+    screen.lines()  # a sync with a skip happens between the two halves of the OSC
+    screen.feed(b" split\x07")
+    assert screen.bell_count == 0
