@@ -39,6 +39,13 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def _mtime(folder: str | None) -> float | None:
+    try:
+        return os.stat(folder).st_mtime if folder else None
+    except OSError:
+        return None
+
+
 class Supervisor:
     """The live side of workers; the manager delegates every worker operation here."""
 
@@ -48,6 +55,8 @@ class Supervisor:
         self._backends: dict[str, Backend] | None = None
         self._create_lock: asyncio.Lock | None = None
         self._persona_tasks: set[asyncio.Task] = set()
+        self._personas: tuple[tuple, dict] | None = None
+        self._tmux: tmux_runtime.Tmux | None = None
 
     # what can be used
 
@@ -61,8 +70,13 @@ class Supervisor:
         return self._backends
 
     def personas(self) -> dict:
-        """Built-in and configured personas."""
-        return load_personas(self.manager.personas_dir or None)
+        """Built-in and configured personas (re-read when files are added to or removed from the
+        personas folder; edits to a file show after a restart)."""
+        folder = self.manager.personas_dir or None
+        stamp = (folder, _mtime(folder))
+        if self._personas is None or self._personas[0] != stamp:
+            self._personas = (stamp, load_personas(folder))
+        return self._personas[1]
 
     def templates(self) -> dict[str, str]:
         """Template name -> directory."""
@@ -71,7 +85,9 @@ class Supervisor:
     @property
     def tmux(self) -> tmux_runtime.Tmux:
         """The tmux server that tmux workers live in."""
-        return tmux_runtime.Tmux(self.manager.tmux_socket, base_env())
+        if self._tmux is None or self._tmux.socket != self.manager.tmux_socket:
+            self._tmux = tmux_runtime.Tmux(self.manager.tmux_socket, base_env())
+        return self._tmux
 
     def backend(self, name: str) -> Backend:
         """A backend by name, or a clear not-found error."""
