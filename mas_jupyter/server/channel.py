@@ -81,11 +81,18 @@ class ClientQueue:
     """A bounded queue of outgoing messages for one client, drained by one writer task."""
 
     def __init__(
-        self, socket: WebSocketHandler, max_chars: int, on_overflow: Callable[[], None]
+        self,
+        socket: WebSocketHandler,
+        max_chars: int,
+        on_overflow: Callable[[], None],
+        stall_seconds: float,
+        on_stall: Callable[[], None],
     ) -> None:
         self.socket = socket
         self.max_chars = max_chars
         self.on_overflow = on_overflow
+        self.stall_seconds = stall_seconds
+        self.on_stall = on_stall
         self.items: deque[tuple[str, Any]] = deque()
         self.chars = 0
         self.write_started: float | None = None
@@ -145,7 +152,13 @@ class ClientQueue:
                         return
                     future = self.socket.write_message(self._next_frame())
                     self.write_started = asyncio.get_running_loop().time()
-                    await future
+                    try:
+                        await asyncio.wait_for(asyncio.shield(future), self.stall_seconds)
+                    except asyncio.TimeoutError:
+                        if self.items:  # more to send and the client takes nothing
+                            self.on_stall()
+                            return
+                        await future
                     self.write_started = None
         except (WebSocketClosedError, asyncio.CancelledError):
             pass
@@ -183,7 +196,8 @@ class ChannelHandler(MASWebSocket):
         super().open()
         # The bound leaves room for a whole replay, so a resync never overflows at once.
         bound = max(self.mas_app.client_queue_chars, 2 * self.manager.output_buffer_bytes)
-        self.queue = ClientQueue(self, bound, self._overflow)
+        stall = self.mas_app.client_stall_seconds
+        self.queue = ClientQueue(self, bound, self._overflow, stall, self._stalled)
         self.queue.put("setup", {})
         self.mas_app.sockets.add(self)
         try:
@@ -231,11 +245,14 @@ class ChannelHandler(MASWebSocket):
             self.queue.put(kind, code)
             self.queue.put(CLOSE, (close_code, reason))
 
+    def _stalled(self) -> None:
+        self.log.warning("dropping a stalled console client of worker %s", self.worker_id)
+        self._end(CLOSE_TOO_SLOW, "client stalled: reconnect to replay the recent output")
+
     def _overflow(self) -> None:
         assert self.queue is not None
-        if self.queue.stalled_for() > self.mas_app.client_stall_seconds:
-            self.log.warning("dropping a stalled console client of worker %s", self.worker_id)
-            self._end(CLOSE_TOO_SLOW, "client stalled: reconnect to replay the recent output")
+        if self.queue.stalled_for() > self.queue.stall_seconds:
+            self._stalled()
             return
         # Behind but reading: skip ahead to the recent output, as a reconnect would.
         self.queue.clear()

@@ -78,7 +78,10 @@ class EventsHandler(MASWebSocket):
     def open(self) -> None:  # type: ignore[override]
         """Subscribe to the engine's events."""
         super().open()
-        self.queue = ClientQueue(self, self.mas_app.client_queue_chars, self._too_slow)
+        app = self.mas_app
+        self.queue = ClientQueue(
+            self, app.client_queue_chars, self._too_slow, app.client_stall_seconds, self._too_slow
+        )
         self._unsubscribe = self.manager.events.subscribe(self._on_event)
         self.mas_app.sockets.add(self)
 
