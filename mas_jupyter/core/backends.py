@@ -28,6 +28,7 @@ from importlib import metadata
 from . import validate
 from .activity import ActivityRules, compile_patterns
 from .errors import ForbiddenError, InvalidError
+from .screen import strip_ansi
 
 ENTRY_POINT_GROUP = "mas_jupyter.backends"
 BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -37,6 +38,8 @@ PERSONA_END = "<!-- mas_jupyter persona: end -->"
 _SECTION_RE = re.compile(re.escape(PERSONA_START) + r".*?" + re.escape(PERSONA_END), re.DOTALL)
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FRONT_MATTER_RE = re.compile(r"^(icon|title)\s*:\s*(.*?)\s*$", re.IGNORECASE)
+# A conversation id goes into argv: it must never read as an option or carry odd characters.
+_CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}$")
 
 
 @dataclass
@@ -87,6 +90,8 @@ class Backend:
         conversation_id: str | None = None,
     ) -> list[str]:
         """The argv to start it: fresh, or continuing (a known conversation, else the last)."""
+        if conversation_id is not None and not _CONVERSATION_ID_RE.match(conversation_id):
+            conversation_id = None
         if resume and conversation_id and self.resume_id_argv:
             argv = [a.replace("{conversation_id}", conversation_id) for a in self.resume_id_argv]
         elif resume and self.resume_argv:
@@ -101,7 +106,8 @@ class Backend:
         """The conversation id the CLI printed in `text` (its last one), if it prints one."""
         if not self.conversation_id_pattern:
             return None
-        found = re.findall(self.conversation_id_pattern, text)
+        found = re.findall(self.conversation_id_pattern, strip_ansi(text))
+        found = [f for f in found if isinstance(f, str) and _CONVERSATION_ID_RE.match(f)]
         return found[-1] if found else None
 
     def rules(self) -> ActivityRules:

@@ -60,6 +60,15 @@ def test_conversation_ids_from_exit_messages_resume_that_conversation():
     cid = b["codex"].conversation_id(codex_exit)
     assert b["codex"].command(resume=True, conversation_id=cid) == ["codex", "resume", cid]
     assert b["aider"].conversation_id(claude_exit) is None
+    # Colours between the words do not hide the id.
+    coloured = "\x1b[2mclaude --resume\x1b[0m 1905a471-c622-4e83-98f7-123b88cf7f64\r\n"
+    assert b["claude"].conversation_id(coloured) == "1905a471-c622-4e83-98f7-123b88cf7f64"
+    # An id that would read as an option is never put into argv.
+    assert b["codex"].command(resume=True, conversation_id="--dangerous") == [
+        "codex",
+        "resume",
+        "--last",
+    ]
     # Without an id, resume falls back to the last conversation.
     assert b["codex"].command(resume=True, conversation_id=None) == ["codex", "resume", "--last"]
 
