@@ -9,6 +9,9 @@ messages, and a conversation it can continue after a restart (`--continue`).
 
 Commands: /help, /ask, /write NAME TEXT, /flood BYTES, /sleep SECONDS, /bell, /crash, /exit.
 The delay (default 0.3 s, or $MAS_DEMO_DELAY) is how long the working indicator shows.
+
+It reads its terminal in canonical (line) mode, so the kernel's line discipline echoes and edits
+input, and one line is at most 4095 bytes; a longer pasted line is cut by the terminal driver.
 """
 
 from __future__ import annotations

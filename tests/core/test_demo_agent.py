@@ -105,9 +105,18 @@ def test_message_gets_working_indicator_then_deterministic_reply(agent):
 def test_bracketed_paste_is_one_multi_line_message(agent):
     a = agent()
     a.expect_exact(PROMPT)
+    start = len(a.raw)
     a.child.send(b"\x1b[200~first line\rsecond line\rthird\x1b[201~\r")
     a.expect_exact("reply: first line second line third (5 words, 3 lines)")
     a.expect_exact(PROMPT)
+    demo = load_backends({}, entry_points=False)["demo"]
+    reply = extract_reply(
+        bytes(a.raw[start:]),
+        "first line\nsecond line\nthird",
+        demo.patterns["idle"],
+        demo.patterns["busy"],
+    )
+    assert reply == "reply: first line second line third (5 words, 3 lines)"
     # Only one reply: the paste was not taken as three messages.
     assert a.raw.count(b"reply:") == 1
     # Paste markers are echoed raw (not as ^[[200~), so nothing of them shows on screen.
