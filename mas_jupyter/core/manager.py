@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
@@ -111,6 +112,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         super().__init__(**kwargs)
         self.events = EventBus()
         self._store: Store | None = None
+        self._cache: tuple[int, float, list[dict]] | None = None
         self.workspaces = Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots)
         self.supervisor = Supervisor(self)
 
@@ -212,20 +214,37 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     def list_sessions(
         self, status: str | None = None, kind: str | None = None, task: str | None = None
     ) -> list[dict]:
-        """Sessions, oldest first, filtered by status, kind and task."""
+        """Sessions, oldest first, filtered by status, kind and task.
+
+        The dicts are shared with a cache: callers serialize them, never change them.
+        """
         if status is not None:
             validate.choice(status, ("active", "paused", "stopped"), "status")
         if kind is not None:
             validate.session_kind(kind)
-        sessions = self.store.list_sessions(status=status, kind=kind, task=task)
-        workers = self.supervisor.worker_dicts_by_session()
-        out = []
-        for session in sessions:
-            data = session.to_dict()
-            data["workspace_path"] = relative(session.workspace, self.root_dir)
-            data["workers"] = workers.get(session.id, [])
-            out.append(data)
-        return out
+        return [
+            data
+            for data in self._listing()
+            if (status is None or data["status"] == status)
+            and (kind is None or data["kind"] == kind)
+            and (task is None or data["task"] == task)
+        ]
+
+    def _listing(self) -> list[dict]:
+        # Every session with its workers, rebuilt only when the store changed (any write,
+        # activity changes included) or a second passed (active_seconds moves on).
+        at = time.monotonic()
+        key = self.store.version
+        if self._cache is None or self._cache[0] != key or at - self._cache[1] > 1.0:
+            workers = self.supervisor.worker_dicts_by_session()
+            out = []
+            for session in self.store.list_sessions():
+                data = session.to_dict()
+                data["workspace_path"] = relative(session.workspace, self.root_dir)
+                data["workers"] = workers.get(session.id, [])
+                out.append(data)
+            self._cache = (key, at, out)
+        return self._cache[2]
 
     async def create_session(self, spec: dict) -> dict:
         """Create a session and its workspace (and its initial workers); all input checked first."""

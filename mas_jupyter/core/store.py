@@ -99,6 +99,8 @@ class Store:
 
     def __init__(self, path: str, timeout: float = 5.0) -> None:
         self.path = path
+        # Counts committed write transactions, so readers can cache what they derive.
+        self.version = 0
         self._lock = threading.RLock()
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
@@ -175,6 +177,7 @@ class Store:
                 raise
             else:
                 self._db.execute("COMMIT")
+                self.version += 1
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:

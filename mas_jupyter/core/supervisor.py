@@ -397,6 +397,10 @@ class Supervisor:
         await self.stop_worker(record, "restarted")
         await self._launch(session, record, resume=True)
         self.manager.store.add_activity(session.id, "worker-restarted", record.id, {})
+        # Clients learn of the new process (pid, status) through the session's update.
+        self.manager.events.emit(
+            "session-updated", session.id, session=self.manager.session_dict(session)
+        )
         return self.worker_dict(record)
 
     async def delete_worker(self, session: Session, record: Worker) -> None:
