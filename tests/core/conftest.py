@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from mas_jupyter.core.manager import MASManager
@@ -44,6 +47,10 @@ def make_manager(root, jp_asyncio_loop):
     for manager in made:
         if manager._store is not None:
             jp_asyncio_loop.run_until_complete(manager.shutdown())
+    # tmux workers outlive a manager by design: end the test's tmux server.
+    socket = root.parent / "tmux.sock"
+    if socket.exists() and shutil.which("tmux"):
+        subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True, timeout=10)
 
 
 @pytest.fixture
