@@ -1,0 +1,207 @@
+"""The worker console WebSocket: terminado's protocol, replay, fan-out, slow clients, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+
+class Console:
+    """A test client of a worker's channel that collects what it receives."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.messages: list = []
+
+    @property
+    def text(self) -> str:
+        return "".join(m[1] for m in self.messages if m[0] == "stdout")
+
+    async def read(self, timeout: float = 15.0):
+        msg = await asyncio.wait_for(self.ws.read_message(), timeout)
+        if msg is None:
+            return None
+        parsed = json.loads(msg)
+        self.messages.append(parsed)
+        return parsed
+
+    async def read_until(self, predicate, timeout: float = 15.0, what: str = "a message"):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self):
+            left = deadline - loop.time()
+            assert left > 0, f"timed out waiting for {what}; got {self.messages[-3:]}"
+            msg = await self.read(left)
+            assert msg is not None or predicate(self), f"closed before {what}"
+            if msg is None:
+                break
+
+    async def send(self, *msg):
+        await self.ws.write_message(json.dumps(list(msg)))
+
+    async def closed(self, timeout: float = 15.0) -> int | None:
+        """Read to the end; the close code."""
+        while await self.read(timeout) is not None:
+            pass
+        return self.ws.close_code
+
+
+@pytest.fixture
+def console(jp_ws_fetch):
+    opened = []
+
+    async def connect(sid="s", wid="sh") -> Console:
+        ws = await jp_ws_fetch("api", "mas", "sessions", sid, "workers", wid, "channel")
+        c = Console(ws)
+        opened.append(c)
+        assert await c.read() == ["setup", {}]
+        return c
+
+    yield connect
+    for c in opened:
+        c.ws.close()
+
+
+async def test_round_trip_with_a_real_shell(shell_session, console):
+    await shell_session()
+    c = await console()
+    await c.send("stdin", "echo hi-$((6*7))\r")
+    await c.read_until(lambda c: "hi-42\r\n" in c.text, what="the echo")
+
+
+async def test_reconnect_replays_recent_output_first(shell_session, console, api, until):
+    await shell_session()
+    first = await console()
+    await first.send("stdin", "echo before-$((1+1))\r")
+    await first.read_until(lambda c: "before-2\r\n" in c.text, what="output")
+    first.ws.close()
+    second = await console()
+    await second.read()  # the replay comes first, in one message
+    assert second.messages[1][0] == "stdout" and "before-2\r\n" in second.messages[1][1]
+    await second.send("stdin", "echo after-$((2+2))\r")
+    await second.read_until(lambda c: "after-4\r\n" in c.text, what="live output")
+    assert second.text.count("before-2\r\n") == 1  # no gap, no duplicate
+
+
+async def test_two_clients_on_one_worker_see_the_same_stream(shell_session, console):
+    await shell_session()
+    a, b = await console(), await console()
+    await a.send("stdin", "echo from-a-$((3*3))\r")
+    await b.read_until(lambda c: "from-a-9\r\n" in c.text, what="a's command on b")
+    await b.send("stdin", "echo from-b-$((4*4))\r")
+    await a.read_until(lambda c: "from-b-16\r\n" in c.text, what="b's command on a")
+
+
+async def test_set_size_resizes_the_terminal(shell_session, console, api, until):
+    await shell_session()
+    c = await console()
+    await c.send("set_size", 33, 111, 600, 800)  # JupyterLab adds pixel sizes
+
+    async def resized():
+        w = (await api("GET", "sessions", "s", "workers", "sh"))[1]
+        return (w["cols"], w["rows"]) == (111, 33)
+
+    await until(resized, what="the new size")
+    await c.send("stdin", "stty size\r")
+    await c.read_until(lambda c: "33 111" in c.text, what="stty size")
+
+
+async def test_activity_and_exit_messages_with_the_demo_agent(demo_session, console):
+    await demo_session()
+    c = await console("s", "bot")
+    await c.send("stdin", "/sleep 1\r")
+    await c.read_until(lambda c: ["activity", "busy"] in c.messages, what="busy")
+    await c.read_until(
+        lambda c: (
+            c.messages.index(["activity", "busy"]) < len(c.messages) - 1
+            and ["activity", "idle"] in c.messages[c.messages.index(["activity", "busy"]) :]
+        ),
+        what="idle after busy",
+    )
+    await c.send("stdin", "/crash\r")
+    await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
+    assert c.messages[-1] == ["exit", 3]
+    assert "Traceback" in c.text  # the crash's output came before its exit
+    assert await c.closed() == 1000
+
+
+async def test_exited_worker_console_shows_its_output_then_exit(demo_session, console, api, until):
+    await demo_session()
+    await api("POST", "sessions", "s", "workers", "bot", "input", body={"data": "/exit\r"})
+
+    async def exited():
+        return (await api("GET", "sessions", "s", "workers", "bot"))[1]["status"] == "exited"
+
+    await until(exited, what="exit")
+    c = await console("s", "bot")
+    await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
+    assert c.messages[-1] == ["exit", 0]
+    assert await c.closed() == 1000
+
+
+async def test_deleting_the_worker_disconnects_its_consoles(shell_session, console, api):
+    await shell_session()
+    c = await console()
+    assert (await api("DELETE", "sessions", "s", "workers", "sh"))[0] == 204
+    # Its process ends first ("exit"), or the deletion is seen first ("disconnect").
+    await c.read_until(lambda c: c.messages[-1][0] in ("exit", "disconnect"), what="the end")
+    assert await c.closed() in (1000, 4004)
+
+
+@pytest.fixture
+def small_limits(mas_config):
+    mas_config["MASManager"] = {"max_input_bytes": 1000, "output_buffer_bytes": 64 * 1024}
+    mas_config["MASExtensionApp"] = {"client_queue_chars": 128 * 1024, "client_stall_seconds": 0.5}
+
+
+async def test_oversized_input_closes_the_console(small_limits, shell_session, console):
+    await shell_session()
+    c = await console()
+    await c.send("stdin", "x" * 2000)  # over max_input_bytes, under the frame limit
+    assert await c.closed() == 1009
+    c = await console()
+    await c.ws.write_message(json.dumps(["stdin", "y" * 20_000]))  # over the frame limit
+    assert await c.closed() == 1009
+
+
+@pytest.mark.parametrize(
+    "raw", ["not json", '{"stdin": "x"}', "[]", '["stdin"]', '["stdin", 5]', '["set_size", "a", 2]']
+)
+async def test_malformed_messages_close_the_console(shell_session, console, raw):
+    await shell_session()
+    c = await console()
+    await c.ws.write_message(raw)
+    assert await c.closed() == 1003
+
+
+async def test_unknown_message_types_are_ignored(shell_session, console):
+    await shell_session()
+    c = await console()
+    await c.send("ping", 1)
+    await c.send("stdin", "echo still-$((5*5))\r")
+    await c.read_until(lambda c: "still-25\r\n" in c.text, what="output after an unknown message")
+
+
+async def test_a_stalled_client_is_dropped_while_another_keeps_receiving(
+    small_limits, shell_session, console, mas_app, until
+):
+    await shell_session()
+    stalled = await console()  # never reads again: its TCP window fills, then its queue
+    reader = await console()
+    flood = "head -c 30000000 /dev/zero | tr '\\\\0' x; echo; echo flood-$((7*6))-done\r"
+    await reader.send("stdin", flood)
+    received = 0
+    while "flood-42-done" not in reader.text[-200:]:
+        msg = await reader.read(30)
+        assert msg is not None
+        if msg[0] == "stdout":
+            received += len(msg[1])
+            reader.messages[-1] = ["stdout", msg[1][-200:]]  # keep the test's memory small
+    assert received > 100_000  # it may have skipped ahead if it fell behind, never stopped
+    await until(lambda: len(mas_app.sockets) == 1, what="the stalled client to be dropped")
+    [kept] = mas_app.sockets
+    assert reader.ws.close_code is None and kept.queue.chars <= kept.queue.max_chars
+    assert stalled.ws.protocol is not None
+    stalled.ws.close()
