@@ -1,0 +1,133 @@
+"""Finding the Jupyter server to talk to, in the documented order (see docs/client.md).
+
+1. an explicit URL (and token) given to `connect()`;
+2. the environment: `MAS_SERVER_URL`/`MAS_TOKEN`, else `JUPYTER_SERVER_URL`/`JUPYTER_TOKEN`;
+3. the server that started this kernel: the one whose /api/kernels lists this kernel's id
+   (taken from the kernel's connection file);
+4. the running server whose root_dir contains the working directory (the deepest one);
+5. none: the caller runs the engine in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+PROBE_TIMEOUT = 3.0
+_KERNEL_FILE_RE = re.compile(r"kernel-([0-9A-Za-z_.-]+)\.json$")
+
+
+@dataclass
+class Found:
+    """A server to use, and how it was found."""
+
+    url: str
+    token: str | None
+    how: str
+
+
+def from_environment() -> Found | None:
+    """The server named by the environment."""
+    for url_var, token_var in (("MAS_SERVER_URL", "MAS_TOKEN"), ("JUPYTER_SERVER_URL", None)):
+        url = os.environ.get(url_var)
+        if url:
+            token = os.environ.get(token_var) if token_var else None
+            if token is None:
+                token = os.environ.get("MAS_TOKEN") or os.environ.get("JUPYTER_TOKEN")
+            return Found(url, token, f"environment ({url_var})")
+    return None
+
+
+def running_servers() -> list[dict]:
+    """The Jupyter servers of this user that are running (from their runtime files)."""
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:  # pragma: no cover - jupyter_server is a dependency
+        return []
+    try:
+        return list(list_running_servers())
+    except OSError:
+        return []
+
+
+def this_kernel_id() -> str | None:
+    """This kernel's id, when the code runs in a kernel whose connection file names it."""
+    try:
+        from ipykernel import get_connection_file
+
+        path = get_connection_file()
+    except Exception:  # not in a kernel (plain Python, IPython terminal)
+        return None
+    match = _KERNEL_FILE_RE.search(os.path.basename(path))
+    return match.group(1) if match else None
+
+
+def _get_json(server: dict, path: str) -> object:
+    url = server["url"].rstrip("/") + "/" + path
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if server.get("token"):
+        request.add_header("Authorization", f"token {server['token']}")
+    with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+def server_of_kernel(kernel_id: str, servers: list[dict]) -> dict | None:
+    """The running server that lists this kernel among its kernels."""
+    for server in servers:
+        try:
+            kernels = _get_json(server, "api/kernels")
+        except (OSError, ValueError, urllib.error.URLError):
+            continue
+        if isinstance(kernels, list) and any(
+            isinstance(k, dict) and k.get("id") == kernel_id for k in kernels
+        ):
+            return server
+    return None
+
+
+def server_of_directory(path: str, servers: list[dict]) -> dict | None:
+    """The running server whose root_dir contains `path` (the deepest root wins)."""
+    real = os.path.realpath(path)
+    best, depth = None, -1
+    for server in servers:
+        root = server.get("root_dir") or server.get("notebook_dir")
+        if not root:
+            continue
+        root = os.path.realpath(os.path.expanduser(root))
+        try:
+            inside = os.path.commonpath([real, root]) == root
+        except ValueError:
+            continue
+        if inside and len(root) > depth:
+            best, depth = server, len(root)
+    return best
+
+
+def discover(url: str | None = None, token: str | None = None) -> Found | None:
+    """The server to use, or None when the engine should run in-process."""
+    if url:
+        env = from_environment()
+        if token is None and env is not None:
+            token = env.token
+        return Found(url, token, "explicit")
+    found = from_environment()
+    if found is not None:
+        if token is not None:
+            found.token = token
+        return found
+    servers = running_servers()
+    if not servers:
+        return None
+    kernel_id = this_kernel_id()
+    if kernel_id:
+        server = server_of_kernel(kernel_id, servers)
+        if server is not None:
+            return Found(server["url"], token or server.get("token"), "the kernel's server")
+    server = server_of_directory(os.getcwd(), servers)
+    if server is not None:
+        return Found(server["url"], token or server.get("token"), "the server of this directory")
+    return None

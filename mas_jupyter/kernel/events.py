@@ -1,0 +1,224 @@
+"""The event subscription: WS /api/mas/events (or the in-process bus), reconnecting.
+
+One feed per client runs on the client's loop and hands every event to each subscription's
+own queue; a subscription is read as an iterator (`client.events()`) or calls a callback in
+its own thread (`client.subscribe(cb)`), so callbacks may make synchronous client calls.
+After every (re)connection, callbacks' `on_connect` is called: events may have been missed,
+so that is the moment to re-read the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConnectionFailed, MASClientError
+
+if TYPE_CHECKING:
+    from .client import MASClient
+
+log = logging.getLogger(__name__)
+CONNECTED = {"type": "connected"}  # a marker between subscriptions and the feed, not an event
+QUEUE_MAX = 10_000
+CONNECT_TIMEOUT = 15.0
+BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Feed:
+    """The one connection to the event stream of a client, kept open while subscribed."""
+
+    def __init__(self, client: MASClient) -> None:
+        self.client = client
+        self.queues: list[queue.Queue] = []
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.error: MASClientError | None = None
+        self.task: asyncio.Future | None = None
+        self._ws: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def add(self) -> queue.Queue:
+        """A new subscriber queue; starts the feed and waits for it to be connected."""
+        q: queue.Queue = queue.Queue(QUEUE_MAX)
+        with self.lock:
+            self.queues.append(q)
+            if self.task is None:
+                self.task = self.client._loop.submit(self._run())
+        if not self.connected.wait(CONNECT_TIMEOUT):
+            raise self.error or ConnectionFailed("could not connect to the event stream")
+        return q
+
+    def remove(self, q: queue.Queue) -> None:
+        """Forget a subscriber queue."""
+        with self.lock:
+            if q in self.queues:
+                self.queues.remove(q)
+
+    def _dispatch(self, event: dict) -> None:
+        with self.lock:
+            queues = list(self.queues)
+        for q in queues:
+            try:
+                q.put_nowait(event)
+            except queue.Full:  # a subscriber that reads nothing loses events, not memory
+                log.warning("mas events: a subscriber is not reading; event dropped")
+
+    async def _run(self) -> None:
+        transport = self.client._transport
+        if transport.kind == "local":
+            self._unsubscribe = transport.subscribe(self._dispatch)
+            self.connected.set()
+            self._dispatch(CONNECTED)
+            return
+        attempt = 0
+        while True:
+            try:
+                self._ws = await transport.websocket("events")
+            except MASClientError as e:
+                self.error = e
+                self.connected.clear()
+                await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+                attempt += 1
+                continue
+            attempt = 0
+            self.error = None
+            self.connected.set()
+            self._dispatch(CONNECTED)
+            try:
+                await self._read(self._ws)
+            finally:
+                self.connected.clear()
+                self._ws.close()  # also when the server closed it: releases the connection
+                self._ws = None
+
+    async def _read(self, ws: Any) -> None:
+        while True:
+            message = await ws.read_message()
+            if message is None:
+                return
+            try:
+                event = json.loads(message)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                self._dispatch(event)
+
+    def drop_connection(self) -> None:
+        """Close the current WebSocket (the feed reconnects): for tests and after a sleep."""
+        ws = self._ws
+        if ws is not None:
+            self.client._loop.call_soon(ws.close)
+
+    def close(self) -> None:
+        """Stop the feed."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.drop_connection()
+
+
+class EventStream:
+    """An iterator over events (dicts with `type`, `session_id`, `worker_id`, `time`, ...).
+
+    `for event in client.events(timeout=10)` ends when no event came for `timeout` seconds
+    (never, by default). Use it as a context manager, or call close(), to unsubscribe.
+    """
+
+    def __init__(self, feed: Feed, timeout: float | None = None) -> None:
+        self.feed = feed
+        self.timeout = timeout
+        self.queue: queue.Queue | None = feed.add()
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> dict:
+        event = self.get(self.timeout)
+        if event is None:
+            raise StopIteration
+        return event
+
+    def get(self, timeout: float | None = None) -> dict | None:
+        """The next event, or None when none came within `timeout` seconds."""
+        if self.queue is None:
+            return None
+        while True:
+            try:
+                event = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if event is not CONNECTED:
+                return event
+
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float) -> dict | None:
+        """The first event for which predicate(event) is true, or None after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            event = self.get(left)
+            if event is not None and predicate(event):
+                return event
+        return None
+
+    def close(self) -> None:
+        """Unsubscribe."""
+        if self.queue is not None:
+            self.feed.remove(self.queue)
+            self.queue = None
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscription:
+    """Calls `callback(event)` for every event, in a thread of its own, until closed."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        callback: Callable[[dict], None],
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.feed = feed
+        self.callback = callback
+        self.on_connect = on_connect
+        self.queue: queue.Queue = feed.add()
+        self._stop = object()
+        self.thread = threading.Thread(target=self._main, name="mas-events", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        while True:
+            event = self.queue.get()
+            if event is self._stop:
+                return
+            try:
+                if event is CONNECTED:
+                    if self.on_connect is not None:
+                        self.on_connect()
+                else:
+                    self.callback(event)
+            except Exception:  # one bad callback must not end the subscription
+                log.exception("mas events: the callback failed")
+
+    def close(self) -> None:
+        """Unsubscribe and end the thread."""
+        self.feed.remove(self.queue)
+        self.queue.put(self._stop)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

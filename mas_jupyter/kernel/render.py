@@ -1,0 +1,96 @@
+"""Text, HTML and Markdown views of the client's records: names and output always escaped.
+
+Agent output never becomes HTML: in HTML it is escaped text inside <pre>; in Markdown (a
+reply), `<`, `>` and `&` outside code fences are escaped, so markup an agent prints shows as
+text while its Markdown formatting (headings, lists, code blocks) still renders.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+
+# Colors of the activity states; "waiting" stands out: it needs the user.
+ACTIVITY_COLORS = {
+    "busy": "#1565c0",
+    "idle": "#2e7d32",
+    "waiting": "#e65100",
+    "unknown": "#757575",
+    "exited": "#757575",
+}
+ACTIVITY_SYMBOLS = {"busy": "●", "idle": "○", "waiting": "▲", "unknown": "?", "exited": "■"}
+STATUS_COLORS = {"active": "#2e7d32", "paused": "#f9a825", "stopped": "#757575"}
+_FENCE_RE = re.compile(r"^\s{0,3}(```|~~~)")
+
+
+def esc(value: object) -> str:
+    """Any value as escaped HTML text (None as an empty string)."""
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def activity_html(state: str | None) -> str:
+    """An activity state as a colored label."""
+    state = state or "unknown"
+    color = ACTIVITY_COLORS.get(state, "#757575")
+    weight = "bold" if state == "waiting" else "normal"
+    symbol = ACTIVITY_SYMBOLS.get(state, "?")
+    return (
+        f'<span class="mas-activity mas-activity-{esc(state)}" '
+        f'style="color:{color};font-weight:{weight}">{symbol} {esc(state)}</span>'
+    )
+
+
+def status_html(status: str | None) -> str:
+    """A session status as a colored label."""
+    color = STATUS_COLORS.get(status or "", "#757575")
+    return f'<span style="color:{color}">{esc(status)}</span>'
+
+
+def table_html(headers: Sequence[str], rows: Iterable[Sequence[str]], raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless `raw` (cells already made by these helpers)."""
+    head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = row if raw else [esc(c) for c in row]
+        body.append(
+            "<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>"
+        )
+    return (
+        f"<table class='mas-table'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def pre_html(text: str, title: str | None = None) -> str:
+    """Terminal text as an escaped <pre> block."""
+    caption = f"<div><b>{esc(title)}</b></div>" if title else ""
+    return f"{caption}<pre class='mas-pre'>{esc(text)}</pre>"
+
+
+def table_text(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_safe(text: str) -> str:
+    """Agent text as Markdown that cannot carry HTML: escaped outside fences, fences closed."""
+    out, fence = [], None
+    for line in text.splitlines():
+        match = _FENCE_RE.match(line)
+        if match and (fence is None or match.group(1) == fence):
+            fence = None if fence else match.group(1)
+            out.append(line)
+        elif fence:
+            out.append(line)
+        else:
+            out.append(html.escape(line, quote=False))
+    if fence:
+        out.append(fence)
+    return "\n".join(out)

@@ -1,0 +1,231 @@
+"""How the client reaches the engine: over HTTP to a Jupyter server, or in-process.
+
+Both transports offer one coroutine, `call(op, *args, **kwargs)`, where `op` is the name of a
+`MASManager` method and the arguments are that method's: the client is written against the
+engine's own API, so the two paths cannot drift apart. Errors become `MASClientError`s.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from .errors import ConnectionFailed, MASClientError, error_from
+
+DEFAULT_TIMEOUT = 60.0
+
+
+def _q(part: str) -> str:
+    if not isinstance(part, str) or not part:
+        raise MASClientError("a session or worker id or name is required", reason="invalid")
+    return urllib.parse.quote(part, safe="")
+
+
+def _query(**params: Any) -> dict[str, str]:
+    out = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+class HTTPTransport:
+    """The REST and WebSocket API under {url}api/mas, authenticated with a token."""
+
+    kind = "http"
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self.token = token or ""
+        self._http: AsyncHTTPClient | None = None
+
+    def __repr__(self) -> str:
+        return f"HTTPTransport({self.url!r})"
+
+    @property
+    def api(self) -> str:
+        """The API's base URL."""
+        return self.url + "api/mas/"
+
+    def headers(self) -> dict[str, str]:
+        """Headers every request carries (the token, never logged)."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"token {self.token}"
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: dict | None = None,
+        body: object = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """One JSON request; the parsed answer, or the matching MASClientError."""
+        if self._http is None:
+            # Made on the loop that uses it (the client's private loop).
+            self._http = AsyncHTTPClient(force_instance=True)
+        url = self.api + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        headers = self.headers()
+        data = None
+        if method in ("POST", "PATCH", "PUT"):
+            data = json.dumps(body if body is not None else {})
+            headers["Content-Type"] = "application/json"
+        request = HTTPRequest(
+            url,
+            method=method,
+            headers=headers,
+            body=data,
+            connect_timeout=10,
+            request_timeout=timeout,
+            allow_nonstandard_methods=True,
+        )
+        try:
+            response = await self._http.fetch(request, raise_error=False)
+        except OSError as e:
+            raise ConnectionFailed(
+                f"cannot reach the Jupyter server at {self.url}: {e}; is it running? "
+                "(set MAS_SERVER_URL, or pass url= to mas_jupyter.connect)"
+            ) from None
+        if response.code == 599:
+            error = response.error
+            if isinstance(error, HTTPClientError) and error.code == 599 and "Timeout" in str(error):
+                raise ConnectionFailed(
+                    f"the Jupyter server at {self.url} did not answer {method} {path} within "
+                    f"{timeout:g} s"
+                )
+            raise ConnectionFailed(
+                f"cannot reach the Jupyter server at {self.url}: {error}; is it running?"
+            )
+        text = response.body.decode("utf-8", "replace") if response.body else ""
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = text
+        if response.code >= 400:
+            if response.code in (401, 403) and not isinstance(parsed, dict):
+                parsed = {"message": "the server refused the token: pass token= or set MAS_TOKEN"}
+            raise error_from(response.code, parsed)
+        return parsed
+
+    async def websocket(self, path: str) -> WebSocketClientConnection:
+        """Open a WebSocket under the API (the token in a header, never in the URL)."""
+        url = "ws" + self.api[4:] + path if self.api.startswith("http") else self.api + path
+        request = HTTPRequest(url, headers=self.headers(), connect_timeout=10)
+        try:
+            return await websocket_connect(request, max_message_size=64 * 1024 * 1024)
+        except HTTPClientError as e:
+            body = e.response.body.decode("utf-8", "replace") if e.response is not None else ""
+            try:
+                parsed: object = json.loads(body) if body else None
+            except ValueError:
+                parsed = body
+            raise error_from(e.code, parsed or {"message": str(e)}) from None
+        except OSError as e:
+            raise ConnectionFailed(f"cannot reach the Jupyter server at {self.url}: {e}") from None
+
+    async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the engine operation `op` (a MASManager method name) over HTTP."""
+        return await getattr(self, f"_{op}")(*args, **kwargs)
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    # The engine's operations, as routes (same names and arguments as MASManager's methods).
+
+    async def _list_sessions(self, status=None, kind=None, task=None):
+        return await self.request("GET", "sessions", _query(status=status, kind=kind, task=task))
+
+    async def _create_session(self, spec):
+        return await self.request("POST", "sessions", body=spec)
+
+    async def _get_session(self, key):
+        return await self.request("GET", f"sessions/{_q(key)}")
+
+    async def _update_session(self, key, changes):
+        return await self.request("PATCH", f"sessions/{_q(key)}", body=changes)
+
+    async def _pause_session(self, key):
+        return await self.request("POST", f"sessions/{_q(key)}/pause")
+
+    async def _resume_session(self, key):
+        return await self.request("POST", f"sessions/{_q(key)}/resume")
+
+    async def _stop_session(self, key, force=False):
+        return await self.request("POST", f"sessions/{_q(key)}/stop", body={"force": bool(force)})
+
+    async def _delete_session(self, key, purge=False, force=False):
+        params = _query(purge=bool(purge), force=bool(force))
+        await self.request("DELETE", f"sessions/{_q(key)}", params)
+        return None
+
+    async def _connect_info(self, key):
+        return await self.request("POST", f"sessions/{_q(key)}/connect")
+
+    async def _list_activities(self, key, limit=None, since=None):
+        params = _query(limit=limit, since=since)
+        return await self.request("GET", f"sessions/{_q(key)}/activities", params)
+
+    async def _list_workers(self, key):
+        return await self.request("GET", f"sessions/{_q(key)}/workers")
+
+    async def _create_worker(self, key, spec):
+        return await self.request("POST", f"sessions/{_q(key)}/workers", body=spec)
+
+    async def _get_worker(self, key, wkey):
+        return await self.request("GET", f"sessions/{_q(key)}/workers/{_q(wkey)}")
+
+    async def _delete_worker(self, key, wkey):
+        await self.request("DELETE", f"sessions/{_q(key)}/workers/{_q(wkey)}")
+        return None
+
+    async def _write_input(self, key, wkey, data):
+        path = f"sessions/{_q(key)}/workers/{_q(wkey)}/input"
+        await self.request("POST", path, body={"data": data})
+        return None
+
+    async def _send_message(self, key, wkey, text, wait=False, timeout=None):
+        body: dict = {"text": text, "wait": bool(wait)}
+        if timeout is not None:
+            body["timeout"] = timeout
+        limit = (timeout or 600.0) + 30.0 if wait else DEFAULT_TIMEOUT
+        path = f"sessions/{_q(key)}/workers/{_q(wkey)}/send"
+        return await self.request("POST", path, body=body, timeout=limit)
+
+    async def _get_screen(self, key, wkey):
+        return await self.request("GET", f"sessions/{_q(key)}/workers/{_q(wkey)}/screen")
+
+    async def _get_output(self, key, wkey, tail=None):
+        path = f"sessions/{_q(key)}/workers/{_q(wkey)}/output"
+        return await self.request("GET", path, _query(tail=tail))
+
+    async def _get_transcript(self, key, wkey, offset=0, limit=500):
+        path = f"sessions/{_q(key)}/workers/{_q(wkey)}/transcript"
+        return await self.request("GET", path, _query(offset=offset, limit=limit))
+
+    async def _resize_worker(self, key, wkey, cols, rows):
+        path = f"sessions/{_q(key)}/workers/{_q(wkey)}/resize"
+        return await self.request("POST", path, body={"cols": cols, "rows": rows})
+
+    async def _restart_worker(self, key, wkey):
+        return await self.request("POST", f"sessions/{_q(key)}/workers/{_q(wkey)}/restart")
+
+    async def _list_backends(self):
+        return await self.request("GET", "backends")
+
+    async def _list_personas(self):
+        return await self.request("GET", "personas")
+
+    async def _list_templates(self):
+        return await self.request("GET", "templates")

@@ -1,0 +1,192 @@
+"""A real Jupyter server with mas_jupyter for the notebook side's tests (one per session).
+
+The server runs as a subprocess with a token, a temporary root, runtime and config
+directories, the fast shell backend (~/.bashrc may run slow things) and a private tmux
+socket. Clients, kernels, notebooks and the CLI reach it the way users do: by URL and token,
+or by discovery through its runtime file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import pytest
+
+SHELL_ARGV = ["bash", "--norc", "--noprofile", "-i"]
+DEMO_DELAY = "0.2"
+_DISCOVERY_VARS = ("MAS_SERVER_URL", "MAS_TOKEN", "JUPYTER_SERVER_URL", "JUPYTER_TOKEN")
+
+
+@dataclass
+class Server:
+    """The test server: where it listens, its token and folders, its environment."""
+
+    url: str
+    token: str
+    root: pathlib.Path
+    runtime: pathlib.Path
+    env: dict
+    proc: subprocess.Popen
+    log: pathlib.Path
+
+    def api(self, method: str, path: str, body: object = None) -> object:
+        """A raw REST call (for set-up and clean-up, not for what is tested)."""
+        data = None if body is None else json.dumps(body).encode()
+        if method in ("POST", "PATCH") and data is None:
+            data = b"{}"
+        request = urllib.request.Request(
+            self.url + "api/" + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+
+def _wait_for_runtime_file(runtime: pathlib.Path, proc: subprocess.Popen, log: pathlib.Path):
+    deadline = time.monotonic() + 60
+    path = runtime / f"jpserver-{proc.pid}.json"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the test server exited:\n{log.read_text()[-3000:]}")
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                pass  # written but not complete yet
+        time.sleep(0.05)
+    raise RuntimeError(f"the test server did not start:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """Start the server once for all the kernel tests."""
+    base = tmp_path_factory.mktemp("mas-kernel")
+    root, runtime, config = base / "root", base / "runtime", base / "config"
+    for folder in (root, runtime, config):
+        folder.mkdir()
+    token = secrets.token_hex(16)
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps(
+            {
+                "ServerApp": {
+                    # Only what the tests use: start-up stays quick.
+                    "jpserver_extensions": {
+                        "mas_jupyter": True,
+                        "jupyterlab": False,
+                        "notebook": False,
+                        "jupyter_lsp": False,
+                        "jupyter_server_terminals": False,
+                        "notebook_shim": False,
+                    },
+                    "allow_root": True,
+                    "port": 0,
+                    "ip": "127.0.0.1",
+                    "open_browser": False,
+                    "root_dir": str(root),
+                },
+                "IdentityProvider": {"token": token},
+                "MASManager": {
+                    "backends": {"shell": {"argv": SHELL_ARGV}},
+                    "tmux_socket": str(base / "tmux.sock"),
+                    "kill_timeout": 1.0,
+                },
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in _DISCOVERY_VARS}
+    env.update(
+        JUPYTER_RUNTIME_DIR=str(runtime),
+        JUPYTER_CONFIG_DIR=str(config),
+        JUPYTER_PLATFORM_DIRS="1",
+        MAS_DEMO_DELAY=DEMO_DELAY,
+        PYTHONUNBUFFERED="1",
+    )
+    log = base / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server"],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    info = _wait_for_runtime_file(runtime, proc, log)
+    yield Server(info["url"], token, root, runtime, env, proc, log)
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture
+def server_env(server, monkeypatch):
+    """This process's environment pointed at the test server's runtime dir, no discovery vars."""
+    for name in _DISCOVERY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(server.runtime))
+    monkeypatch.setenv("MAS_DEMO_DELAY", DEMO_DELAY)
+    return server
+
+
+@pytest.fixture(autouse=True)
+def _clean_sessions(request):
+    """Every test starts with no sessions on the server and no default client."""
+    from mas_jupyter import kernel
+
+    kernel._reset_default()
+    yield
+    kernel._reset_default()
+    if "server" not in request.fixturenames:
+        return
+    server = request.getfixturevalue("server")
+    for session in server.api("GET", "mas/sessions"):
+        server.api("DELETE", f"mas/sessions/{session['id']}?purge=true&force=true")
+
+
+@pytest.fixture
+def client(server):
+    """A client of the test server, by explicit URL and token."""
+    from mas_jupyter.kernel import MASClient
+    from mas_jupyter.kernel.loop import LoopThread
+    from mas_jupyter.kernel.transport import HTTPTransport
+
+    c = MASClient(HTTPTransport(server.url, server.token), LoopThread("test-client"))
+    yield c
+    c.close()
+    c._loop.stop()
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
+    """Wait for something another thread or process makes true; bounded."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def until():
+    """wait_until(predicate, timeout, what)."""
+    return wait_until
+
+
+def demo_idle(client, session: str, worker: str = "demo", timeout: float = 15.0) -> None:
+    """Wait until a demo agent shows its prompt."""
+    wait_until(
+        lambda: client.worker(worker, session=session).activity == "idle",
+        timeout,
+        f"{worker} in {session} at its prompt",
+    )

@@ -1,0 +1,267 @@
+"""The client against a real server: every call, errors, the active session, events, consoles."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import pytest
+from conftest import demo_idle
+
+from mas_jupyter.kernel import (
+    Conflict,
+    ConnectionFailed,
+    InvalidRequest,
+    MASClient,
+    NoActiveSession,
+    NotFound,
+)
+from mas_jupyter.kernel.loop import LoopThread
+from mas_jupyter.kernel.records import Reply, Screen, Session, Worker
+from mas_jupyter.kernel.transport import HTTPTransport
+
+
+def test_session_lifecycle_calls(client, server):
+    s = client.create_session("churn", agent="demo", task="T-1", terminal=True)
+    assert isinstance(s, Session)
+    assert (s.name, s.kind, s.status, s.task) == ("churn", "quick", "active", "T-1")
+    assert sorted(w.name for w in s.workers) == ["demo", "terminal"]
+    assert client.session("churn").id == s.id
+    assert client.session(s.id).name == "churn"
+    assert [x.name for x in client.sessions()] == ["churn"]
+    assert [x.name for x in client.sessions(task="T-1")] == ["churn"]
+    assert client.sessions(task="other") == []
+    assert client.sessions(status="paused") == []
+    assert [x.name for x in client.sessions(kind="quick")] == ["churn"]
+
+    s = client.rename("churn-2", session="churn")
+    assert s.name == "churn-2"
+    assert client.set_task("T-2", session="churn-2").task == "T-2"
+    assert client.set_task(None, session="churn-2").task is None
+
+    paused = client.pause("churn-2")
+    assert paused.status == "paused"
+    assert all(w.status == "exited" for w in paused.workers)
+    resumed = client.resume("churn-2")
+    assert resumed.status == "active"
+    demo_idle(client, "churn-2")
+
+    info = client.connect_info("churn-2")
+    assert info["session"] == "churn-2"
+    assert {w["name"] for w in info["workers"]} == {"demo", "terminal"}
+
+    log = client.activities("churn-2")
+    kinds = [e["type"] for e in log]
+    assert kinds[0] == "created" and "paused" in kinds and "resumed" in kinds
+    assert len(client.activities("churn-2", limit=2)) == 2
+    assert all(e["seq"] > log[2]["seq"] for e in client.activities("churn-2", since=log[2]["seq"]))
+
+    stopped = client.stop("churn-2")
+    assert stopped.status == "stopped"
+    assert isinstance(stopped.data.get("warnings"), list)
+    assert client.delete("churn-2", purge=True) is None
+    with pytest.raises(NotFound):
+        client.session("churn-2")
+
+
+def test_worker_calls(client, server, until):
+    client.create_session("w", agent="demo")
+    demo_idle(client, "w")
+    sh = client.add_worker("sh", kind="terminal", session="w", cols=100, rows=30)
+    assert isinstance(sh, Worker) and (sh.kind, sh.backend, sh.cols) == ("terminal", "shell", 100)
+    assert [w.name for w in client.workers("w")] == ["demo", "sh"]
+    assert client.worker("sh", session="w").id == sh.id
+
+    reply = client.send("hello there", worker="demo", session="w")
+    assert isinstance(reply, Reply)
+    assert reply.text == "reply: hello there (2 words, 1 lines)"
+    assert not reply.timed_out and reply.activity == "idle"
+
+    sent = client.send("again", worker="demo", session="w", wait=False)
+    assert sent.text is None and "not waiting" in repr(sent)
+    demo_idle(client, "w")
+
+    client.input("echo mas-$((6*7))\r", worker="sh", session="w")
+    until(lambda: "mas-42" in str(client.screen("sh", "w")), what="the shell's echo")
+    screen = client.screen("sh", "w")
+    assert isinstance(screen, Screen) and screen.cols == 100
+    assert "mas-42" in client.output(worker="sh", session="w").text
+    assert len(client.output(tail=10, worker="sh", session="w").data["data"]) <= 10
+
+    records = client.transcript(worker="demo", session="w")
+    assert any(r["type"] == "input" and r["text"] == "hello there" for r in records)
+    assert len(client.transcript(0, 1, worker="demo", session="w")) == 1
+
+    resized = client.resize(90, 20, worker="sh", session="w")
+    assert (resized.cols, resized.rows) == (90, 20)
+    restarted = client.restart(worker="demo", session="w")
+    assert restarted.status in ("starting", "running")
+    demo_idle(client, "w")
+
+    assert client.delete_worker("sh", session="w") is None
+    assert [w.name for w in client.workers("w")] == ["demo"]
+
+
+def test_stop_refused_with_errors_then_forced(client, server):
+    client.create_session("busy", agent="demo")
+    demo_idle(client, "busy")
+    client.send("/sleep 30", session="busy", wait=False)
+    with pytest.raises(Conflict) as info:
+        client.stop("busy")
+    assert info.value.status == 409 and info.value.reason == "stop_refused"
+    assert info.value.errors and "demo" in info.value.errors[0]
+    assert "was not stopped" in str(info.value)
+    assert client.stop("busy", force=True).status == "stopped"
+
+
+def test_worktree_and_dir_sessions(client, server):
+    repo = server.root / "repo"
+    repo.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid"}
+    env.update(GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x.invalid")
+    git = ["git", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    (repo / "a.txt").write_text("a\n")
+    subprocess.run([*git, "add", "a.txt"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], cwd=repo, check=True, env={**server.env, **env})
+    wt = client.create_session("feat", "worktree", repo="repo", branch="mas/feat", base="HEAD")
+    assert (wt.kind, wt.branch, wt.base) == ("worktree", "mas/feat", "HEAD")
+    (server.root / "shared").mkdir()
+    d = client.create_session("shared", "dir", path="shared")
+    assert d.kind == "dir" and d.workspace.endswith("shared")
+    assert any("shared" in w for w in client.stop("shared").data["warnings"])
+
+
+def test_catalogs(client, server):
+    backends = client.backends()
+    assert {"demo", "shell", "claude"} <= set(backends.names())
+    assert "demo" in repr(backends) and "<table" in backends._repr_html_()
+    assert {"pm", "qa", "specialist"} <= set(client.personas().names())
+    assert "default" in client.templates().names()
+
+
+def test_errors_carry_the_server_message(client, server):
+    with pytest.raises(NotFound) as info:
+        client.session("nope")
+    assert (info.value.status, info.value.reason) == (404, "not_found")
+    assert "nope" in info.value.message
+    client.create_session("dup")
+    with pytest.raises(Conflict, match="already exists"):
+        client.create_session("dup")
+    with pytest.raises(InvalidRequest):
+        client.create_session("bad name with spaces")
+    with pytest.raises(NotFound, match="no backend"):
+        client.add_worker(backend="nosuch", kind="agent", session="dup")
+    with pytest.raises(InvalidRequest):
+        client.send("   ", session="dup", worker="x")
+
+
+def test_wrong_token_and_unreachable_server(server):
+    bad = MASClient(HTTPTransport(server.url, "wrong"), LoopThread("t"))
+    with pytest.raises(Exception) as info:
+        bad.sessions()
+    assert getattr(info.value, "status", None) in (401, 403)
+    gone = MASClient(HTTPTransport("http://127.0.0.1:9/", "x"), LoopThread("t"))
+    with pytest.raises(ConnectionFailed, match="cannot reach"):
+        gone.sessions()
+
+
+def test_active_session_and_nested_use(client, server):
+    client.create_session("a", agent="demo")
+    client.create_session("b", agent="demo")
+    with pytest.raises(NoActiveSession, match="mas.use"):
+        client.workers()
+    client.use("a")
+    assert client.active_session == "a"
+    with client.use("b") as s:
+        assert s.name == "b" and client.active_session == "b"
+        with client.use("a", "demo"):
+            assert (client.active_session, client.active_worker) == ("a", "demo")
+        assert client.active_session == "b" and client.active_worker is None
+    assert client.active_session == "a"
+    assert [w.name for w in client.workers()] == ["demo"]
+    demo_idle(client, "a")
+    assert client.send("hi").text.startswith("reply: hi")
+    client.use()
+    assert client.active_session is None
+    with pytest.raises(NotFound):
+        client.use("missing")
+
+
+def test_async_variants(client, server):
+    async def main():
+        s = await client.acreate_session("as", agent="demo")
+        with client.use("as"):
+            with client.events(timeout=15) as events:
+                events.wait_for(lambda e: e.get("activity") == "idle", 15)
+                reply, table = await asyncio.gather(client.asend("one two"), client.asessions())
+        worker = s.workers[0]
+        screen = await worker.ascreen()
+        return reply, table, screen
+
+    reply, table, screen = asyncio.run(main())
+    assert reply.text == "reply: one two (2 words, 1 lines)"
+    assert [s.name for s in table] == ["as"]
+    assert "demo>" in str(screen)
+
+
+def test_records_print_and_escape(client, server):
+    s = client.create_session("esc", agent="demo", task="<b>x</b>")
+    assert "<b>x</b>" not in s._repr_html_() and "&lt;b&gt;x" in s._repr_html_()
+    assert repr(s).startswith("<Session esc quick active")
+    demo_idle(client, "esc")
+    reply = client.send("<script>alert(1)</script>", session="esc")
+    md = reply._repr_markdown_()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    screen_html = client.screen(session="esc")._repr_html_()
+    assert "<script>" not in screen_html
+    assert "<script>" not in client.transcript(session="esc")._repr_html_()
+    assert "esc" in repr(client.sessions()) and "<table" in client.sessions()._repr_html_()
+    assert "demo" in repr(client.workers("esc"))
+    assert "created" in repr(client.activities("esc"))
+
+
+def test_event_iterator_and_callback_with_reconnect(client, server, until):
+    seen = []
+    connects = []
+    sub = client.subscribe(seen.append, on_connect=lambda: connects.append(1))
+    until(lambda: connects, what="the first connection")
+    with client.events(timeout=15) as events:
+        client.create_session("ev", agent="demo")
+        created = events.wait_for(lambda e: e["type"] == "session-created", 15)
+        assert created["session"]["name"] == "ev"
+        assert events.wait_for(lambda e: e["type"] == "worker-created", 15)
+        assert events.wait_for(lambda e: e.get("activity") == "idle", 15)
+    until(lambda: any(e["type"] == "session-created" for e in seen), what="the callback")
+    # The connection drops: the feed reconnects and tells the subscriber to re-read.
+    client._feed.drop_connection()
+    until(lambda: len(connects) >= 2, what="the reconnection")
+    client.pause("ev")
+    until(
+        lambda: any(
+            e["type"] == "session-updated" and e["session"]["status"] == "paused" for e in seen
+        ),
+        what="an event after the reconnection",
+    )
+    sub.close()
+
+
+def test_console_channel(client, server, until):
+    client.create_session("con", terminal=True)
+    out = []
+    done = []
+
+    def on_message(kind, payload):
+        out.append((kind, payload))
+        if kind == "closed":
+            done.append(True)
+
+    channel = client.channel(on_message, worker="terminal", session="con")
+    until(lambda: out and out[0][0] == "setup", what="setup")
+    channel.resize(30, 100)
+    channel.write("echo chan-$((2+3))\r")
+    until(lambda: "chan-5" in "".join(p for k, p in out if k == "stdout"), what="echo")
+    until(lambda: client.worker("terminal", "con").cols == 100, what="the resize")
+    channel.write("exit\r")
+    until(lambda: done, what="the channel to close")
+    assert ("exit", 0) in out
