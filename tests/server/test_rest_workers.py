@@ -244,3 +244,31 @@ async def test_session_created_with_workers(api):
     assert code == 201 and [w["name"] for w in s["workers"]] == ["a", "b"]
     code, _ = await api("DELETE", "sessions", "multi", params={"purge": "true"})
     assert code == 204
+
+
+async def test_the_server_token_never_reaches_a_worker(api, until, jp_serverapp, monkeypatch):
+    token = jp_serverapp.identity_provider.token
+    monkeypatch.setenv("JUPYTER_TOKEN", token)
+    await api("POST", "sessions", body={"name": "s"})
+    _, w = await api("POST", "sessions", "s", "workers", body={"name": "sh", "kind": "terminal"})
+    await api(
+        "POST",
+        "sessions",
+        "s",
+        "workers",
+        "sh",
+        "input",
+        body={"data": "env; echo env-$((2*3))-done\r"},
+    )
+
+    async def listed():
+        out = (await api("GET", "sessions", "s", "workers", "sh", "output"))[1]["data"]
+        return "env-6-done" in out
+
+    await until(listed, what="env")
+    out = (await api("GET", "sessions", "s", "workers", "sh", "output"))[1]["data"]
+    assert token not in out
+    with open(f"/proc/{w['pid']}/cmdline", "rb") as fh:
+        assert token.encode() not in fh.read()
+    with open(f"/proc/{w['pid']}/environ", "rb") as fh:
+        assert token.encode() not in fh.read()
