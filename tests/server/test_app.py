@@ -1,0 +1,59 @@
+"""The extension app: recovery before the first request, shutdown, activity for idle culling."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mas_jupyter.core.manager import MASManager
+
+
+@pytest.fixture
+def crashed_state(jp_root_dir, tmp_path, jp_asyncio_loop):
+    """A previous server left a session half-deleted and one half-created."""
+    manager = MASManager(root_dir=str(jp_root_dir), tmux_socket=str(tmp_path / "tmux.sock"))
+    manager.start()
+    run = jp_asyncio_loop.run_until_complete
+    kept = run(manager.create_session({"name": "kept"}))
+    doomed = run(manager.create_session({"name": "doomed"}))
+    manager.store.update_session(doomed["id"], row_state="deleting")
+    run(manager.shutdown())
+    return kept, doomed
+
+
+async def test_recovery_finishes_before_the_first_request(crashed_state, api):
+    kept, doomed = crashed_state
+    code, listed = await api("GET", "sessions")
+    assert code == 200 and [s["name"] for s in listed] == ["kept"]
+    assert (await api("GET", "sessions", "doomed"))[0] == 404
+    assert os.path.isdir(kept["workspace"])
+
+
+async def test_stopping_the_server_ends_pty_workers(api, mas_app, until):
+    await api("POST", "sessions", body={"name": "s"})
+    _, w = await api("POST", "sessions", "s", "workers", body={"name": "sh", "kind": "terminal"})
+    assert os.path.exists(f"/proc/{w['pid']}")
+    await mas_app.stop_extension()
+    await until(lambda: not _alive(w["pid"]), what="the shell to end")
+    await mas_app.stop_extension()  # twice is harmless (the server's cleanup calls it again)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_running_workers_count_as_server_activity(api, mas_app, jp_serverapp):
+    assert mas_app.current_activity() is None
+    before = jp_serverapp.web_app.last_activity()
+    await api("POST", "sessions", body={"name": "s"})
+    await api("POST", "sessions", "s", "workers", body={"name": "sh", "kind": "terminal"})
+    assert [w["name"] for w in mas_app.current_activity()] == ["sh"]
+    assert jp_serverapp.extension_manager.any_activity()
+    assert jp_serverapp.web_app.settings["last_activity_times"]["mas_jupyter"] >= before
+    await api("DELETE", "sessions", "s")
+    assert mas_app.current_activity() is None
