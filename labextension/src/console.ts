@@ -36,6 +36,11 @@ const STATE_TEXT: Record<ChannelState, string> = {
   stopped: ''
 };
 
+/** The value of a CSS custom property on the page (Lab's theme variables). */
+function cssVar(name: string): string {
+  return getComputedStyle(document.body).getPropertyValue(name).trim();
+}
+
 /** The xterm.js view inside the tab. */
 export class ConsoleView extends Widget {
   constructor(options: IConsoleOptions) {
@@ -52,8 +57,9 @@ export class ConsoleView extends Widget {
     this._term = new Terminal({
       cursorBlink: true,
       scrollback: 5000,
-      fontFamily: 'var(--jp-code-font-family, monospace)',
+      fontFamily: cssVar('--jp-code-font-family') || 'monospace',
       fontSize: 13,
+      lineHeight: 1.1,
       allowProposedApi: false,
       convertEol: false
     });
@@ -75,6 +81,20 @@ export class ConsoleView extends Widget {
       onActivity: state => this._onActivity(state),
       onExit: code => this._onExit(code)
     });
+  }
+
+  /** Take the colours of the current JupyterLab theme (light or dark). */
+  applyTheme(): void {
+    const background = cssVar('--jp-layout-color0') || '#ffffff';
+    const foreground = cssVar('--jp-ui-font-color0') || '#000000';
+    this._term.options.theme = {
+      background,
+      foreground,
+      cursor: foreground,
+      cursorAccent: background,
+      selectionBackground: cssVar('--jp-brand-color3') || 'rgba(128, 128, 255, 0.3)'
+    };
+    this._host.style.background = background;
   }
 
   get sessionId(): string {
@@ -130,6 +150,7 @@ export class ConsoleView extends Widget {
     super.onAfterAttach(msg);
     if (!this._opened) {
       this._opened = true;
+      this.applyTheme();
       this._term.open(this._host);
       this._fitNow();
       this._channel.connect();

@@ -12,6 +12,7 @@ import {
   Dialog,
   ICommandPalette,
   InputDialog,
+  IThemeManager,
   Notification,
   showDialog,
   showErrorMessage,
@@ -47,14 +48,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Agent sessions side panel and worker consoles for mas_jupyter.',
   autoStart: true,
-  optional: [ILayoutRestorer, ICommandPalette, ISettingRegistry],
+  optional: [ILayoutRestorer, ICommandPalette, ISettingRegistry, IThemeManager],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     palette: ICommandPalette | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    themes: IThemeManager | null
   ) => {
     const controller = new Controller(app, restorer);
+    // Consoles take the theme's colours; the panel follows it through --jp-* variables.
+    themes?.themeChanged.connect(() => {
+      // The new theme's CSS is in place a moment after the signal.
+      setTimeout(() => controller.tracker.forEach(w => w.content.applyTheme()), 100);
+    });
     controller.addCommands(palette);
     controller.start();
     if (settingRegistry) {

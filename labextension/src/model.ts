@@ -186,10 +186,18 @@ export class SessionsModel {
     for (const raw of list) {
       const s = normalizeSession(raw);
       this._sessions.set(s.id, s);
-      change.changed.add(s.id);
       const old = before.get(s.id);
+      // A periodic refresh redraws only the rows that differ from what is shown.
+      if (!old || JSON.stringify(old) !== JSON.stringify(s)) {
+        change.changed.add(s.id);
+      }
       if (this._loaded) {
         this._collectAttention(old, s, change);
+      }
+    }
+    for (const id of before.keys()) {
+      if (!this._sessions.has(id)) {
+        change.changed.add(id);
       }
     }
     change.structural = true;

@@ -47,6 +47,14 @@ test('reset loads a snapshot and marks every row changed', () => {
   assert.deepEqual(change.attention, []);
 });
 
+test('a refresh marks only the rows that differ, and the removed ones', () => {
+  const m = new SessionsModel();
+  m.reset([session('a'), session('b'), session('c')]);
+  const change = m.reset([session('a'), session('b', { name: 'renamed' })]);
+  assert.deepEqual([...change.changed].sort(), ['b', 'c']);
+  assert.equal(m.size, 2);
+});
+
 test('sessions are found by id or by name', () => {
   const m = new SessionsModel();
   m.reset([session('a', { workers: [worker('w1')] })]);

@@ -1,0 +1,512 @@
+"""The side panel in a real browser against a real JupyterLab and the demo agent.
+
+One page is shared by the module and the tests run in order, like a user's session:
+open the panel, create a session through the dialog, use its console, answer a
+question, pause, resume, stop, see REST-made sessions appear, reload, survive a server
+restart, and measure event-to-row latency with 200 sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import statistics
+import subprocess
+import time
+
+import pytest
+
+ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.timeout(180)
+
+PANEL = "#mas-sessions-panel"
+PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="mas-sessions-panel"]'
+DIALOG = ".jp-Dialog"
+ACCEPT = ".jp-Dialog .jp-Dialog-button.jp-mod-accept"
+
+
+def shot(page, name: str) -> None:
+    """Save a screenshot under test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def row(page, name: str):
+    """The panel row of the session called `name`."""
+    return page.locator(f"{PANEL} .mas-Session").filter(
+        has=page.locator(".mas-Session-name", has_text=re.compile(f"^{re.escape(name)}$"))
+    )
+
+
+def session_by_name(lab, name: str) -> dict:
+    for s in lab.api("GET", "sessions"):
+        if s["name"] == name:
+            return s
+    raise AssertionError(f"no session {name!r}")
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll until `predicate()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def console_text(page, widget) -> str:
+    return widget.locator(".xterm-rows").inner_text()
+
+
+def recorded(page, key: str):
+    return page.evaluate(f"() => window.__masRec.{key}")
+
+
+def open_panel(page) -> None:
+    if not page.locator(PANEL).is_visible():
+        page.locator(PANEL_TAB).click()
+    page.locator(PANEL).wait_for(state="visible")
+
+
+def ours(err) -> bool:
+    """Whether an uncaught error came from this extension's code (not Lab's or Notebook's)."""
+    return "mas_jupyter" in f"{err}\n{getattr(err, 'stack', '') or ''}"
+
+
+def network_noise(text: str) -> bool:
+    """The browser's own lines about refused connections (expected while the server restarts)."""
+    return text.startswith(("WebSocket connection to", "Failed to load resource"))
+
+
+@pytest.fixture(scope="module")
+def page(context, lab):
+    """The JupyterLab page, loaded once; errors thrown in it fail the module's last test."""
+    pg = context.new_page()
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.on("pageerror", lambda err: ours(err) and pg.errors.append(str(err)))  # type: ignore[attr-defined]
+    pg.on(
+        "console",
+        lambda msg: (
+            pg.errors.append(msg.text)  # type: ignore[attr-defined]
+            if msg.type == "error" and "mas" in msg.text.lower() and not network_noise(msg.text)
+            else None
+        ),
+    )
+    pg.goto(f"lab?token={lab.token}&reset")
+    pg.locator("#jp-main-dock-panel").wait_for()
+    pg.locator(PANEL_TAB).wait_for()
+    # JupyterLab's own reports of the server being away (its connection-lost dialog, the
+    # file browser's failed fetches) are closed whenever they would block an action.
+    lab_dialog = pg.locator(DIALOG).filter(
+        has_text=re.compile("Server Connection Error|Failed to fetch")
+    )
+    pg.add_locator_handler(
+        lab_dialog.first, lambda d: d.locator(".jp-Dialog-button").last.click(), no_wait_after=True
+    )
+    # The layout is restored once the splash screen is gone; acting earlier loses focus.
+    pg.locator("#jupyterlab-splash").wait_for(state="detached")
+    pg.locator(".jp-Launcher").first.wait_for()
+    yield pg
+    pg.close()
+
+
+def test_panel_opens_from_its_icon_and_shows_the_empty_state(page, lab):
+    tab = page.locator(PANEL_TAB)
+    assert "Agent sessions" in (tab.get_attribute("title") or "")
+    open_panel(page)
+    page.locator(f"{PANEL} .mas-Panel-empty").wait_for(state="visible")
+    assert page.locator(f"{PANEL} .mas-Panel-error").is_hidden()
+
+
+def test_commands_are_in_the_palette_under_mas(page):
+    page.locator(".lm-MenuBar-itemLabel", has_text="View").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Activate Command Palette").click()
+    palette = page.locator("#command-palette")
+    palette.wait_for(state="visible")
+    page.keyboard.type("agent session")
+    items = palette.locator(".lm-CommandPalette-item")
+    items.first.wait_for()
+    header = palette.locator(".lm-CommandPalette-header", has_text="MAS")
+    assert header.count() >= 1
+    labels = palette.locator(".lm-CommandPalette-itemLabel").all_inner_texts()
+    assert any("New Agent Session" in t for t in labels), labels
+    page.keyboard.press("Escape")
+
+
+def test_new_session_dialog_creates_a_demo_session(page, lab):
+    open_panel(page)
+    page.locator(f"{PANEL} .mas-Panel-header [data-action='new-session']").click()
+    form = page.locator(f"{DIALOG} .mas-NewSessionForm")
+    form.wait_for()
+    # Unavailable backends are listed, greyed, with their reason.
+    backends = lab.api("GET", "backends")
+    unavailable = [b for b in backends if not b["available"]]
+    for b in unavailable:
+        option = form.locator(f"select[name='backend'] option[value='{b['name']}']")
+        assert option.is_disabled()
+        assert "unavailable" in option.inner_text()
+    form.locator("input[name='name']").fill("demo-one")
+    form.locator("input[name='task']").fill("T-1")
+    form.locator("select[name='backend']").select_option("demo")
+    form.locator("input[name='worker-name']").fill("bot")
+    shot(page, "new-session-dialog")
+    page.locator(ACCEPT).click()
+    page.locator(DIALOG).wait_for(state="detached")
+    r = row(page, "demo-one")
+    r.wait_for()
+    worker = r.locator(".mas-Worker")
+    worker.wait_for()
+    assert "bot" in worker.inner_text()
+    # The group header shows the task and how many sessions it has.
+    group = page.locator(f"{PANEL} .mas-Group[data-task='T-1']")
+    assert group.locator(".mas-Badge").inner_text() == "1"
+    # The demo agent reaches its prompt: idle.
+    page.locator(f"{PANEL} .mas-Worker[data-activity='idle']").first.wait_for(timeout=30_000)
+
+
+def open_console(page, name: str):
+    r = row(page, name)
+    r.locator(".mas-Worker").first.click()
+    widget = page.locator(".mas-ConsoleWidget:visible").last
+    widget.locator(".xterm-rows").wait_for()
+    return widget
+
+
+def test_console_replays_history_and_talks_to_the_agent(page, lab):
+    widget = open_console(page, "demo-one")
+    wait_for(lambda: "demo>" in console_text(page, widget), what="the demo prompt")
+    widget.locator(".xterm-helper-textarea").focus()
+    before = len(recorded(page, "rowActivity"))
+    page.keyboard.type("hello there")
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: console_text(page, widget).count("demo>") >= 2,
+        what="the reply and the next prompt",
+    )
+    text = console_text(page, widget)
+    assert "hello there" in text
+    s = session_by_name(lab, "demo-one")
+    wid = s["workers"][0]["id"]
+
+    def shown_after():
+        return [
+            a["activity"] for a in recorded(page, "rowActivity")[before:] if a["worker_id"] == wid
+        ]
+
+    # busy while it works, then idle again (recorded as the row showed them).
+    wait_for(
+        lambda: (
+            "idle" in shown_after()[shown_after().index("busy") :]
+            if "busy" in shown_after()
+            else False
+        ),
+        what="busy then idle",
+    )
+    shot(page, "console")
+
+
+def test_a_question_puts_the_worker_in_the_attention_state(page, lab):
+    widget = page.locator(".mas-ConsoleWidget:visible").last
+    widget.locator(".xterm-helper-textarea").focus()
+    page.keyboard.type("/ask")
+    page.keyboard.press("Enter")
+    r = row(page, "demo-one")
+    r.locator(".mas-Worker[data-activity='waiting']").wait_for(timeout=30_000)
+    assert "mas-mod-waiting" in (r.get_attribute("class") or "")
+    # The panel's tab counts the workers that need the user.
+    page.locator(f"{PANEL_TAB}[data-maswaiting='1']").wait_for()
+    # And an in-app notification says who is waiting.
+    page.locator(".Toastify__toast", has_text="demo-one / bot is waiting").first.wait_for()
+    # And the browser notification (the context allowed notifications).
+    wait_for(
+        lambda: any(
+            "demo-one / bot is waiting" in (n["body"] or "")
+            for n in recorded(page, "notifications")
+        ),
+        what="a browser notification",
+    )
+    open_panel(page)
+    shot(page, "panel-waiting")
+    widget.locator(".xterm-helper-textarea").focus()
+    page.keyboard.type("yes")
+    page.keyboard.press("Enter")
+    r.locator(".mas-Worker[data-activity='idle']").wait_for(timeout=30_000)
+    page.locator(f"{PANEL_TAB}[data-maswaiting]").wait_for(state="detached")
+
+
+def test_pause_and_resume(page, lab):
+    open_panel(page)
+    r = row(page, "demo-one")
+    r.hover()
+    r.locator("[data-action='pause']").click()
+    page.locator(f"{PANEL} .mas-Session[data-status='paused']").wait_for()
+    assert session_by_name(lab, "demo-one")["status"] == "paused"
+    r = row(page, "demo-one")
+    r.hover()
+    r.locator("[data-action='resume']").click()
+    page.locator(f"{PANEL} .mas-Session[data-status='active']").first.wait_for()
+    r.locator(".mas-Worker[data-activity='idle']").wait_for(timeout=30_000)
+    assert session_by_name(lab, "demo-one")["status"] == "active"
+
+
+def test_session_created_through_rest_appears_without_reload(page, lab):
+    lab.api(
+        "POST",
+        "sessions",
+        {
+            "name": "from-rest",
+            "kind": "quick",
+            "task": "T-2",
+        },
+    )
+    row(page, "from-rest").wait_for()
+    assert page.locator(f"{PANEL} .mas-Group[data-task='T-2']").is_visible()
+
+
+def test_rename_and_task_through_the_menu(page, lab):
+    r = row(page, "from-rest")
+    r.hover()
+    r.locator("[data-action='more']").click()
+    page.locator(".mas-Menu .lm-Menu-item", has_text="Rename Session").click()
+    page.locator(f"{DIALOG} input").fill("renamed")
+    page.locator(ACCEPT).click()
+    row(page, "renamed").wait_for()
+    r = row(page, "renamed")
+    r.hover()
+    r.locator("[data-action='more']").click()
+    page.locator(".mas-Menu .lm-Menu-item", has_text="Set Session Task").click()
+    page.locator(f"{DIALOG} input").fill("T-1")
+    page.locator(ACCEPT).click()
+    group = page.locator(f"{PANEL} .mas-Group[data-task='T-1']")
+    wait_for(lambda: group.locator(".mas-Badge").inner_text() == "2", what="T-1 to count 2")
+    page.locator(f"{PANEL} .mas-Group[data-task='T-2']").wait_for(state="detached")
+
+
+def test_stop_shows_the_check_and_can_force(page, lab):
+    # A worktree session with an uncommitted file: the stop check refuses it.
+    repo = lab.root / "repo"
+    repo.mkdir()
+    env = {
+        **lab.env,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    s = lab.api("POST", "sessions", {"name": "wt", "kind": "worktree", "repo": "repo"})
+    (pathlib.Path(s["workspace"]) / "scratch.txt").write_text("not committed\n")
+    r = row(page, "wt")
+    r.wait_for()
+    r.hover()
+    r.locator("[data-action='stop']").click()
+    dialog = page.locator(DIALOG, has_text="Stop the session anyway?")
+    dialog.wait_for()
+    assert "uncommitted" in dialog.locator(".mas-StopCheck-errors").inner_text()
+    shot(page, "stop-check")
+    page.locator(".jp-Dialog-button", has_text="Stop anyway").click()
+    page.locator(f"{PANEL} .mas-Session[data-status='stopped']").filter(
+        has=page.locator(".mas-Session-name", has_text="wt")
+    ).wait_for()
+    assert session_by_name(lab, "wt")["status"] == "stopped"
+
+
+def test_stop_warnings_are_shown_after_stopping(page, lab):
+    folder = lab.root / "shared-folder"
+    folder.mkdir()
+    lab.api("POST", "sessions", {"name": "shared", "kind": "dir", "path": "shared-folder"})
+    r = row(page, "shared")
+    r.wait_for()
+    r.hover()
+    r.locator("[data-action='stop']").click()
+    page.locator(".Toastify__toast", has_text="is shared").first.wait_for()
+    assert session_by_name(lab, "shared")["status"] == "stopped"
+
+
+def test_open_workspace_in_the_file_browser(page, lab):
+    r = row(page, "demo-one")
+    r.hover()
+    r.locator("[data-action='more']").click()
+    page.locator(".mas-Menu .lm-Menu-item", has_text="Open Session Workspace").click()
+    s = session_by_name(lab, "demo-one")
+    crumbs = page.locator(".jp-FileBrowser .jp-BreadCrumbs")
+    last = s["workspace_path"].rstrip("/").split("/")[-1]
+    crumbs.filter(has_text=last).wait_for()
+    open_panel(page)
+
+
+def test_reload_restores_the_panel_and_the_console_tab(page, lab):
+    widget = page.locator(".mas-ConsoleWidget").first
+    widget.locator(".xterm-helper-textarea").focus()
+    page.keyboard.type("before the reload")
+    page.keyboard.press("Enter")
+    wait_for(lambda: "reply: before the reload" in console_text(page, widget), what="the reply")
+    page.reload()
+    page.locator(PANEL).wait_for(state="visible")
+    row(page, "demo-one").wait_for()
+    widget = page.locator(".mas-ConsoleWidget").first
+    widget.locator(".xterm-rows").wait_for()
+    # The restored tab reconnects and the history is replayed into it.
+    wait_for(
+        lambda: "reply: before the reload" in console_text(page, widget), what="replayed history"
+    )
+
+
+def test_server_restart_reconnects_panel_and_console(page, lab):
+    port = lab.port
+    lab.stop()
+    page.locator(f"{PANEL} .mas-Panel-status", has_text="reconnecting").wait_for()
+    widget = page.locator(".mas-ConsoleWidget").first
+    lab.start(port=port)
+    # The panel reconnects by itself and lists the sessions again.
+    page.locator(f"{PANEL} .mas-Panel-status").wait_for(state="hidden", timeout=30_000)
+    row(page, "demo-one").wait_for()
+    # A pty worker ends with its server: the console says how and offers a restart.
+    restart = widget.locator(".mas-Console-action[data-action='restart']")
+    restart.wait_for(timeout=30_000)
+    shot(page, "console-exited")
+    row(page, "demo-one").locator(".mas-Worker[data-activity='exited']").wait_for()
+    restart.click()
+    wait_for(
+        lambda: "continuing conversation" in console_text(page, widget),
+        timeout=30,
+        what="the restarted agent",
+    )
+    row(page, "demo-one").locator(".mas-Worker[data-activity='idle']").wait_for(timeout=30_000)
+
+
+def test_showcase_for_the_readme(page, lab):
+    """A panel with sessions in every state and a console asking a question (the README image)."""
+    lab.api(
+        "POST",
+        "sessions",
+        {
+            "name": "etl-fix",
+            "kind": "quick",
+            "task": "DS-12",
+            "workers": [{"name": "tester", "kind": "agent", "backend": "demo", "persona": "qa"}],
+        },
+    )
+    lab.api(
+        "POST",
+        "sessions",
+        {
+            "name": "churn-model",
+            "kind": "quick",
+            "task": "DS-12",
+            "workers": [
+                {"name": "lead", "kind": "agent", "backend": "demo", "persona": "pm"},
+                {"name": "shell", "kind": "terminal"},
+            ],
+        },
+    )
+    row(page, "churn-model").locator(".mas-Worker[data-activity='idle']").wait_for()
+    row(page, "etl-fix").locator(".mas-Worker[data-activity='idle']").wait_for()
+    lab.api("POST", "sessions/etl-fix/workers/tester/input", {"data": "/sleep 60\r"})
+    row(page, "etl-fix").locator(".mas-Worker[data-activity='busy']").wait_for()
+    lab.api("POST", "sessions/renamed/pause")
+    page.locator(f"{PANEL} .mas-Session[data-status='paused']").wait_for()
+    widget = open_console(page, "churn-model")
+    wait_for(lambda: "demo>" in console_text(page, widget), what="the prompt")
+    widget.locator(".xterm-helper-textarea").focus()
+    page.keyboard.type("Fit a churn model on data/customers.csv")
+    page.keyboard.press("Enter")
+    wait_for(lambda: console_text(page, widget).count("demo>") >= 2, what="the reply")
+    page.keyboard.type("/ask")
+    page.keyboard.press("Enter")
+    row(page, "churn-model").locator(".mas-Worker[data-activity='waiting']").wait_for()
+    page.locator(".Toastify__toast", has_text="churn-model / lead").first.wait_for()
+    news = page.locator(".Toastify__toast", has_text="Jupyter news")
+    if news.count():
+        news.locator("button", has_text="No").click()
+    page.mouse.move(700, 300)  # no hover: the rows show their plain state
+    page.wait_for_timeout(800)  # the notification has slid in
+    shot(page, "side-panel")
+    lab.api("POST", "sessions/etl-fix/stop", {"force": True})
+
+
+def background(page, selector: str) -> str:
+    return page.locator(selector).first.evaluate("el => getComputedStyle(el).backgroundColor")
+
+
+def switch_theme(page, name: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-itemLabel").get_by_text(name, exact=True).click()
+
+
+def test_panel_and_console_follow_the_dark_theme(page):
+    light_panel = background(page, PANEL)
+    light_console = background(page, ".mas-Console-terminal .xterm-viewport")
+    switch_theme(page, "JupyterLab Dark")
+    wait_for(lambda: background(page, PANEL) != light_panel, what="the dark panel")
+    wait_for(
+        lambda: background(page, ".mas-Console-terminal .xterm-viewport") != light_console,
+        what="the dark console",
+    )
+    shot(page, "side-panel-dark")
+    switch_theme(page, "JupyterLab Light")
+    wait_for(lambda: background(page, PANEL) == light_panel, what="the light panel again")
+
+
+def test_latency_event_to_row_with_200_sessions(page, lab):
+    have = len(lab.api("GET", "sessions"))
+    ids = []
+    for i in range(200 - have):
+        ids.append(
+            lab.api(
+                "POST",
+                "sessions",
+                {"name": f"load-{i:03d}", "kind": "quick", "task": f"L-{i % 10}"},
+            )["id"]
+        )
+    wait_for(
+        lambda: page.locator(f"{PANEL} .mas-Session").count() >= 200, timeout=60, what="200 rows"
+    )
+    page.evaluate("() => { window.__masRec.perf.samples = []; }")
+    rounds = 300
+    for k in range(rounds):
+        sid = ids[k % len(ids)]
+        lab.api("PATCH", f"sessions/{sid}", {"name": f"perf-{k}"})
+    wait_for(
+        lambda: len(recorded(page, "perf.samples")) >= rounds * 0.95,
+        timeout=30,
+        what="the renamed rows",
+    )
+    samples = sorted(recorded(page, "perf.samples"))
+    p50 = statistics.median(samples)
+    p95 = samples[int(len(samples) * 0.95) - 1]
+    report = {
+        "sessions": page.locator(f"{PANEL} .mas-Session").count(),
+        "events": len(samples),
+        "p50_ms": round(p50, 2),
+        "p95_ms": round(p95, 2),
+        "max_ms": round(samples[-1], 2),
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "panel-latency.json").write_text(json.dumps(report, indent=2))
+    print(f"\nevent-to-row latency with 200 sessions: {report}")
+    shot(page, "panel-200")
+
+
+def test_notebook7_loads_the_extension_without_errors(context, lab, page):
+    nb = context.new_page()
+    errors: list[str] = []
+    loaded: list[str] = []
+    nb.on("pageerror", lambda err: ours(err) and errors.append(str(err)))
+    nb.on("response", lambda r: "/extensions/mas_jupyter/static/" in r.url and loaded.append(r.url))
+    nb.goto("tree")
+    nb.locator(".jp-FileBrowser, .jp-DirListing").first.wait_for()
+    wait_for(lambda: any("remoteEntry" in u for u in loaded), what="the extension to load")
+    nb.wait_for_timeout(1000)
+    nb.close()
+    assert errors == []
+
+
+def test_no_errors_in_the_page(page):
+    assert page.errors == []  # type: ignore[attr-defined]
