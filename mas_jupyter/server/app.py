@@ -68,6 +68,11 @@ class MASExtensionApp(ExtensionApp):
         """Run crash recovery as soon as the server's loop runs."""
         await self.ready()
 
+    @property
+    def recovered(self) -> bool:
+        """Whether start-up recovery has finished."""
+        return self._ready is not None and self._ready.done()
+
     def ready(self) -> asyncio.Future:
         """Finishes when start-up recovery is done; every request awaits it first."""
         if self._ready is None:

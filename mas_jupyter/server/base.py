@@ -58,7 +58,8 @@ class MASAPIHandler(MASMixin, APIHandler):
     async def prepare(self) -> None:  # type: ignore[override]
         """Authenticate, then wait until start-up recovery has finished."""
         await super().prepare()
-        await self.mas_app.ready()
+        if not self.mas_app.recovered:
+            await self.mas_app.ready()
 
     def json_body(self, allowed: set[str] | None = None, what: str = "the request") -> dict:
         """The body as a JSON object ({} when empty); unknown fields refused when `allowed`."""

@@ -68,7 +68,9 @@ class SessionHandler(MASAPIHandler):
     async def delete(self, sid: str) -> None:
         """Stop everything and forget the session; `purge` removes the workspace too."""
         purge, force = self.bool_arg("purge"), self.bool_arg("force")
-        await self.manager.delete_session(sid, purge=purge, force=force)
+        result = await self.manager.delete_session(sid, purge=purge, force=force)
+        if result.get("rescue_ref"):  # where forced-away worktree changes were saved
+            self.set_header("X-MAS-Rescue-Ref", result["rescue_ref"])
         self.reply(None, 204)
 
 

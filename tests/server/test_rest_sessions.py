@@ -213,18 +213,22 @@ async def test_delete_flags_are_checked(api, params):
     assert (await api("GET", "sessions", "s"))[0] == 200
 
 
-async def test_purging_a_changed_worktree_needs_force(api, server_repo):
+async def test_purging_a_changed_worktree_needs_force(api, server_repo, jp_fetch):
     _, s = await api("POST", "sessions", body={"kind": "worktree", "repo": "repo"})
     with open(os.path.join(s["workspace"], "new.txt"), "w") as fh:
         fh.write("work\n")
     code, body = await api("DELETE", "sessions", s["name"], params={"purge": "true"})
     assert code == 409 and body["changes"]
-    code, _ = await api("DELETE", "sessions", s["name"], params={"purge": "true", "force": "true"})
-    assert code == 204 and not os.path.exists(s["workspace"])
-    refs = subprocess.run(
-        ["git", "for-each-ref", "refs/mas/rescue"], cwd=server_repo, capture_output=True, text=True
+    r = await jp_fetch(
+        "api", "mas", "sessions", s["name"], method="DELETE", params={"purge": "1", "force": "1"}
+    )
+    assert r.code == 204 and not os.path.exists(s["workspace"])
+    ref = r.headers["X-MAS-Rescue-Ref"]
+    assert ref.startswith("refs/mas/rescue/")
+    shown = subprocess.run(
+        ["git", "show", "--stat", ref], cwd=server_repo, capture_output=True, text=True
     ).stdout
-    assert "refs/mas/rescue/" in refs
+    assert "new.txt" in shown
 
 
 async def test_activities_with_limit_and_since(api):
