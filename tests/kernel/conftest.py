@@ -19,9 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 
 import pytest
+from kernel_support import DEMO_DELAY, SHELL_ARGV, wait_until
 
-SHELL_ARGV = ["bash", "--norc", "--noprofile", "-i"]
-DEMO_DELAY = "0.2"
 _DISCOVERY_VARS = ("MAS_SERVER_URL", "MAS_TOKEN", "JUPYTER_SERVER_URL", "JUPYTER_TOKEN")
 
 
@@ -141,6 +140,17 @@ def server_env(server, monkeypatch):
     return server
 
 
+@pytest.fixture
+def no_servers(monkeypatch, tmp_path):
+    """No Jupyter server can be discovered from here (nor from kernels started after)."""
+    for name in _DISCOVERY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    empty = tmp_path / "no-servers"
+    empty.mkdir()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(empty))
+    monkeypatch.setenv("MAS_DEMO_DELAY", DEMO_DELAY)
+
+
 @pytest.fixture(autouse=True)
 def _clean_sessions(request):
     """Every test starts with no sessions on the server and no default client."""
@@ -169,24 +179,25 @@ def client(server):
     c._loop.stop()
 
 
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
-    """Wait for something another thread or process makes true; bounded."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def until():
     """wait_until(predicate, timeout, what)."""
     return wait_until
 
 
-def demo_idle(client, session: str, worker: str = "demo", timeout: float = 15.0) -> None:
-    """Wait until a demo agent shows its prompt."""
-    wait_until(
-        lambda: client.worker(worker, session=session).activity == "idle",
-        timeout,
-        f"{worker} in {session} at its prompt",
-    )
+@pytest.fixture
+def kernel(tmp_path):
+    """A real IPython kernel (started here, not by the server), with a blocking client.
+
+    Its environment is this process's at start: set variables first (monkeypatch).
+    """
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(tmp_path), env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)

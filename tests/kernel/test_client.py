@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 
 import pytest
-from conftest import demo_idle
+from kernel_support import demo_idle
 
 from mas_jupyter.kernel import (
     Conflict,

@@ -1,0 +1,57 @@
+"""Helpers of the notebook side's tests (a module with a unique name, not conftest)."""
+
+from __future__ import annotations
+
+import time
+
+SHELL_ARGV = ["bash", "--norc", "--noprofile", "-i"]
+DEMO_DELAY = "0.2"
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
+    """Wait for something another thread or process makes true; bounded."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def demo_idle(client, session: str, worker: str = "demo", timeout: float = 15.0) -> None:
+    """Wait until a demo agent shows its prompt."""
+    wait_until(
+        lambda: client.worker(worker, session=session).activity == "idle",
+        timeout,
+        f"{worker} in {session} at its prompt",
+    )
+
+
+def execute(kc, code: str, timeout: float = 60.0) -> tuple[str, list[dict]]:
+    """Run code in a kernel; returns (the reply status, the iopub messages it produced)."""
+    msg_id = kc.execute(code)
+    messages = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"the kernel did not finish {code[:60]!r}: {messages[-5:]}"
+        msg = kc.get_iopub_msg(timeout=left)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    reply = kc.get_shell_msg(timeout=timeout)
+    return reply["content"]["status"], messages
+
+
+def text_of(messages: list[dict]) -> str:
+    """Everything a cell printed or displayed as text (streams, text/plain, errors)."""
+    out = []
+    for msg in messages:
+        content = msg["content"]
+        if msg["msg_type"] == "stream":
+            out.append(content["text"])
+        elif msg["msg_type"] in ("display_data", "execute_result", "update_display_data"):
+            out.append(content["data"].get("text/plain", ""))
+        elif msg["msg_type"] == "error":
+            out.append(f"{content['ename']}: {content['evalue']}")
+    return "\n".join(out)
