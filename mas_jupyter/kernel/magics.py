@@ -1,0 +1,394 @@
+"""`%mas` and `%%mas`: the daily operations as IPython magics over the default client.
+
+Each subcommand has its own argparse parser (`%mas <sub> --help`). Bad arguments, unknown
+subcommands and errors from the server become one `UsageError` line, never a traceback.
+Results are displayed with the client's records, so they read as text in a terminal and as
+escaped HTML or Markdown in a notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.display import display
+
+from .errors import MASClientError
+from .render import esc
+
+PROGRESS_TICK = 0.5
+
+
+class _HelpShown(Exception):
+    """--help was printed: nothing else to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors become one UsageError line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            raise UsageError(message.strip())
+        raise _HelpShown()
+
+    def print_help(self, file: Any = None) -> None:
+        """Help goes to stdout, so a notebook shows it as normal output."""
+        super().print_help(file or sys.stdout)
+
+
+def _session_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--session", help="the session (default: the active one)")
+
+
+def _worker_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("worker", nargs="?", help="the worker (default: the active one, else the agent)")
+    _session_arg(p)
+
+
+def _parsers() -> dict[str, _Parser]:
+    subs: dict[str, _Parser] = {}
+
+    def add(name: str, help_text: str) -> _Parser:
+        subs[name] = _Parser(prog=f"%mas {name}", description=help_text, add_help=True)
+        subs[name].help_text = help_text  # type: ignore[attr-defined]
+        return subs[name]
+
+    p = add("list", "List sessions with their workers.")
+    p.add_argument("--status", choices=["active", "paused", "stopped"])
+    p.add_argument("--kind", choices=["quick", "worktree", "dir"])
+    p.add_argument("--task", help="only sessions of this task")
+
+    p = add("new", "Create a session (and an agent in it) and make it active.")
+    p.add_argument("name", nargs="?", help="the session name (default: session-NNN)")
+    p.add_argument("--name", dest="name_opt", metavar="NAME", help="the session name")
+    p.add_argument("--kind", choices=["quick", "worktree", "dir"], default="quick")
+    p.add_argument("--template", help="quick: the template to fill the folder from")
+    p.add_argument("--repo", help="worktree: the repository to branch")
+    p.add_argument("--branch", help="worktree: the branch (default mas/<name>)")
+    p.add_argument("--base", help="worktree: the revision to start from (default HEAD)")
+    p.add_argument("--path", help="dir: the existing folder to use, shared")
+    p.add_argument("--task", help="the task label (e.g. a ticket id)")
+    p.add_argument("--agent", metavar="BACKEND", help="start an agent (see %%mas backends)")
+    p.add_argument("--persona", help="the agent's role (pm, qa, specialist, ...)")
+    p.add_argument("--terminal", action="store_true", help="also start a terminal")
+
+    p = add("use", "Make a session (and a worker) active; without arguments, show them.")
+    p.add_argument("session", nargs="?")
+    p.add_argument("worker", nargs="?")
+    p.add_argument("--clear", action="store_true", help="forget the active session")
+
+    p = add("workers", "List a session's workers.")
+    p.add_argument("session", nargs="?")
+
+    p = add("add", "Start a worker in a session: an agent or a terminal.")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--agent", metavar="BACKEND", help="an agent of this backend")
+    kind.add_argument("--terminal", action="store_true", help="a shell")
+    p.add_argument("--name", help="the worker name (default: the backend's)")
+    p.add_argument("--persona", help="the agent's role")
+    p.add_argument("--runtime", choices=["pty", "tmux"])
+    _session_arg(p)
+
+    p = add("send", "Send a message and show the reply (%%mas send [WORKER] sends the cell).")
+    p.add_argument("text", nargs="*", help="the message (line form)")
+    p.add_argument("-w", "--worker", help="the worker (default: the active one)")
+    _session_arg(p)
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the reply")
+    p.add_argument("--timeout", type=float, help="seconds to wait (default 600)")
+
+    for name, what in (
+        ("console", "Open an interactive terminal on a worker."),
+        ("screen", "Show a worker's screen."),
+        ("restart", "Restart a worker (an agent continues its conversation)."),
+    ):
+        _worker_arg(add(name, what))
+
+    p = add("log", "Show a worker's transcript (what was sent and printed).")
+    _worker_arg(p)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=int, default=200)
+
+    p = add("activity", "Show a session's activity log.")
+    p.add_argument("session", nargs="?")
+    p.add_argument("--limit", type=int, help="the newest N entries")
+
+    for name, what in (
+        ("pause", "Pause a session: stop its processes, keep its workspace."),
+        ("resume", "Resume a paused or stopped session."),
+    ):
+        add(name, what).add_argument("session", nargs="?")
+
+    p = add("stop", "Stop a session; refused on busy agents or worktree changes unless --force.")
+    p.add_argument("session", nargs="?")
+    p.add_argument("--force", action="store_true")
+
+    p = add("delete", "Delete a session (named explicitly); --purge removes its workspace.")
+    p.add_argument("session")
+    p.add_argument("--purge", action="store_true", help="also remove the workspace")
+    p.add_argument("--force", action="store_true", help="purge a worktree with changes")
+
+    add("backends", "List agent backends and whether each can run here.")
+    add("personas", "List personas (roles).")
+    add("templates", "List templates for quick sessions.")
+    add("sessions", "Show the live session list widget.")
+    return subs
+
+
+def usage(subs: dict[str, _Parser]) -> str:
+    """The overview printed by %mas and %mas --help."""
+    width = max(map(len, subs))
+    lines = [
+        "%mas SUBCOMMAND [options]   (%mas SUBCOMMAND --help for its options)",
+        "%%mas send [WORKER]         sends the cell as a message and shows the reply",
+        "",
+    ]
+    lines += [f"  {name.ljust(width)}  {p.help_text}" for name, p in subs.items()]  # type: ignore[attr-defined]
+    return "\n".join(lines)
+
+
+class Progress:
+    """What %%mas send shows while the agent works."""
+
+    def __init__(self, who: str, started: float) -> None:
+        self.who = who
+        self.started = started
+
+    def _text(self) -> str:
+        return f"⏳ {self.who} is working… {time.monotonic() - self.started:.0f} s"
+
+    def __repr__(self) -> str:
+        return self._text()
+
+    def _repr_html_(self) -> str:
+        return f"<span class='mas-progress'>{esc(self._text())}</span>"
+
+
+@magics_class
+class MASMagics(Magics):
+    """The %mas line magic and %%mas cell magic."""
+
+    def __init__(self, shell: Any = None, client_factory: Callable[[], Any] | None = None):
+        super().__init__(shell)
+        self.parsers = _parsers()
+        self._client_factory = client_factory
+
+    @property
+    def client(self) -> Any:
+        """The default client (found on first use)."""
+        if self._client_factory is not None:
+            return self._client_factory()
+        from . import connect
+
+        return connect()
+
+    @line_cell_magic
+    def mas(self, line: str, cell: str | None = None) -> None:
+        """Work with mas_jupyter sessions and agents: `%mas --help` lists the subcommands."""
+        try:
+            argv = shlex.split(line)
+        except ValueError as e:
+            raise UsageError(f"%mas: cannot read the arguments: {e}") from None
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(usage(self.parsers))
+            return
+        sub, rest = argv[0], argv[1:]
+        if sub not in self.parsers:
+            raise UsageError(
+                f"%mas: unknown subcommand {sub!r}; one of: {', '.join(self.parsers)} (%mas --help)"
+            )
+        if cell is not None and sub != "send":
+            raise UsageError(f"%%mas {sub}: only %%mas send takes a cell body")
+        if cell is not None and rest and not rest[0].startswith("-"):
+            rest = ["-w", rest[0], *rest[1:]]  # %%mas send WORKER: the worker is positional
+        try:
+            args = self.parsers[sub].parse_args(rest)
+        except _HelpShown:
+            return
+        try:
+            getattr(self, f"_do_{sub}")(args, cell)
+        except MASClientError as e:
+            raise UsageError(_error_text(sub, e)) from None
+
+    # subcommands
+
+    def _do_list(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.sessions(status=args.status, kind=args.kind, task=args.task))
+
+    def _do_new(self, args: argparse.Namespace, cell: str | None) -> None:
+        if args.name and args.name_opt and args.name != args.name_opt:
+            raise UsageError("%mas new: give the name once (NAME or --name)")
+        if args.persona and not args.agent:
+            raise UsageError("%mas new: --persona needs --agent BACKEND (the agent that plays it)")
+        session = self.client.create_session(
+            args.name or args.name_opt,
+            args.kind,
+            template=args.template,
+            repo=args.repo,
+            branch=args.branch,
+            base=args.base,
+            path=args.path,
+            task=args.task,
+            agent=args.agent,
+            persona=args.persona,
+            terminal=args.terminal,
+        )
+        self.client.use(session.name)
+        display(session)
+
+    def _do_use(self, args: argparse.Namespace, cell: str | None) -> None:
+        if args.clear:
+            self.client.use()
+            print("no active session")
+        elif args.session:
+            print(repr(self.client.use(args.session, args.worker)))
+        else:
+            print(repr(self.client.use(self.client.active_session, self.client.active_worker)))
+
+    def _do_workers(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.workers(args.session))
+
+    def _do_add(self, args: argparse.Namespace, cell: str | None) -> None:
+        if args.terminal and args.persona:
+            raise UsageError("%mas add: a terminal has no persona")
+        worker = self.client.add_worker(
+            args.name,
+            kind="terminal" if args.terminal else "agent",
+            backend=None if args.terminal else args.agent,
+            persona=args.persona,
+            runtime=args.runtime,
+            session=args.session,
+        )
+        display(worker)
+
+    def _do_send(self, args: argparse.Namespace, cell: str | None) -> None:
+        text = cell if cell is not None else " ".join(args.text)
+        if cell is not None and args.text:
+            raise UsageError("%%mas send: the message is the cell; the line takes only WORKER")
+        if not text.strip():
+            raise UsageError("%mas send: nothing to send (give the message, or use %%mas send)")
+        client = self.client
+        if args.no_wait:
+            display(client.send(text, worker=args.worker, session=args.session, wait=False))
+            return
+        future = client._loop.submit(
+            client.asend(
+                text, worker=args.worker, session=args.session, wait=True, timeout=args.timeout
+            )
+        )
+        self._show_when_done(future, args.worker or client.active_worker or "the agent")
+
+    def _show_when_done(self, future: concurrent.futures.Future, who: str) -> None:
+        progress = Progress(who, time.monotonic())
+        in_kernel = _in_kernel(self.shell)
+        handle = display(progress, display_id=True) if in_kernel else None
+        if handle is None:
+            print(repr(progress))
+        try:
+            while True:
+                try:
+                    reply = future.result(PROGRESS_TICK)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if handle is not None:
+                        handle.update(progress)
+        except KeyboardInterrupt:
+            future.cancel()
+            message = "stopped waiting; the agent goes on (see %mas screen)"
+            if handle is not None:
+                handle.update(_Text(message))
+            else:
+                print(message)
+            return
+        except MASClientError:
+            if handle is not None:
+                handle.update(_Text(""))
+            raise
+        if handle is not None:
+            handle.update(reply)
+        else:
+            display(reply)
+
+    def _do_console(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.worker(args.worker, session=args.session).console())
+
+    def _do_screen(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.screen(worker=args.worker, session=args.session))
+
+    def _do_restart(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.restart(worker=args.worker, session=args.session))
+
+    def _do_log(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(
+            self.client.transcript(
+                args.offset, args.limit, worker=args.worker, session=args.session
+            )
+        )
+
+    def _do_activity(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.activities(args.session, limit=args.limit))
+
+    def _do_pause(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.pause(args.session))
+
+    def _do_resume(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.resume(args.session))
+
+    def _do_stop(self, args: argparse.Namespace, cell: str | None) -> None:
+        session = self.client.stop(args.session, force=args.force)
+        display(session)
+        for warning in session.data.get("warnings") or []:
+            print(f"warning: {warning}")
+
+    def _do_delete(self, args: argparse.Namespace, cell: str | None) -> None:
+        self.client.delete(args.session, purge=args.purge, force=args.force)
+        print(f"deleted session {args.session}" + (" and its workspace" if args.purge else ""))
+
+    def _do_backends(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.backends())
+
+    def _do_personas(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.personas())
+
+    def _do_templates(self, args: argparse.Namespace, cell: str | None) -> None:
+        display(self.client.templates())
+
+    def _do_sessions(self, args: argparse.Namespace, cell: str | None) -> None:
+        from .widgets.sessions import SessionList
+
+        display(SessionList(client=self.client))
+
+
+class _Text:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _in_kernel(shell: Any) -> bool:
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _error_text(sub: str, error: MASClientError) -> str:
+    lines = [f"%mas {sub}: {error.message}"]
+    lines += [f"  error: {e}" for e in error.errors if e not in error.message]
+    lines += [f"  warning: {w}" for w in error.warnings]
+    if sub == "stop" and error.errors:
+        lines.append("  (%mas stop --force stops it anyway)")
+    return "\n".join(lines)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register %mas and %%mas."""
+    ipython.register_magics(MASMagics(ipython))

@@ -1,0 +1,157 @@
+"""%mas and %%mas through a real IPython shell against the test server: good and bad input."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from kernel_support import demo_idle
+from traitlets.config import Config
+
+import mas_jupyter
+from mas_jupyter.kernel.magics import _parsers
+
+SUBCOMMANDS = sorted(_parsers())
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """One IPython shell (no history file) with the extension loaded."""
+    shell = InteractiveShell.instance(config=Config({"HistoryManager": {"enabled": False}}))
+    shell.run_cell("%load_ext mas_jupyter", store_history=False)
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def mas(ip, server_env, monkeypatch, capsys):
+    """Run a magic line or cell: returns (stdout, stderr, the error or None)."""
+    monkeypatch.setenv("MAS_SERVER_URL", server_env.url)
+    monkeypatch.setenv("MAS_TOKEN", server_env.token)
+
+    def run(source: str):
+        result = ip.run_cell(source, store_history=False)
+        out, err = capsys.readouterr()
+        return out, err, result.error_in_exec or result.error_before_exec
+
+    return run
+
+
+def test_overview_and_every_subcommand_help(mas):
+    for line in ("%mas", "%mas --help", "%mas help"):
+        out, _, error = mas(line)
+        assert error is None
+        assert all(sub in out for sub in SUBCOMMANDS) and "%%mas send [WORKER]" in out
+    for sub in SUBCOMMANDS:
+        out, _, error = mas(f"%mas {sub} --help")
+        assert error is None and f"usage: %mas {sub}" in out, sub
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("%mas frobnicate", "unknown subcommand 'frobnicate'"),
+        ("%mas list --status sideways", "invalid choice: 'sideways'"),
+        ("%mas new --kind nowhere", "invalid choice: 'nowhere'"),
+        ("%mas new x --persona pm", "--persona needs --agent"),
+        ("%mas new a --name b", "give the name once"),
+        ("%mas add", "one of the arguments --agent --terminal is required"),
+        ("%mas add --terminal --persona qa -s x", "a terminal has no persona"),
+        ("%mas send", "nothing to send"),
+        ("%mas log --limit many", "invalid int value: 'many'"),
+        ("%mas delete", "the following arguments are required: session"),
+        ("%mas list 'unclosed", "cannot read the arguments"),
+        ("%mas workers", "no session given and none is active"),
+        ("%mas use nosuch", "no session with id or name 'nosuch'"),
+        ("%%mas list\nbody", "only %%mas send takes a cell body"),
+    ],
+)
+def test_bad_input_is_one_clear_line(mas, line, message):
+    out, err, error = mas(line)
+    assert isinstance(error, UsageError), (out, err)
+    assert message in str(error)
+    assert "Traceback" not in out + err
+    assert err.strip().startswith("UsageError:")
+
+
+def test_the_daily_commands(mas, server_env, until):
+    out, _, error = mas("%mas backends")
+    assert error is None and "demo" in out and "available" in out
+    assert "specialist" in mas("%mas personas")[0]
+    assert "default" in mas("%mas templates")[0]
+
+    out, _, error = mas("%mas new churn --agent demo --task T-1 --terminal")
+    assert error is None and "<Session churn quick active task='T-1'" in out
+    out, _, _ = mas("%mas use")
+    assert "active session: churn" in out
+    out, _, error = mas("%mas new churn")
+    assert "a session named 'churn' already exists" in str(error)
+
+    client = mas_jupyter.connect()
+    demo_idle(client, "churn")
+    out, _, _ = mas("%mas list")
+    assert "churn" in out and "T-1" in out and "demo:idle" in out
+    assert "busy" not in mas("%mas list --task T-1")[0]
+    assert "no sessions" in mas("%mas list --status paused")[0]
+    assert "terminal" in mas("%mas workers")[0]
+
+    out, _, error = mas("%mas send hello there")
+    assert error is None and "reply: hello there (2 words, 1 lines)" in out
+    assert "waiting" not in out  # the progress line goes away in a terminal
+    out, _, error = mas("%%mas send demo\nfirst line\nsecond line")
+    assert error is None and "reply: first line second line (4 words, 2 lines)" in out
+    out, _, error = mas("%%mas send demo --timeout 30\nthird")
+    assert error is None and "reply: third" in out
+    out, _, error = mas("%%mas send demo extra\nbody")
+    assert "the line takes only WORKER" in str(error)
+
+    assert "demo>" in mas("%mas screen")[0]
+    assert "demo>" in mas("%mas screen demo -s churn")[0]
+    out = mas("%mas log")[0]
+    assert "--- you\nhello there" in out
+    assert "message-sent" in mas("%mas activity")[0]
+    assert mas("%mas activity churn --limit 2")[0].strip().count("\n") == 3  # head, rule, 2
+
+    out, _, error = mas("%mas add --terminal --name sh2")
+    assert error is None and "<Worker sh2 terminal/shell" in out
+    out, _, error = mas("%mas add --agent demo --name helper --persona qa")
+    assert error is None and "persona=qa" in out
+    out, _, error = mas("%mas restart sh2")
+    assert error is None and "<Worker sh2" in out
+    out, _, error = mas("%mas console sh2")
+    assert error is None and "WorkerConsole" in out
+
+    out, _, error = mas("%mas pause")
+    assert error is None and "paused" in out
+    out, _, error = mas("%mas resume churn")
+    assert error is None and "active" in out
+    demo_idle(client, "churn")
+
+    out, _, error = mas("%mas send /sleep 30 --no-wait")
+    assert error is None and "not waiting" in out
+    out, err, error = mas("%mas stop")
+    assert isinstance(error, UsageError)
+    text = str(error)
+    assert "was not stopped" in text and "demo" in text and "--force" in text
+    out, _, error = mas("%mas stop --force")
+    assert error is None and "stopped" in out
+
+    out, _, error = mas("%mas sessions")
+    assert error is None and "SessionList" in out
+
+    out, _, error = mas("%mas delete churn --purge")
+    assert error is None and "deleted session churn and its workspace" in out
+    assert "no active session" in mas("%mas use --clear")[0]
+    assert "no sessions" in mas("%mas list")[0]
+
+
+def test_use_with_a_worker_and_an_explicit_session(mas):
+    mas("%mas new one --agent demo")
+    mas("%mas new two --terminal")
+    out, _, error = mas("%mas use two terminal")
+    assert error is None and "active session: two, worker: terminal" in out
+    out, _, error = mas("%mas workers one")
+    assert error is None and "demo" in out and "terminal" not in out
+    demo_idle(mas_jupyter.connect(), "one")
+    out, _, error = mas("%mas send -s one -w demo to one")
+    assert error is None and "reply: to one (2 words, 1 lines)" in out
