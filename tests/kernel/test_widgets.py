@@ -1,0 +1,187 @@
+"""The widgets' models follow events from a real server; the console relays a real worker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from kernel_support import demo_idle, execute, text_of
+
+from mas_jupyter.kernel.widgets import ActivityBadge, SessionList, WorkerConsole
+
+
+class RecordingConsole(WorkerConsole):
+    """A console whose messages to the views are recorded (there is no front end here)."""
+
+    def send(self, content, buffers=None):
+        self.__dict__.setdefault("sent", []).append(content)
+
+    def output(self) -> str:
+        return "".join(
+            m.get("data", "") for m in self.__dict__.get("sent", []) if m["type"] == "stdout"
+        )
+
+
+@pytest.fixture
+def panel(client):
+    widget = SessionList(client=client)
+    yield widget
+    widget.close()
+
+
+def test_session_list_follows_events(client, panel, until):
+    assert panel.sessions == {} and "no sessions yet" in panel.body.children[0].value
+    client.create_session("a1", agent="demo", task="T-9")
+    client.create_session("a2", agent="demo", task="T-9")
+    client.create_session("solo", terminal=True)
+    until(lambda: len(panel.sessions) == 3, what="three sessions in the list")
+    until(lambda: "2 sessions" in panel.group_headers["T-9"].value, what="the task group")
+    until(lambda: "idle" in panel.rows[client.session("a1").id].info.value, what="a1 idle")
+    assert "no task" in panel.group_headers[""].value
+    assert "3 sessions · 3 workers" in panel.header.value
+
+    a1 = client.session("a1").id
+    client.send("/ask", session="a1")  # the demo agent asks a yes/no question and waits
+    until(lambda: "data-waiting='true'" in panel.rows[a1].info.value, what="a1 waiting")
+    assert "1 waiting" in panel.group_headers["T-9"].value
+    assert "1 waiting for you" in panel.header.value
+    client.input("y\r", session="a1")
+    until(lambda: "data-waiting='false'" in panel.rows[a1].info.value, what="a1 answered")
+
+    client.send("/sleep 1", session="a2", wait=False)
+    a2 = client.session("a2").id
+    until(lambda: "busy" in panel.rows[a2].info.value, what="a2 busy")
+    until(lambda: "idle" in panel.rows[a2].info.value, what="a2 idle again", timeout=20)
+
+    client.delete("solo", purge=True)
+    until(lambda: len(panel.sessions) == 2, what="solo gone")
+    assert "" not in panel.group_headers or "solo" not in panel.text()
+
+
+def test_session_list_buttons(client, panel, until):
+    client.create_session("b", agent="demo")
+    until(lambda: len(panel.sessions) == 1, what="the session")
+    sid = client.session("b").id
+    row = panel.rows[sid]
+    demo_idle(client, "b")
+    row.buttons["pause"].click()
+    until(lambda: panel.sessions[sid]["status"] == "paused", what="paused")
+    assert row.buttons["pause"].disabled and not row.buttons["resume"].disabled
+    row.buttons["resume"].click()
+    until(lambda: panel.sessions[sid]["status"] == "active", what="resumed")
+    demo_idle(client, "b")
+    client.send("/sleep 30", session="b", wait=False)
+    until(lambda: "busy" in row.info.value, what="busy")
+    row.buttons["stop"].click()
+    assert "was not stopped" in panel.message.value and "--force" in panel.message.value
+    until(lambda: not row.buttons["console"].disabled, what="a running worker")
+    row.buttons["console"].click()
+    close, console = panel.console_box.children
+    assert isinstance(console, WorkerConsole) and console.title.startswith("demo")
+    close.click()
+    assert panel.console_box.children == ()
+
+
+def test_session_list_rereads_after_a_reconnection(client, panel, until):
+    before = panel.updates
+    client._feed.drop_connection()
+    until(lambda: panel.updates > before, what="a reload after reconnecting")
+    client.create_session("after")
+    until(lambda: any(s["name"] == "after" for s in panel.sessions.values()), what="new event")
+
+
+def test_activity_badge(client, until):
+    client.create_session("badge", agent="demo", persona="qa")
+    demo_idle(client, "badge")
+    badge = ActivityBadge("demo", session="badge", client=client)
+    try:
+        assert "idle" in badge.value and "demo" in badge.value
+        assert badge.data.get("persona_icon")  # the persona's icon is shown
+        client.send("/sleep 1", session="badge", wait=False)
+        until(lambda: badge.state == "busy", what="busy")
+        assert "busy" in badge.value
+        until(lambda: badge.state == "idle", what="idle", timeout=20)
+        client.pause("badge")
+        until(lambda: badge.state == "exited", what="exited on pause")
+    finally:
+        badge.close()
+
+
+def test_console_relays_a_worker(client, until):
+    client.create_session("c", terminal=True)
+    console = RecordingConsole("terminal", session="c", client=client)
+    try:
+        until(lambda: console.status == "connected", what="connected")
+        console._from_view(console, {"type": "stdin", "data": "echo relay-$((3*3))\r"}, [])
+        until(lambda: "relay-9" in console.output(), what="the echo")
+        console._from_view(console, {"type": "hello"}, [])
+        replay = [m for m in console.sent if m["type"] == "replay"][-1]
+        assert "relay-9" in replay["data"]
+        console._from_view(console, {"type": "resize", "cols": 88, "rows": 20}, [])
+        until(lambda: client.worker("terminal", session="c").cols == 88, what="the resize")
+        console._from_view(console, {"type": "stdin", "data": "exit\r"}, [])
+        until(lambda: console.status == "exited (0)", what="the exit")
+        assert console.activity == "exited"
+    finally:
+        console.close()
+
+
+def _comm_messages(kc, predicate, timeout=30.0):
+    """iopub messages until one matches predicate (returned last); bounded."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no matching message; last: {[m['msg_type'] for m in seen[-10:]]}"
+        msg = kc.get_iopub_msg(timeout=left)
+        seen.append(msg)
+        if predicate(msg):
+            return seen
+
+
+def _custom(msg, comm_id):
+    content = msg["content"]
+    if msg["msg_type"] != "comm_msg" or content.get("comm_id") != comm_id:
+        return None
+    data = content.get("data") or {}
+    return data.get("content") if data.get("method") == "custom" else None
+
+
+def test_console_in_a_real_kernel(server_env, monkeypatch, kernel, client):
+    client.create_session("k", terminal=True)
+    code = (
+        f"import mas_jupyter\n"
+        f"c = mas_jupyter.connect({server_env.url!r}, {server_env.token!r})\n"
+        "from mas_jupyter.kernel.widgets import WorkerConsole\n"
+        "w = WorkerConsole('terminal', session='k')\n"
+        "print(w.model_id)\n"
+        "display(w)\n"
+    )
+    status, messages = execute(kernel, code)
+    assert status == "ok", text_of(messages)
+    model_id = text_of(messages).split()[0]
+    shown = [m for m in messages if m["msg_type"] == "display_data"]
+    view = shown[0]["content"]["data"]["application/vnd.jupyter.widget-view+json"]
+    assert view["model_id"] == model_id
+
+    def to_kernel(content):
+        msg = kernel.session.msg(
+            "comm_msg", {"comm_id": model_id, "data": {"method": "custom", "content": content}}
+        )
+        kernel.shell_channel.send(msg)
+
+    to_kernel({"type": "hello"})
+    _comm_messages(kernel, lambda m: (_custom(m, model_id) or {}).get("type") == "replay")
+    to_kernel({"type": "stdin", "data": "echo kernel-$((5*5))\r"})
+    _comm_messages(
+        kernel,
+        lambda m: "kernel-25" in json.dumps(_custom(m, model_id) or {}),
+    )
+    to_kernel({"type": "resize", "cols": 77, "rows": 22})
+    deadline = time.monotonic() + 15
+    while client.worker("terminal", session="k").cols != 77:
+        assert time.monotonic() < deadline, "the resize did not reach the worker"
+        time.sleep(0.02)
+    status, messages = execute(kernel, "w.close(); c.close()")
+    assert status == "ok", text_of(messages)
