@@ -1,0 +1,1 @@
+"""Benchmarks of mas_jupyter against Jupyter terminals and bare references."""
