@@ -1,0 +1,114 @@
+"""`jupyter mas attach`: the current terminal becomes a worker's console, as `tmux attach`.
+
+The terminal is put in raw mode, so every key (Ctrl-C included) goes to the worker; Ctrl-]
+(the telnet escape) detaches. The terminal's size is given to the worker on attach and on
+every SIGWINCH. The terminal settings are restored on detach, when the worker exits, and on
+any error.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import select
+import signal
+import termios
+import tty
+from typing import Any
+
+from .errors import MASClientError
+
+DETACH_KEY = b"\x1d"  # Ctrl-]
+DETACH_NAME = "Ctrl-]"
+
+
+def _size(fd: int) -> tuple[int, int]:
+    size = os.get_terminal_size(fd)
+    return size.lines, size.columns
+
+
+def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout: int = 1) -> str:
+    """Connect this terminal to a worker until detached or it exits; returns what ended it."""
+    if not os.isatty(stdin):
+        raise MASClientError("attach needs a terminal (stdin is not a tty)", reason="invalid")
+    record = client.worker(worker, session=session)
+    if record.status == "exited":
+        raise MASClientError(
+            f"worker {record.name!r} has exited (code {record.exit_code}); restart it first "
+            f"(%mas restart {record.name}, or client.restart() in Python)",
+            reason="conflict",
+        )
+    wake_r, wake_w = os.pipe()
+    ended: dict[str, Any] = {}
+
+    def on_message(kind: str, payload: Any) -> None:
+        # On the client's loop thread: write output straight to the terminal.
+        if kind == "stdout" and isinstance(payload, str):
+            data = payload.encode("utf-8", "replace")
+            while data:
+                try:
+                    written = os.write(stdout, data)
+                except BlockingIOError:
+                    select.select([], [stdout], [], 1.0)
+                    continue
+                except OSError:
+                    return
+                data = data[written:]
+        elif kind == "exit":
+            ended["exit"] = payload
+        elif kind == "closed":
+            ended.setdefault("closed", True)
+            os.write(wake_w, b"x")
+
+    os.write(
+        stdout,
+        f"[attached to {record.name} in {session}; detach with {DETACH_NAME}]\r\n".encode(),
+    )
+    saved = termios.tcgetattr(stdin)
+    old_winch = signal.getsignal(signal.SIGWINCH)
+    channel = None
+    try:
+        tty.setraw(stdin)
+        channel = client.channel(on_message, worker=record.id, session=record.session_id)
+        rows, cols = _size(stdin)
+        channel.resize(rows, cols)
+
+        def on_winch(_signum: int, _frame: Any) -> None:
+            os.write(wake_w, b"w")
+
+        signal.signal(signal.SIGWINCH, on_winch)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while True:
+            try:
+                ready, _, _ = select.select([stdin, wake_r], [], [])
+            except InterruptedError:
+                continue
+            if wake_r in ready:
+                note = os.read(wake_r, 64)
+                if b"w" in note:
+                    rows, cols = _size(stdin)
+                    channel.resize(rows, cols)
+                if channel.closed.is_set():
+                    break
+            if stdin in ready:
+                data = os.read(stdin, 4096)
+                if not data:
+                    ended["reason"] = "end of input"
+                    break
+                head, detach, _ = data.partition(DETACH_KEY)
+                text = decoder.decode(head)
+                if text:
+                    channel.write(text)
+                if detach:
+                    ended["reason"] = "detached"
+                    break
+    finally:
+        termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, old_winch)
+        if channel is not None:
+            channel.close()
+        os.close(wake_r)
+        os.close(wake_w)
+    if "exit" in ended:
+        return f"worker {record.name} exited with code {ended['exit']}"
+    return ended.get("reason") or "the connection to the worker closed"

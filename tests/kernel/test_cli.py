@@ -1,0 +1,153 @@
+"""`jupyter mas` against the test server, and `attach` driven through a pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pexpect
+import pytest
+from kernel_support import demo_idle
+
+CLI = [sys.executable, "-m", "mas_jupyter.kernel.cli"]
+
+
+@pytest.fixture
+def cli(server, tmp_path):
+    """Run `jupyter mas ...`: returns (exit status, stdout, stderr)."""
+    env = {**server.env, "MAS_SERVER_URL": server.url, "MAS_TOKEN": server.token}
+
+    def run(*args: str, stdin: str | None = None, timeout: float = 60):
+        p = subprocess.run(
+            [*CLI, *args],
+            env=env,
+            cwd=tmp_path,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return p.returncode, p.stdout, p.stderr
+
+    run.env = env
+    return run
+
+
+def test_new_list_send_stop_delete(cli, client):
+    code, out, err = cli("new", "cli-1", "--agent=demo", "--task=T-7", "--terminal")
+    assert code == 0, err
+    assert "<Session cli-1 quick active task='T-7'" in out
+    code, out, _ = cli("list")
+    assert code == 0 and "cli-1" in out and "T-7" in out
+    code, out, _ = cli("list", "--json", "--task=T-7")
+    assert json.loads(out)[0]["name"] == "cli-1"
+    code, out, _ = cli("list", "--status=stopped")
+    assert out.strip() == "no sessions"
+    demo_idle(client, "cli-1")
+    code, out, err = cli("send", "cli-1", "hello", "from", "the", "shell")
+    assert code == 0, err
+    assert "reply: hello from the shell (4 words, 1 lines)" in out
+    code, out, _ = cli("send", "cli-1", "--worker=demo", stdin="piped in\n")
+    assert "reply: piped in (2 words, 1 lines)" in out
+    code, out, _ = cli("send", "cli-1", "/sleep 30", "--no-wait")
+    assert code == 0 and "not waiting" in out
+    code, out, err = cli("stop", "cli-1")
+    assert code == 1 and "was not stopped" in err and "demo" in err
+    code, out, err = cli("stop", "cli-1", "--force")
+    assert code == 0 and "stopped cli-1" in out
+    code, out, err = cli("delete", "cli-1", "--purge")
+    assert code == 0 and "deleted cli-1 and its workspace" in out
+    assert client.sessions() == []
+
+
+def test_errors_are_one_line(cli, tmp_path, server):
+    code, out, err = cli("delete", "nosuch")
+    assert code == 1 and err.strip() == ("jupyter mas delete: no session with id or name 'nosuch'")
+    code, _, err = cli("send")
+    assert code == 1 and "usage: jupyter mas send SESSION" in err
+    code, _, err = cli("new", "two", "names")
+    assert code == 1 and "usage: jupyter mas new" in err
+    code, _, err = cli("new", "--persona=pm")
+    assert code == 1 and "--persona needs --agent" in err
+    code, out, _ = cli()
+    assert code == 2 and "list,new,send,attach,stop,delete" in out
+    env = {k: v for k, v in cli.env.items() if not k.startswith("MAS_")}
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "none")
+    p = subprocess.run([*CLI, "list"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 1 and "no running Jupyter server found" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_found_from_the_servers_root(server, tmp_path):
+    env = {**server.env}
+    p = subprocess.run([*CLI, "list"], env=env, cwd=server.root, capture_output=True, text=True)
+    assert p.returncode == 0 and "no sessions" in p.stdout, p.stderr
+
+
+def _spawn(cli, *args):
+    child = pexpect.spawn(
+        CLI[0],
+        [*CLI[1:], *args],
+        env=cli.env,
+        encoding="utf-8",
+        timeout=20,
+        dimensions=(30, 100),
+    )
+    return child
+
+
+def test_attach_types_resizes_and_detaches(cli, client):
+    client.create_session("att", terminal=True)
+    child = _spawn(cli, "attach", "att", "terminal")
+    child.expect_exact("detach with Ctrl-]")
+    child.send("echo attached-$((6*7))\r")
+    child.expect_exact("attached-42")
+    child.send("stty size\r")
+    child.expect_exact("30 100")
+    assert client.worker("terminal", session="att").cols == 100
+    child.setwinsize(25, 90)
+    child.send("stty size\r")
+    child.expect_exact("25 90")
+    child.send("\x1d")
+    child.expect_exact("[detached]")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    # The worker goes on after the terminal detached.
+    assert client.worker("terminal", session="att").status == "running"
+
+
+def test_attach_ends_when_the_worker_exits_and_ctrl_c_reaches_it(cli, client):
+    client.create_session("att2", terminal=True)
+    child = _spawn(cli, "attach", "att2")
+    child.expect_exact("detach with Ctrl-]")
+    child.send("sleep 100\r")
+    child.send("\x03")  # raw mode: Ctrl-C goes to the worker, not to the CLI
+    child.send("echo still-$((1+1))\r")
+    child.expect_exact("still-2")
+    child.send("exit 3\r")
+    child.expect_exact("[worker terminal exited with code 3]")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_attach_refuses_without_a_terminal(cli, client):
+    client.create_session("att3", terminal=True)
+    code, _, err = cli("attach", "att3")
+    assert code == 1 and "attach needs a terminal" in err
+
+
+def test_jupyter_finds_the_subcommand(cli):
+    import os
+    import shutil
+
+    script = os.path.join(os.path.dirname(sys.executable), "jupyter-mas")
+    if not os.path.exists(script):
+        pytest.skip("the package is not installed with its scripts (pip install -e .)")
+    jupyter = shutil.which("jupyter", path=os.path.dirname(sys.executable))
+    p = subprocess.run(
+        [jupyter, "mas", "list"], env=cli.env, capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
