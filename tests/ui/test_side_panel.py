@@ -8,6 +8,7 @@ restart, and measure event-to-row latency with 200 sessions.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 import re
@@ -168,6 +169,44 @@ def test_new_session_dialog_creates_a_demo_session(page, lab):
     page.locator(f"{PANEL} .mas-Worker[data-activity='idle']").first.wait_for(timeout=30_000)
 
 
+def test_a_refused_create_says_why_and_keeps_what_was_typed(page, lab):
+    page.locator(f"{PANEL} .mas-Panel-header [data-action='new-session']").click()
+    form = page.locator(f"{DIALOG} .mas-NewSessionForm")
+    form.locator("input[name='name']").fill("demo-one")  # taken
+    form.locator("input[name='task']").fill("T-9")
+    page.locator(ACCEPT).click()
+    error = page.locator(DIALOG, has_text="The session was not created")
+    error.wait_for()
+    assert "demo-one" in error.inner_text()
+    error.locator(".jp-Dialog-button").last.click()
+    form = page.locator(f"{DIALOG} .mas-NewSessionForm")
+    form.wait_for()
+    assert form.locator("input[name='name']").input_value() == "demo-one"
+    assert form.locator("input[name='task']").input_value() == "T-9"
+    page.locator(f"{DIALOG} .jp-Dialog-button", has_text="Cancel").click()
+    page.locator(DIALOG).wait_for(state="detached")
+
+
+def test_add_and_remove_a_worker(page, lab):
+    r = row(page, "demo-one")
+    r.hover()
+    r.locator("[data-action='add-worker']").click()
+    form = page.locator(f"{DIALOG} .mas-AddWorkerForm")
+    form.locator("select[name='worker-kind']").select_option("terminal")
+    form.locator("input[name='worker-name']").fill("sh")
+    page.locator(ACCEPT).click()
+    r.locator(".mas-Worker", has_text="sh").wait_for()
+    assert r.locator(".mas-Worker").count() == 2
+    wait_for(
+        lambda: len(session_by_name(lab, "demo-one")["workers"]) == 2, what="the second worker"
+    )
+    r.locator(".mas-Worker", has_text="sh").click(button="right")
+    page.locator(".mas-Menu .lm-Menu-item", has_text="Remove Worker").click()
+    page.locator(f"{DIALOG} .jp-Dialog-button", has_text="Remove").click()
+    r.locator(".mas-Worker", has_text="sh").wait_for(state="detached")
+    assert len(session_by_name(lab, "demo-one")["workers"]) == 1
+
+
 def open_console(page, name: str):
     r = row(page, name)
     r.locator(".mas-Worker").first.click()
@@ -189,6 +228,12 @@ def test_console_replays_history_and_talks_to_the_agent(page, lab):
     )
     text = console_text(page, widget)
     assert "hello there" in text
+    # The worker's terminal has the size of the tab.
+    shown_rows = widget.locator(".xterm-rows > div").count()
+    wait_for(
+        lambda: session_by_name(lab, "demo-one")["workers"][0]["rows"] == shown_rows,
+        what=f"the worker resized to {shown_rows} rows",
+    )
     s = session_by_name(lab, "demo-one")
     wid = s["workers"][0]["id"]
 
@@ -454,6 +499,19 @@ def test_panel_and_console_follow_the_dark_theme(page):
     wait_for(lambda: background(page, PANEL) == light_panel, what="the light panel again")
 
 
+def test_delete_with_purge_through_the_menu(page, lab):
+    s = session_by_name(lab, "shared")
+    r = row(page, "shared")
+    r.hover()
+    r.locator("[data-action='more']").click()
+    page.locator(".mas-Menu .lm-Menu-item", has_text="Delete Session").click()
+    dialog = page.locator(DIALOG, has_text="Delete shared?")
+    dialog.locator("input[type='checkbox']").check()
+    dialog.locator(".jp-Dialog-button", has_text="Delete").click()
+    r.wait_for(state="detached")
+    assert all(x["id"] != s["id"] for x in lab.api("GET", "sessions"))
+
+
 def test_latency_event_to_row_with_200_sessions(page, lab):
     have = len(lab.api("GET", "sessions"))
     ids = []
@@ -495,6 +553,8 @@ def test_latency_event_to_row_with_200_sessions(page, lab):
 
 
 def test_notebook7_loads_the_extension_without_errors(context, lab, page):
+    if importlib.util.find_spec("notebook") is None:
+        pytest.skip("Notebook 7 is not installed here (`pip install notebook`)")
     nb = context.new_page()
     errors: list[str] = []
     loaded: list[str] = []
