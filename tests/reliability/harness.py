@@ -53,6 +53,7 @@ FAULTY = {
         PY,
         "-c",
         "import os, time\n"
+        "input()\n"
         "os.write(1, b'bad:\\xff\\xfe\\xc3(:end\\r\\n')\n"
         "os.write(1, b'split:\\xe2\\x82')\n"
         "time.sleep(0.3)\n"
