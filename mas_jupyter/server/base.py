@@ -72,7 +72,7 @@ class MASAPIHandler(MASMixin, APIHandler):
         else:
             try:
                 data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
-            except (UnicodeDecodeError, ValueError) as e:
+            except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise InvalidError(f"the body is not valid UTF-8 JSON: {e}") from None
         if not isinstance(data, dict):
             raise InvalidError(f"the body of {what} must be a JSON object")
