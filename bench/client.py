@@ -28,8 +28,13 @@ class Api:
     def __init__(self, server: JupyterServer, max_clients: int = 64) -> None:
         self.server = server
         self.http = AsyncHTTPClient(force_instance=True, max_clients=max_clients)
+        self.consoles: list[Console] = []
 
     def close(self) -> None:
+        """Close the HTTP client and every console opened through it."""
+        for console in self.consoles:
+            console.close()
+        self.consoles.clear()
         self.http.close()
 
     async def call(
@@ -90,7 +95,9 @@ class Api:
             request_timeout=timeout,
         )
         conn = await websocket_connect(req, max_message_size=256 * 1024 * 1024)
-        return Console(conn)
+        console = Console(conn)
+        self.consoles.append(console)
+        return console
 
     async def mas_shell(self, session: str, name: str = "sh", **spec) -> tuple[dict, Console]:
         """Start a terminal worker in a session and open its console at the prompt."""
