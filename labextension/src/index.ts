@@ -378,11 +378,15 @@ class Controller {
           lookup: () => this.model.worker(sid, wid),
           lookupSession: () => this.model.get(sid)
         });
+        const before = this.tracker.size;
         void this.tracker.add(widget);
-        // Several consoles open side by side: each new one splits off the last.
+        // The second console opens beside the first; more open as tabs next to the last
+        // one, so the consoles never get narrower than half the main area.
         const last = this._lastConsole;
-        const options: any =
-          last && !last.isDisposed && last.isAttached ? { ref: last.id, mode: 'split-right' } : {};
+        let options: any = {};
+        if (last && !last.isDisposed && last.isAttached) {
+          options = { ref: last.id, mode: before === 1 ? 'split-right' : 'tab-after' };
+        }
         this.app.shell.add(widget, 'main', options);
         this._lastConsole = widget;
         widget.disposed.connect(() => {

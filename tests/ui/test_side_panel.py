@@ -15,6 +15,7 @@ import re
 import statistics
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -510,6 +511,30 @@ def test_delete_with_purge_through_the_menu(page, lab):
     dialog.locator(".jp-Dialog-button", has_text="Delete").click()
     r.wait_for(state="detached")
     assert all(x["id"] != s["id"] for x in lab.api("GET", "sessions"))
+
+
+def put_setting(lab, raw: dict) -> None:
+    """Write the extension's user settings through JupyterLab's settings API."""
+    req = urllib.request.Request(
+        f"{lab.url}lab/api/settings/mas_jupyter:plugin",
+        data=json.dumps({"raw": json.dumps(raw)}).encode(),
+        method="PUT",
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30):
+        pass
+
+
+def test_settings_hide_stopped_sessions(page, lab):
+    stopped = page.locator(f"{PANEL} .mas-Session[data-status='stopped']")
+    assert stopped.count() >= 1
+    put_setting(lab, {"showStopped": False})
+    page.reload()
+    row(page, "demo-one").wait_for()
+    wait_for(lambda: stopped.count() == 0, what="the stopped sessions to be hidden")
+    put_setting(lab, {})
+    page.reload()
+    stopped.first.wait_for()
 
 
 def test_latency_event_to_row_with_200_sessions(page, lab):
