@@ -163,7 +163,8 @@ class JupyterServer:
         if self.ignore_sigint:
             # As `jupyter server &` from a shell without job control: SIGINT is ignored and
             # every child inherits that unless it resets it.
-            argv = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *argv]
+            # (A non-interactive bash drops PS1 from the environment: give it back.)
+            argv = ["bash", "-c", 'trap "" INT; PS1="$ " exec "$@"', "bash", *argv]
         return argv
 
     def spawn(self, fault: str | None = None) -> subprocess.Popen:
