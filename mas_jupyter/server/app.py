@@ -63,6 +63,7 @@ class MASExtensionApp(ExtensionApp):
         self.handlers.extend(handlers.default_handlers)
         self.handlers.append((rf"{_W}/channel", ChannelHandler))
         self.handlers.extend(events.default_handlers)
+        self.handlers.append((r"/api/mas(?:/.*)?", handlers.NoRouteHandler))  # last
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Run crash recovery as soon as the server's loop runs."""

@@ -9,7 +9,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from ..core.errors import InvalidError
+from ..core.errors import InvalidError, NotFoundError
 from .base import MASAPIHandler
 from .openapi import openapi_document
 
@@ -255,6 +255,22 @@ class OpenAPIHandler(MASAPIHandler):
         """The document, from the package's openapi.yaml, with this server's base URL."""
         doc = {**openapi_document(), "servers": [{"url": url_path_join(self.base_url, "api/mas")}]}
         self.finish(json.dumps(doc))
+
+
+class NoRouteHandler(MASAPIHandler):
+    """Any other path under /api/mas: a JSON 404 that points to the API's description."""
+
+    def _no_route(self, *args: str) -> None:
+        raise NotFoundError(
+            f"{self.request.method} {self.request.path} is not a mas_jupyter route; "
+            "GET api/mas/openapi.json lists them"
+        )
+
+    get = web.authenticated(authorized(_no_route))
+    post = web.authenticated(authorized(_no_route))
+    patch = web.authenticated(authorized(_no_route))
+    put = web.authenticated(authorized(_no_route))
+    delete = web.authenticated(authorized(_no_route))
 
 
 async def _maybe_await(value: object) -> object:

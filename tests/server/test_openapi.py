@@ -17,6 +17,7 @@ import pytest
 from jupyter_server.base.handlers import APIHandler
 from tornado.websocket import WebSocketHandler
 
+from mas_jupyter.server.handlers import NoRouteHandler
 from mas_jupyter.server.openapi import openapi_document
 
 DOCS = pathlib.Path(__file__).parents[2] / "docs"
@@ -30,6 +31,8 @@ def registered_routes(mas_app) -> tuple[dict[str, set[str]], list[str]]:
     sockets = []
     for pattern, handler, *_ in mas_app.handlers:
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern).removeprefix("/api/mas")
+        if handler is NoRouteHandler:
+            continue
         if issubclass(handler, WebSocketHandler):
             sockets.append(path)
             continue

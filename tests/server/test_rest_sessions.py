@@ -254,6 +254,20 @@ async def test_activities_arguments_are_checked(api, params):
     assert code == 400 and body["reason"] == "invalid"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", ("nothing",)), ("GET", ("sessions", "s", "workers", "w", "bogus")), ("POST", ("x",))],
+)
+async def test_unknown_routes_are_a_json_404(api, method, path):
+    code, body = await api(method, *path)
+    assert code == 404 and body["reason"] == "not_found" and "openapi.json" in body["message"]
+
+
+async def test_unknown_routes_need_authentication_too(api):
+    code, _ = await api("GET", "nothing", headers={"Authorization": ""})
+    assert code == 403
+
+
 async def test_unsupported_method_is_a_json_405(api):
     code, body = await api("PUT", "sessions", body={})
     assert code == 405 and body["reason"] == "method_not_allowed"
