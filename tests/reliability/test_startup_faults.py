@@ -1,0 +1,140 @@
+"""Start-up faults: the state database locked by another process, damaged, or from a newer
+version; the sessions root not writable. The server says what is wrong and overwrites nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mas_jupyter.core.store import Store
+from tests.reliability.harness import make_server
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def db_path(server) -> str:
+    return os.path.join(server.root, "mas-sessions", ".mas", "state.sqlite")
+
+
+def make_db(server) -> str:
+    """A real state database with one session row, as an earlier server would leave."""
+    path = db_path(server)
+    store = Store(path)
+    store._db.execute("PRAGMA journal_mode = DELETE")  # one file, so a digest covers it all
+    store.close()
+    return path
+
+
+def start_and_read_log(server, expect: str, timeout: float = 60) -> str:
+    """Start the server, wait until its log says `expect` (or it exits), return the log."""
+    server.spawn()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = server.log()
+        if expect in log or server.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    log = server.log()
+    assert expect in log, log
+    return log
+
+
+@pytest.fixture
+def server(servers):
+    return servers("startup", start=False)
+
+
+def test_database_locked_by_another_process(server):
+    path = make_db(server)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = digest(path)
+        start_and_read_log(server, "locked by another process")
+        assert digest(path) == before
+        # The mas API is not served half-working: it is absent, the log says why.
+        if server.proc.poll() is None and server.answers("/api/status"):
+            assert not server.answers("/api/mas/sessions")
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
+    # Once the other process lets go, the server starts normally on the same file.
+    server.kill()
+    server.start()
+
+
+def test_database_damaged(server):
+    path = db_path(server)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as fh:
+        fh.write(b"SQLite format 3\x00" + os.urandom(8192))
+    before = digest(path)
+    log = start_and_read_log(server, "damaged")
+    assert "left untouched" in log or "Move it aside" in log
+    assert digest(path) == before
+    assert sorted(os.listdir(os.path.dirname(path))) == ["state.sqlite"] or digest(path) == before
+
+
+def test_database_from_a_newer_version(server):
+    path = make_db(server)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 999")
+    db.commit()
+    db.close()
+    before = digest(path)
+    log = start_and_read_log(server, "newer than this")
+    assert "upgrade mas_jupyter" in log
+    assert digest(path) == before
+
+
+@pytest.fixture(scope="module")
+def root_fault(tmp_path_factory):
+    """A server whose sessions root cannot be made (a file is in the way): (log, blocker)."""
+    tmp = tmp_path_factory.mktemp("rootfault")
+    blocker = tmp / "not-a-dir"
+    blocker.write_text("a file where the sessions root should be\n")
+    server = make_server(tmp, config={"MASManager": {"sessions_root": str(blocker / "sessions")}})
+    try:
+        log = start_and_read_log(server, str(blocker))
+        serving = server.proc.poll() is None and server.answers("/api/status")
+    finally:
+        server.kill()
+    return log, blocker, serving
+
+
+def test_sessions_root_not_writable_overwrites_nothing(root_fault):
+    log, blocker, serving = root_fault
+    assert blocker.read_text() == "a file where the sessions root should be\n"
+    assert serving  # the rest of Jupyter still runs; the log says what failed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="workspaces.py ensure_root: os.makedirs errors (NotADirectoryError, PermissionError) "
+    "propagate raw, so the log shows two tracebacks (extension load, then recovery) and never "
+    "says which setting to change",
+)
+def test_sessions_root_not_writable_says_what_to_do(root_fault):
+    log, blocker, _ = root_fault
+    assert "MASManager.sessions_root" in log
+    assert "Traceback" not in log
