@@ -213,7 +213,7 @@ class Supervisor:
         live = self.live.get(worker_id)
         if live is not None and await live.wait_for(("idle",), timeout=60):
             with contextlib.suppress(Exception):
-                await live.send(text, self.manager.max_input_bytes, wait=False, timeout=0)
+                live.submit(text, self.manager.max_input_bytes)
 
     def _child_env(self, session: Session, record: Worker, backend: Backend) -> dict[str, str]:
         env = base_env()

@@ -262,14 +262,16 @@ class LiveWorker:
             return self.backend.submit.join(text.strip("\n").split("\n")) + self.backend.submit
         return text.strip("\n") + self.backend.submit
 
-    async def send(self, text: str, limit: int, wait: bool, timeout: float) -> dict:
-        """Type a message, submit it, and optionally wait for the reply."""
+    def submit(self, text: str, limit: int) -> int:
+        """Type a message and submit it; returns the output offset its reply starts at."""
         offset = self.ring.total
         self.write(self.keys_for(text), limit)
         self.transcript.input(text)
         self.set_activity("busy")  # it has work now, whatever the screen still shows
-        if not wait:
-            return {"reply": None, "activity": self.activity, "timed_out": False}
+        return offset
+
+    async def reply(self, text: str, offset: int, timeout: float) -> dict:
+        """Wait until the agent is idle or waiting again, and return what it replied."""
         done = await self.wait_for(("idle", "waiting"), timeout, after=offset)
         patterns = self.backend.patterns
         reply = extract_reply(

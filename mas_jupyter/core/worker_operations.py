@@ -110,9 +110,11 @@ class WorkerOperations:
         session = self._session(key)
         record = self._worker(session, wkey)
         live = self.supervisor.live_worker(record)
-        result = await live.send(text, self.max_input_bytes, wait, float(timeout))
+        offset = live.submit(text, self.max_input_bytes)
         self._log(session, "message-sent", record.id, worker=record.name, text=text[:200])
-        return result
+        if not wait:
+            return {"reply": None, "activity": live.activity, "timed_out": False}
+        return await live.reply(text, offset, float(timeout))
 
     def get_screen(self, key: str, wkey: str) -> dict:
         """The rendered screen of a running worker."""

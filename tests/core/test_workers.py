@@ -82,8 +82,15 @@ async def test_demo_agent_send_and_wait_returns_the_reply(manager):
     assert "count the rows" in result["reply"]
     assert "demo>" not in result["reply"]  # prompt stripped
     assert "\x1b" not in result["reply"]  # ANSI removed
-    log = [a["type"] for a in manager.list_activities("s")]
-    assert "message-sent" in log and "worker-created" in log
+    log = manager.list_activities("s")
+    types = [a["type"] for a in log]
+    assert "worker-created" in types
+    # The message is logged when it is sent, before the agent's work on it.
+    sent = types.index("message-sent")
+    assert log[sent]["detail"]["text"] == "count the rows"
+    assert [a["detail"]["to"] for a in log[sent + 1 :] if a["type"] == "activity-changed"][
+        -1
+    ] == "idle"
 
 
 async def test_multi_line_message_arrives_as_one_message(manager):
