@@ -26,6 +26,8 @@ export interface IConsoleOptions {
   lookup?: () => IWorker | undefined;
   /** Called to learn the current session record (paused or not). */
   lookupSession?: () => ISession | undefined;
+  /** Whether the server's list is loaded and this worker is not in it. */
+  isGone?: () => boolean;
 }
 
 const STATE_TEXT: Record<ChannelState, string> = {
@@ -239,6 +241,14 @@ export class ConsoleView extends Widget {
    * restarted it elsewhere), reconnect; when it is known to be gone, say so.
    */
   syncWithModel(): void {
+    if (this._options.isGone?.()) {
+      // Deleted (here or elsewhere): nothing to reconnect to.
+      this._channel.dispose();
+      this._activity = 'exited';
+      this._showBanner('This worker no longer exists: its session was deleted or it was removed.', 'none');
+      this._stateChanged();
+      return;
+    }
     const worker = this._options.lookup?.();
     const session = this._options.lookupSession?.();
     const state = this._channel.state;

@@ -376,7 +376,8 @@ class Controller {
           sessionName: s?.name,
           workerName: w?.name,
           lookup: () => this.model.worker(sid, wid),
-          lookupSession: () => this.model.get(sid)
+          lookupSession: () => this.model.get(sid),
+          isGone: () => this.model.loaded && !this.model.worker(sid, wid)
         });
         const before = this.tracker.size;
         void this.tracker.add(widget);

@@ -511,6 +511,10 @@ def test_delete_with_purge_through_the_menu(page, lab):
     dialog.locator(".jp-Dialog-button", has_text="Delete").click()
     r.wait_for(state="detached")
     assert all(x["id"] != s["id"] for x in lab.api("GET", "sessions"))
+    # A session deleted elsewhere: its open console says so instead of reconnecting forever.
+    lab.api("DELETE", "sessions/churn-model?purge=false")
+    row(page, "churn-model").wait_for(state="detached")
+    page.locator(".mas-Console-banner", has_text="no longer exists").wait_for()
 
 
 def put_setting(lab, raw: dict) -> None:
