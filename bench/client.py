@@ -199,12 +199,15 @@ class Console:
         self.conn.close()
 
 
-async def echo_rtts(console: Console, count: int, timeout: float = 30) -> list[float]:
+async def echo_rtts(
+    console: Console, count: int, timeout: float = 30, max_seconds: float | None = None
+) -> list[float]:
     """Seconds from each single keystroke to its echo, over `count` keystrokes.
 
     Typed as a shell comment ('#' first) so nothing runs; a new line every 60 keys keeps
-    readline's line short.
+    readline's line short. With max_seconds, stops early (fewer samples) once that has passed.
     """
+    stop_at = None if max_seconds is None else time.monotonic() + max_seconds
     letters = "abcdefghijklmnopqrstuvwxyz"
     rtts: list[float] = []
     column = 0
@@ -218,6 +221,8 @@ async def echo_rtts(console: Console, count: int, timeout: float = 30) -> list[f
         await console.read_until(ch, timeout)
         rtts.append(time.perf_counter() - t0)
         column += 1
+        if stop_at is not None and time.monotonic() > stop_at:
+            break
         if column == 60:
             console.send("\r")
             await console.read_until(PROMPT, timeout)
