@@ -115,14 +115,15 @@ class Channel:
             except Exception:  # closed meanwhile: the reader reports it
                 pass
 
-    def close(self) -> None:
-        """Disconnect (the worker keeps running)."""
+    def close(self, timeout: float = 3.0) -> None:
+        """Disconnect (the worker keeps running); waits (bounded) for a clean close."""
         if self._detach is not None:
             detach, self._detach = self._detach, None
             self.client._loop.call_soon(detach)
             self._closed()
-        if self._ws is not None:
-            self.client._loop.call_soon(self._ws.close)
+        if self._ws is not None and not self.closed.is_set():
+            if self.client._loop.call_soon(self._ws.close) and not self.client._loop.here:
+                self.closed.wait(timeout)
 
     def __enter__(self) -> Channel:
         return self

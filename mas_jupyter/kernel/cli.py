@@ -114,6 +114,7 @@ class NewCommand(MASCommand):
     agent = Unicode(None, allow_none=True).tag(config=True)
     persona = Unicode(None, allow_none=True).tag(config=True)
     terminal = Bool(False).tag(config=True)
+    no_wait = Bool(False).tag(config=True)
     aliases = {
         **_COMMON_ALIASES,
         **{
@@ -126,6 +127,7 @@ class NewCommand(MASCommand):
     flags = {
         **_COMMON_FLAGS,
         "terminal": ({"NewCommand": {"terminal": True}}, "Also start a terminal."),
+        "no-wait": ({"NewCommand": {"no_wait": True}}, "Do not wait for the agent's prompt."),
     }
 
     def run(self) -> None:
@@ -133,7 +135,8 @@ class NewCommand(MASCommand):
         args = self.args(0, 1, "[NAME] [--agent=BACKEND] [--kind=quick|worktree|dir] ...")
         if self.persona and not self.agent:
             self.fail("--persona needs --agent=BACKEND")
-        session = self.client().create_session(
+        client = self.client()
+        session = client.create_session(
             args[0] if args else None,
             self.kind,
             template=self.template,
@@ -146,6 +149,10 @@ class NewCommand(MASCommand):
             persona=self.persona,
             terminal=self.terminal,
         )
+        if self.agent and not self.no_wait:
+            agent = next(w for w in session.workers if w.kind == "agent")
+            client.wait_ready(agent.id, session=session.id)
+            session = client.session(session.id)
         print(repr(session))
 
 

@@ -15,11 +15,13 @@ it as `session=` / `worker=` (a name, an id or a record); left out, the active o
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import Any
 
 from .channel import Channel, Handler
-from .errors import NoActiveSession
+from .errors import Conflict, MASClientError, NoActiveSession
 from .events import EventStream, Feed, Subscription
 from .loop import LoopThread
 from .records import (
@@ -187,9 +189,11 @@ class MASClient:
         workers: list[dict] | None = None,
         agent: str | None = None,
         persona: str | None = None,
+        env: dict | None = None,
         terminal: bool = False,
     ) -> Session:
-        """Create a session; `agent=` (a backend) and `terminal=True` add first workers.
+        """Create a session; `agent=` (a backend, with `persona=` and `env=`) and
+        `terminal=True` add first workers.
 
         kind: "quick" (a new folder from `template`), "worktree" (a git worktree of `repo`
         on `branch` from `base`) or "dir" (the existing folder `path`, shared).
@@ -203,9 +207,11 @@ class MASClient:
             worker: dict[str, Any] = {"kind": "agent", "backend": agent}
             if persona:
                 worker["persona"] = persona
+            if env:
+                worker["env"] = dict(env)
             first.append(worker)
-        elif persona:
-            raise ValueError("persona= needs agent= (the backend that plays it)")
+        elif persona or env:
+            raise ValueError("persona= and env= need agent= (the backend that runs)")
         if terminal:
             first.append({"kind": "terminal", "name": "terminal"})
         if first:
@@ -371,6 +377,42 @@ class MASClient:
         """Set a worker's terminal size."""
         sid, wid = await self._ids(worker, session)
         return Worker(self, await self._call("resize_worker", sid, wid, cols, rows))
+
+    def wait_ready(
+        self, worker: WorkerRef = None, session: SessionRef = None, timeout: float = 60.0
+    ) -> Worker:
+        """Wait until a worker is at its prompt (idle) or asks something (waiting).
+
+        Agents print a banner first; a message sent before they are ready gets it in its
+        reply. Raises Conflict if the worker exits first, MASClientError on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        with self.events() as stream:
+            record = self.worker(worker, session=session)
+            wid = record.id
+            while record.data.get("activity") not in ("idle", "waiting"):
+                if record.status == "exited":
+                    raise Conflict(
+                        f"worker {record.name!r} exited (code {record.exit_code}) before it "
+                        "was ready; see its output with %mas screen or client.output()"
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise MASClientError(
+                        f"worker {record.name!r} was not ready within {timeout:g} s "
+                        f"(it is {record.data.get('activity')})",
+                        reason="timeout",
+                    )
+                event = stream.wait_for(lambda e: e.get("worker_id") == wid, left)
+                if event is not None and isinstance(event.get("worker"), dict):
+                    record = Worker(self, event["worker"])
+        return record
+
+    async def await_ready(
+        self, worker: WorkerRef = None, session: SessionRef = None, timeout: float = 60.0
+    ) -> Worker:
+        """The async twin of wait_ready."""
+        return await asyncio.to_thread(self.wait_ready, worker, session, timeout)
 
     # what can be used
 

@@ -41,6 +41,7 @@ class Feed:
         self.error: MASClientError | None = None
         self.task: asyncio.Future | None = None
         self._ws: Any = None
+        self._closing = False
         self._unsubscribe: Callable[[], None] | None = None
 
     def add(self) -> queue.Queue:
@@ -77,7 +78,7 @@ class Feed:
             self._dispatch(CONNECTED)
             return
         attempt = 0
-        while True:
+        while not self._closing:
             try:
                 self._ws = await transport.websocket("events")
             except MASClientError as e:
@@ -115,15 +116,23 @@ class Feed:
         if ws is not None:
             self.client._loop.call_soon(ws.close)
 
-    def close(self) -> None:
-        """Stop the feed."""
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop the feed; the WebSocket is closed cleanly (bounded) before this returns."""
+        self._closing = True
         if self._unsubscribe is not None:
-            self._unsubscribe()
+            self.client._loop.call_soon(self._unsubscribe)
             self._unsubscribe = None
+        task, self.task = self.task, None
+        if task is None:
+            return
         self.drop_connection()
+        if self.client._loop.here:
+            task.cancel()
+            return
+        try:
+            task.result(timeout)  # ends once the close handshake is done
+        except BaseException:  # timed out, cancelled or failed: stop it anyway
+            task.cancel()
 
 
 class EventStream:

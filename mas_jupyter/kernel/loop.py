@@ -26,7 +26,18 @@ class LoopThread:
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            # Stopped: end what is left (event feeds, consoles) and release the loop.
+            tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                gather = asyncio.gather(*tasks, return_exceptions=True)
+                self.loop.run_until_complete(asyncio.wait_for(gather, 5))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
 
     @property
     def here(self) -> bool:
@@ -64,10 +75,18 @@ class LoopThread:
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call fn(*args) on the loop's thread."""
-        self.loop.call_soon_threadsafe(fn, *args)
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Call fn(*args) on the loop's thread; False when the loop is already closed."""
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # closed: whatever it held was released with it
+            return False
+        return True
 
-    def stop(self) -> None:
-        """Stop the loop (pending work is dropped)."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop, cancel what still runs on it, close it (waits for the thread)."""
+        if self.loop.is_closed():
+            return
         self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.here:
+            self.thread.join(timeout)

@@ -55,6 +55,23 @@ def _worker_arg(p: argparse.ArgumentParser) -> None:
     _session_arg(p)
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _env_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--env",
+        action="append",
+        type=_env_pair,
+        metavar="KEY=VALUE",
+        help="an environment variable for the agent (repeatable)",
+    )
+
+
 def _parsers() -> dict[str, _Parser]:
     subs: dict[str, _Parser] = {}
 
@@ -80,7 +97,9 @@ def _parsers() -> dict[str, _Parser]:
     p.add_argument("--task", help="the task label (e.g. a ticket id)")
     p.add_argument("--agent", metavar="BACKEND", help="start an agent (see %%mas backends)")
     p.add_argument("--persona", help="the agent's role (pm, qa, specialist, ...)")
+    _env_arg(p)
     p.add_argument("--terminal", action="store_true", help="also start a terminal")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the agent's prompt")
 
     p = add("use", "Make a session (and a worker) active; without arguments, show them.")
     p.add_argument("session", nargs="?")
@@ -97,6 +116,8 @@ def _parsers() -> dict[str, _Parser]:
     p.add_argument("--name", help="the worker name (default: the backend's)")
     p.add_argument("--persona", help="the agent's role")
     p.add_argument("--runtime", choices=["pty", "tmux"])
+    _env_arg(p)
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the agent's prompt")
     _session_arg(p)
 
     p = add("send", "Send a message and show the reply (%%mas send [WORKER] sends the cell).")
@@ -227,8 +248,8 @@ class MASMagics(Magics):
     def _do_new(self, args: argparse.Namespace, cell: str | None) -> None:
         if args.name and args.name_opt and args.name != args.name_opt:
             raise UsageError("%mas new: give the name once (NAME or --name)")
-        if args.persona and not args.agent:
-            raise UsageError("%mas new: --persona needs --agent BACKEND (the agent that plays it)")
+        if (args.persona or args.env) and not args.agent:
+            raise UsageError("%mas new: --persona and --env need --agent BACKEND")
         session = self.client.create_session(
             args.name or args.name_opt,
             args.kind,
@@ -240,9 +261,14 @@ class MASMagics(Magics):
             task=args.task,
             agent=args.agent,
             persona=args.persona,
+            env=dict(args.env or []),
             terminal=args.terminal,
         )
         self.client.use(session.name)
+        if args.agent and not args.no_wait:
+            agent = next(w for w in session.workers if w.kind == "agent")
+            self.client.wait_ready(agent.id, session=session.id)
+            session = self.client.session(session.id)
         display(session)
 
     def _do_use(self, args: argparse.Namespace, cell: str | None) -> None:
@@ -258,16 +284,19 @@ class MASMagics(Magics):
         display(self.client.workers(args.session))
 
     def _do_add(self, args: argparse.Namespace, cell: str | None) -> None:
-        if args.terminal and args.persona:
-            raise UsageError("%mas add: a terminal has no persona")
+        if args.terminal and (args.persona or args.env):
+            raise UsageError("%mas add: a terminal has no persona or agent environment")
         worker = self.client.add_worker(
             args.name,
             kind="terminal" if args.terminal else "agent",
             backend=None if args.terminal else args.agent,
             persona=args.persona,
             runtime=args.runtime,
+            env=dict(args.env) if args.env else None,
             session=args.session,
         )
+        if not args.terminal and not args.no_wait:
+            worker = self.client.wait_ready(worker.id, session=worker.session_key)
         display(worker)
 
     def _do_send(self, args: argparse.Namespace, cell: str | None) -> None:

@@ -111,8 +111,16 @@ class HTTPTransport:
         except ValueError:
             parsed = text
         if response.code >= 400:
-            if response.code in (401, 403) and not isinstance(parsed, dict):
-                parsed = {"message": "the server refused the token: pass token= or set MAS_TOKEN"}
+            if response.code in (401, 403):
+                message = parsed.get("message") if isinstance(parsed, dict) else None
+                if message in (None, "", "Forbidden", "Unauthorized"):
+                    # Jupyter's own login check, not ours: the token is missing or wrong.
+                    parsed = {
+                        "message": f"the server at {self.url} refused the request "
+                        f"({response.code}): check the token (token=, MAS_TOKEN, or the "
+                        "token in the server's URL)",
+                        "reason": "forbidden",
+                    }
             raise error_from(response.code, parsed)
         return parsed
 

@@ -13,6 +13,7 @@ from mas_jupyter.kernel import (
     ConnectionFailed,
     InvalidRequest,
     MASClient,
+    MASClientError,
     NoActiveSession,
     NotFound,
 )
@@ -157,13 +158,19 @@ def test_errors_carry_the_server_message(client, server):
 
 
 def test_wrong_token_and_unreachable_server(server):
-    bad = MASClient(HTTPTransport(server.url, "wrong"), LoopThread("t"))
-    with pytest.raises(Exception) as info:
-        bad.sessions()
-    assert getattr(info.value, "status", None) in (401, 403)
-    gone = MASClient(HTTPTransport("http://127.0.0.1:9/", "x"), LoopThread("t"))
-    with pytest.raises(ConnectionFailed, match="cannot reach"):
-        gone.sessions()
+    loop = LoopThread("t")
+    try:
+        bad = MASClient(HTTPTransport(server.url, "wrong"), loop)
+        with pytest.raises(MASClientError) as info:
+            bad.sessions()
+        assert info.value.status in (401, 403) and "token" in info.value.message
+        gone = MASClient(HTTPTransport("http://127.0.0.1:9/", "x"), loop)
+        with pytest.raises(ConnectionFailed, match="cannot reach"):
+            gone.sessions()
+        bad.close()
+        gone.close()
+    finally:
+        loop.stop()
 
 
 def test_active_session_and_nested_use(client, server):
@@ -265,3 +272,24 @@ def test_console_channel(client, server, until):
     channel.write("exit\r")
     until(lambda: done, what="the channel to close")
     assert ("exit", 0) in out
+
+
+def test_wait_ready_before_the_first_message(client, server):
+    s = client.create_session("ready", agent="demo", env={"MAS_DEMO_DELAY": "0.1"})
+    worker = client.wait_ready(session=s.name)
+    assert worker.activity == "idle"
+    # Sent once the prompt is up, the reply is only the answer (no start-up banner).
+    assert client.send("clean", session="ready").text == "reply: clean (1 words, 1 lines)"
+    client.send("/sleep 30", session="ready", wait=False)
+    with pytest.raises(MASClientError, match="not ready within"):
+        client.wait_ready(session="ready", timeout=0.5)
+    client.input("\x03", session="ready")  # Ctrl-C ends the sleep
+    client.wait_ready(session="ready")
+    client.send("/crash", session="ready", wait=False)
+    with pytest.raises(Conflict, match="exited"):
+        client.wait_ready(session="ready", timeout=15)
+
+
+def test_env_and_persona_need_an_agent(client, server):
+    with pytest.raises(ValueError, match="need agent="):
+        client.create_session("x", env={"A": "1"})

@@ -53,8 +53,10 @@ def test_overview_and_every_subcommand_help(mas):
         ("%mas frobnicate", "unknown subcommand 'frobnicate'"),
         ("%mas list --status sideways", "invalid choice: 'sideways'"),
         ("%mas new --kind nowhere", "invalid choice: 'nowhere'"),
-        ("%mas new x --persona pm", "--persona needs --agent"),
+        ("%mas new x --persona pm", "--persona and --env need --agent"),
         ("%mas new a --name b", "give the name once"),
+        ("%mas new x --agent demo --env NOEQUALS", "'NOEQUALS' is not KEY=VALUE"),
+        ("%mas new x --env A=1", "--persona and --env need --agent"),
         ("%mas add", "one of the arguments --agent --terminal is required"),
         ("%mas add --terminal --persona qa -s x", "a terminal has no persona"),
         ("%mas send", "nothing to send"),
@@ -80,15 +82,17 @@ def test_the_daily_commands(mas, server_env, until):
     assert "specialist" in mas("%mas personas")[0]
     assert "default" in mas("%mas templates")[0]
 
-    out, _, error = mas("%mas new churn --agent demo --task T-1 --terminal")
+    out, _, error = mas(
+        "%mas new churn --agent demo --task T-1 --terminal --env MAS_DEMO_DELAY=0.1"
+    )
     assert error is None and "<Session churn quick active task='T-1'" in out
+    assert "demo(idle)" in out  # new waits for the agent's prompt
     out, _, _ = mas("%mas use")
     assert "active session: churn" in out
     out, _, error = mas("%mas new churn")
     assert "a session named 'churn' already exists" in str(error)
 
     client = mas_jupyter.connect()
-    demo_idle(client, "churn")
     out, _, _ = mas("%mas list")
     assert "churn" in out and "T-1" in out and "demo:idle" in out
     assert "busy" not in mas("%mas list --task T-1")[0]
@@ -114,8 +118,8 @@ def test_the_daily_commands(mas, server_env, until):
 
     out, _, error = mas("%mas add --terminal --name sh2")
     assert error is None and "<Worker sh2 terminal/shell" in out
-    out, _, error = mas("%mas add --agent demo --name helper --persona qa")
-    assert error is None and "persona=qa" in out
+    out, _, error = mas("%mas add --agent demo --name helper --persona qa --env MAS_DEMO_DELAY=0")
+    assert error is None and "persona=qa" in out and "idle" in out
     out, _, error = mas("%mas restart sh2")
     assert error is None and "<Worker sh2" in out
     out, _, error = mas("%mas console sh2")

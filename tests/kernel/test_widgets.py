@@ -96,6 +96,8 @@ def test_activity_badge(client, until):
     demo_idle(client, "badge")
     badge = ActivityBadge("demo", session="badge", client=client)
     try:
+        # The persona's first message may keep it busy a moment longer.
+        until(lambda: badge.state == "idle", what="idle", timeout=20)
         assert "idle" in badge.value and "demo" in badge.value
         assert badge.data.get("persona_icon")  # the persona's icon is shown
         client.send("/sleep 1", session="badge", wait=False)
