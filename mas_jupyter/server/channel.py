@@ -291,7 +291,8 @@ class ChannelHandler(MASWebSocket):
             self._end(CLOSE_TOO_BIG, e.message)
         except MASError as e:
             self.log.info("console message refused: %s", e.message)
-        except (ValueError, IndexError, TypeError) as e:
+        except (ValueError, IndexError, TypeError, RecursionError) as e:
+            # RecursionError: JSON nested deeper than the parser goes is bad input too.
             self._end(CLOSE_UNSUPPORTED, f"bad message: {e}"[:120])
         else:
             self.mas_app.touch()

@@ -116,13 +116,6 @@ async def test_deeply_nested_json_body_is_bad_input(api, body):
     assert "JSON" in data["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="channel.py on_message: json.loads raises RecursionError on deeply nested input, "
-    "which is not caught (only ValueError, IndexError, TypeError): tornado logs an unhandled "
-    "error and drops the connection without a close frame, instead of closing with 1003 "
-    "(unsupported) like other bad messages",
-)
 async def test_deeply_nested_websocket_message_is_a_bad_message(api, limited):
     await api.ok("POST", "sessions", {"name": "deep"})
     worker, console = await api.mas_shell("deep")
