@@ -389,7 +389,7 @@ class MASClient:
         deadline = time.monotonic() + timeout
         with self.events() as stream:
             record = self.worker(worker, session=session)
-            wid = record.id
+            wid, sid = record.id, record.session_key
             while record.data.get("activity") not in ("idle", "waiting"):
                 if record.status == "exited":
                     raise Conflict(
@@ -403,9 +403,10 @@ class MASClient:
                         f"(it is {record.data.get('activity')})",
                         reason="timeout",
                     )
-                event = stream.wait_for(lambda e: e.get("worker_id") == wid, left)
-                if event is not None and isinstance(event.get("worker"), dict):
-                    record = Worker(self, event["worker"])
+                stream.wait_for(lambda e: e.get("worker_id") == wid, left)
+                # Re-read rather than trust the event: a persona's first message makes an
+                # agent busy in the same instant it first became idle.
+                record = self.worker(wid, session=sid)
         return record
 
     async def await_ready(
