@@ -236,6 +236,10 @@ class Load:
         assert line.strip() == "ready", line
 
     async def stop(self) -> None:
+        # End the streams first, as a user would with Ctrl-C. Deleting a Jupyter terminal
+        # signals only its shell: a `yes` running in it survives (in its own process group),
+        # keeps the terminal listed and its PTY open, and would load every later scenario.
+        _kill_descendants(self.server, "yes")
         for handle in self.handles:
             await self.terms.delete(self.kind, handle)
         self.handles.clear()
@@ -340,6 +344,20 @@ async def fanout(report: Report, server: JupyterServer, terms: Terminals, quick:
                 [(alive - base) / 2**20],
                 note=f"after delete: {(after - base) / 2**20:+.1f} MiB vs before",
             )  # fmt: skip
+
+
+def _kill_descendants(server: JupyterServer, name: str) -> None:
+    """SIGKILL every descendant of the server called `name`."""
+    try:
+        kids = psutil.Process(server.pid).children(recursive=True)
+    except psutil.Error:
+        return
+    for kid in kids:
+        try:
+            if kid.name() == name:
+                kid.kill()
+        except psutil.Error:
+            pass
 
 
 def _flood_running(server: JupyterServer) -> bool:
