@@ -41,6 +41,7 @@ class MASExtensionApp(ExtensionApp):
     ).tag(config=True)
 
     manager: MASManager
+    start_error: str | None = None
     _ready: asyncio.Future | None = None
 
     def initialize_settings(self) -> None:
@@ -50,7 +51,20 @@ class MASExtensionApp(ExtensionApp):
         self.manager = self.manager_class(
             parent=self, log=self.log, root_dir=self.serverapp.root_dir
         )
-        self.manager.start()
+        try:
+            self.manager.start()
+        except Exception as e:
+            # A state folder or database the engine cannot use: leave it untouched, serve no
+            # half-working API, keep the rest of Jupyter running, and say what to change.
+            self.start_error = (
+                "mas_jupyter is not serving /api/mas: it could not open its state in "
+                f"{self.manager.resolved_sessions_root}: {e}. Fix that, or set "
+                "c.MASManager.sessions_root (and c.MASManager.db_path) to a folder this server "
+                "can write, then restart the server."
+            )
+            self.log.debug("mas_jupyter: start failed", exc_info=True)
+            self.log.error("%s", self.start_error)
+            return
         events.register_schemas(self.serverapp.event_logger)
         self._unsubscribe = [
             self.manager.events.subscribe(events.forwarder(self.serverapp.event_logger)),
@@ -58,7 +72,9 @@ class MASExtensionApp(ExtensionApp):
         ]
 
     def initialize_handlers(self) -> None:
-        """Register every route under {base_url}api/mas."""
+        """Register every route under {base_url}api/mas (none if the engine could not start)."""
+        if self.start_error is not None:
+            return
         _W = r"/api/mas/sessions/(?P<sid>[^/]+)/workers/(?P<wid>[^/]+)"
         self.handlers.extend(handlers.default_handlers)
         self.handlers.append((rf"{_W}/channel", ChannelHandler))
@@ -67,7 +83,8 @@ class MASExtensionApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Run crash recovery as soon as the server's loop runs."""
-        await self.ready()
+        if self.start_error is None:
+            await self.ready()
 
     @property
     def recovered(self) -> bool:
@@ -96,6 +113,8 @@ class MASExtensionApp(ExtensionApp):
 
     def current_activity(self) -> list[dict] | None:
         """Running workers keep the server from being culled as idle."""
+        if self.start_error is not None:
+            return None
         running = [
             w
             for workers in self.manager.supervisor.worker_dicts_by_session().values()
@@ -112,5 +131,5 @@ class MASExtensionApp(ExtensionApp):
             unsubscribe()
         if self._ready is not None and not self._ready.done():
             await asyncio.wait([self._ready])
-        if hasattr(self, "manager"):
+        if hasattr(self, "manager") and self.start_error is None:
             await self.manager.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from tornado.httpclient import HTTPClientError
 
 from mas_jupyter.core.manager import MASManager
 
@@ -57,3 +58,25 @@ async def test_running_workers_count_as_server_activity(api, mas_app, jp_servera
     assert jp_serverapp.web_app.settings["last_activity_times"]["mas_jupyter"] >= before
     await api("DELETE", "sessions", "s")
     assert mas_app.current_activity() is None
+
+
+@pytest.fixture
+def blocked_root(mas_config, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way\n")
+    mas_config["MASManager"] = {"sessions_root": str(blocker / "sessions")}
+    return blocker
+
+
+async def test_an_unusable_sessions_root_serves_no_api_and_says_what_to_change(
+    blocked_root, jp_fetch, mas_app
+):
+    assert "c.MASManager.sessions_root" in mas_app.start_error
+    assert str(blocked_root) in mas_app.start_error
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("api", "mas", "sessions")
+    assert info.value.code == 404
+    assert (await jp_fetch("api", "status")).code == 200  # the rest of Jupyter runs
+    assert blocked_root.read_text() == "in the way\n"
+    assert mas_app.current_activity() is None
+    await mas_app.stop_extension()
