@@ -431,15 +431,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     async def delete_session(self, key: str, purge: bool = False, force: bool = False) -> dict:
         """Stop everything and forget the session; purge also removes its workspace."""
         session = self._session(key)
-        if purge and session.kind == "worktree" and not force:
-            changed = await self.workspaces.changes(session)
-            if changed:
-                raise ConflictError(
-                    f"the worktree {session.workspace} has {len(changed)} uncommitted or "
-                    "untracked change(s); commit them, or delete with force to save them to a "
-                    "rescue ref first",
-                    changes=changed[:50],
-                )
+        if purge and not force:
+            await self.workspaces.require_clean(session)  # before anything is stopped
         self.store.update_session(session.id, row_state=ROW_PURGING if purge else ROW_DELETING)
         faults.point("session:deleting")
         return await self._finish_delete(session, purge=purge, force=force)

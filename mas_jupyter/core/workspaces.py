@@ -172,32 +172,38 @@ class Workspaces:
             raise ConflictError(f"could not save the changes in {ws}: {commit.err or res.err}")
         return ref
 
+    async def require_clean(self, session: Session) -> list[str]:
+        """Refuse (conflict) a worktree with uncommitted changes; returns the changes (none)."""
+        changed = await self.changes(session)
+        if changed:
+            raise ConflictError(
+                f"the worktree {session.workspace} has {len(changed)} uncommitted or "
+                "untracked change(s); commit them, or delete with force to save them to a "
+                "rescue ref first",
+                changes=changed[:50],
+            )
+        return changed
+
+    async def _drop_worktree(self, session: Session) -> None:
+        # The caller holds the repository's lock.
+        assert session.repo
+        if os.path.isdir(session.workspace):
+            await git(
+                "worktree", "remove", "--force", "--end-of-options", session.workspace,
+                cwd=session.repo,
+            )  # fmt: skip
+        await git("worktree", "prune", cwd=session.repo)
+
     async def remove(self, session: Session, force: bool = False) -> str | None:
         """Remove a session's workspace; a dirty worktree needs force and is rescued first."""
         rescued = None
         if session.kind == "worktree":
-            changed = await self.changes(session)
-            if changed and not force:
-                raise ConflictError(
-                    f"the worktree {session.workspace} has {len(changed)} uncommitted or "
-                    "untracked change(s); commit them, or delete with force to save them to a "
-                    "rescue ref first",
-                    changes=changed[:50],
-                )
-            if changed:
-                rescued = await self.rescue(session)
+            if not force:
+                await self.require_clean(session)
+            rescued = await self.rescue(session)
             assert session.repo
             async with self._lock(session.repo):
-                if os.path.isdir(session.workspace):
-                    await git(
-                        "worktree",
-                        "remove",
-                        "--force",
-                        "--end-of-options",
-                        session.workspace,
-                        cwd=session.repo,
-                    )
-                await git("worktree", "prune", cwd=session.repo)
+                await self._drop_worktree(session)
             if os.path.isdir(session.workspace) and self.owns(session.workspace):
                 shutil.rmtree(session.workspace, ignore_errors=True)
         elif session.kind == "quick":
@@ -211,16 +217,7 @@ class Workspaces:
         if not session.repo or not os.path.isdir(session.repo):
             return
         async with self._lock(session.repo):
-            if os.path.isdir(session.workspace):
-                await git(
-                    "worktree",
-                    "remove",
-                    "--force",
-                    "--end-of-options",
-                    session.workspace,
-                    cwd=session.repo,
-                )
-            await git("worktree", "prune", cwd=session.repo)
+            await self._drop_worktree(session)
             if session.branch and session.base:
                 tip = await git(
                     "rev-parse",
