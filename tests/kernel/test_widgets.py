@@ -117,6 +117,12 @@ def test_console_relays_a_worker(client, until):
         until(lambda: console.status == "connected", what="connected")
         console._from_view(console, {"type": "stdin", "data": "echo relay-$((3*3))\r"}, [])
         until(lambda: "relay-9" in console.output(), what="the echo")
+        # Keystrokes the kernel handled out of order are written in the view's order.
+        for seq, data in ((1, "cho ord"), (2, "er-ok\r"), (0, "e")):
+            console._from_view(
+                console, {"type": "stdin", "data": data, "view": "v", "seq": seq}, []
+            )
+        until(lambda: "order-ok" in console.output(), what="the keystrokes in order")
         console._from_view(console, {"type": "hello"}, [])
         replay = [m for m in console.sent if m["type"] == "replay"][-1]
         assert "relay-9" in replay["data"]

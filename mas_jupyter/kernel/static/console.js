@@ -45,7 +45,11 @@ function render({ model, el }) {
     else if (msg.type === "reset") term.reset();
   };
   model.on("msg:custom", onMessage);
-  const typing = term.onData((data) => model.send({ type: "stdin", data }));
+  // The kernel may handle comm messages concurrently (ipykernel 7 does while a cell runs),
+  // so keystrokes carry this view's id and a sequence number to be put back in order.
+  const view = Math.random().toString(36).slice(2);
+  let seq = 0;
+  const typing = term.onData((data) => model.send({ type: "stdin", data, view, seq: seq++ }));
 
   // Follow the output area's width: the worker gets as many columns as fit.
   let last = "";

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import threading
 from typing import Any
 
 import anywidget
@@ -83,6 +84,8 @@ class WorkerConsole(anywidget.AnyWidget):
         self.client = client
         self.worker = record
         self.buffer = ""
+        self._typing: dict[str, tuple[int, dict[int, str]]] = {}  # view -> (next seq, held)
+        self._typing_lock = threading.Lock()
         self.on_msg(self._from_view)
         self.channel = client.channel(
             self._from_worker, worker=record.id, session=record.data["session_id"]
@@ -115,13 +118,34 @@ class WorkerConsole(anywidget.AnyWidget):
         if kind == "hello":
             self.send({"type": "replay", "data": self.buffer})
         elif kind == "stdin" and isinstance(content.get("data"), str):
-            if not self.channel.closed.is_set():
-                self.channel.write(content["data"])
+            self._type(content)
         elif kind == "resize":
             cols, rows = content.get("cols"), content.get("rows")
             if isinstance(cols, int) and isinstance(rows, int) and not isinstance(cols, bool):
                 self.cols = max(10, min(cols, 1000))
                 self.channel.resize(max(5, min(rows, 500)), self.cols)
+
+    def _type(self, content: dict) -> None:
+        # Messages of one view are written in the order it sent them, whatever order the
+        # kernel handled them in; messages without a sequence number go straight through.
+        view, seq = content.get("view"), content.get("seq")
+        with self._typing_lock:
+            if not isinstance(view, str) or not isinstance(seq, int):
+                ready = [content["data"]]
+            else:
+                expected, held = self._typing.get(view, (0, {}))
+                held[seq] = content["data"]
+                ready = []
+                while expected in held:
+                    ready.append(held.pop(expected))
+                    expected += 1
+                if len(held) > 10_000:  # a lost message: give up waiting for it
+                    ready += [held[k] for k in sorted(held)]
+                    held.clear()
+                    expected = seq + 1
+                self._typing[view] = (expected, held)
+            if ready and not self.channel.closed.is_set():
+                self.channel.write("".join(ready))
 
     def write(self, data: str) -> None:
         """Type into the worker, as the view does."""

@@ -1,0 +1,243 @@
+"""The widgets in a real browser: JupyterLab and Notebook 7 render them, the console takes
+typing; the screenshot in docs/widgets.md is made here.
+
+Uses the machine's Chromium through Playwright (as tests/ui does); skipped without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from kernel_support import DEMO_DELAY, wait_until
+
+CHROMIUM = os.environ.get("MAS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs" / "images" / "widgets.png"  # refreshed with MAS_UPDATE_DOCS=1
+ARTIFACTS = REPO / "test-artifacts"
+CELL = """\
+import mas_jupyter as mas
+from mas_jupyter.kernel.widgets import ActivityBadge, SessionList, WorkerConsole
+
+panel = SessionList()
+display(panel)
+display(ActivityBadge(session="churn-qa"))
+WorkerConsole(session="churn-model", rows=12)
+"""
+
+
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop():
+    """Playwright's sync API runs its own loop: no pytest-jupyter loop here."""
+    yield None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab (with Notebook 7) serving a root with a notebook that shows the widgets."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("the browser test needs Chromium at /usr/bin/chromium")
+    pytest.importorskip("playwright")
+    base = tmp_path_factory.mktemp("widgets-lab")
+    env = dict(os.environ)
+    for name in ("home", "config", "data", "runtime", "settings", "workspaces", "root"):
+        (base / name).mkdir()
+    env.update(
+        HOME=str(base / "home"),
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        JUPYTER_PLATFORM_DIRS="1",
+        MAS_DEMO_DELAY=DEMO_DELAY,
+        PYTHONWARNINGS="ignore",
+    )
+    for name in ("MAS_SERVER_URL", "MAS_TOKEN", "JUPYTER_SERVER_URL", "JUPYTER_TOKEN"):
+        env.pop(name, None)
+    env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), env["PATH"]])
+    root = base / "root"
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": "c1",
+                "metadata": {},
+                "outputs": [],
+                "source": CELL,
+            }
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (root / "widgets.ipynb").write_text(json.dumps(nb))
+    token = secrets.token_hex(16)
+    log = base / "lab.log"
+    args = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--allow-root",
+        "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port=0",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        "--LabApp.news_url=",
+        "--MASManager.backends={'shell': {'argv': ['bash', '--norc', '--noprofile', '-i']}}",
+        f"--MASManager.tmux_socket={base / 'tmux.sock'}",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    info_path = base / "runtime" / f"jpserver-{proc.pid}.json"
+    wait_until(lambda: info_path.exists() or proc.poll() is not None, 60, "JupyterLab")
+    assert proc.poll() is None, log.read_text()[-3000:]
+    time.sleep(0.2)  # the runtime file is written in one go, but give it its last bytes
+    url = json.loads(info_path.read_text())["url"]
+
+    def api(method, path, body=None):
+        request = urllib.request.Request(
+            f"{url}api/mas/{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+
+    demo = {"kind": "agent", "backend": "demo"}
+    api("POST", "sessions", {"name": "churn-model", "task": "T-42", "workers": [demo]})
+    api(
+        "POST",
+        "sessions",
+        {"name": "churn-qa", "task": "T-42", "workers": [{**demo, "persona": "qa"}]},
+    )
+    api("POST", "sessions", {"name": "scratch", "workers": [{"kind": "terminal"}]})
+    for name in ("churn-model", "churn-qa"):
+        wait_until(
+            lambda n=name: api("GET", f"sessions/{n}/workers/demo")["activity"] == "idle",
+            30,
+            f"{name} ready",
+        )
+    yield url, token, api
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _run_cell(page):
+    """Run the first cell once the kernel takes it (a cell run too early is dropped)."""
+    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
+    for _ in range(12):
+        try:
+            accept = page.locator(".jp-Dialog .jp-mod-accept")
+            if accept.count():  # "Select Kernel": the default one
+                accept.first.click(timeout=5_000)
+            page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=5_000)
+            page.keyboard.press("Control+Enter")
+            page.wait_for_function(
+                "() => /\\[[0-9*]+\\]/.test("
+                "document.querySelector('.jp-Notebook .jp-Cell .jp-InputPrompt').innerText)",
+                timeout=5_000,
+            )
+            return
+        except Exception:  # the kernel was not connected yet: try again
+            continue
+    _failed(page)
+    raise AssertionError("the notebook never ran its cell")
+
+
+def _failed(page) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "widgets-failed.png"))
+
+
+def _xterm_text(page) -> str:
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.mas-console .xterm-rows')]"
+        ".map(e => e.innerText).join('\\n')"
+    )
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("front_end", ["lab", "notebook"])
+def test_widgets_render_and_the_console_types(lab, browser, front_end):
+    url, token, api = lab
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(60_000)
+    logs = []
+    page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: logs.append(f"pageerror: {e}"))
+    path = "lab/tree/widgets.ipynb" if front_end == "lab" else "notebooks/widgets.ipynb"
+    page.goto(f"{url}{path}?token={token}")
+    _run_cell(page)
+    try:
+        page.wait_for_selector(".mas-console .xterm-rows", timeout=60_000)
+    except Exception:
+        _failed(page)
+        outputs = page.evaluate(
+            "() => [...document.querySelectorAll('.jp-OutputArea')].map(e => e.innerText)"
+        )
+        raise AssertionError(f"no console: outputs={outputs} logs={logs[-30:]}") from None
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.mas-console .xterm-rows')]"
+        ".some(e => e.innerText.includes('demo>'))"
+    )
+    header = page.inner_text(".mas-sessions-header")
+    assert "3 sessions" in header
+    assert "T-42" in page.inner_text(".jp-OutputArea")
+    assert "connected" in page.inner_text(".mas-console-bar")
+    page.click(".mas-console .xterm-screen")
+    message = f"typed in {front_end}"
+    page.keyboard.type(message)
+    page.keyboard.press("Enter")
+    try:
+        page.wait_for_function(
+            "m => [...document.querySelectorAll('.mas-console .xterm-rows')]"
+            ".some(e => e.innerText.includes('reply: ' + m))",
+            arg=message,
+            timeout=30_000,
+        )
+    except Exception:
+        _failed(page)
+        raise AssertionError(f"no reply: {_xterm_text(page)!r} logs={logs[-20:]}") from None
+    assert "reply: " + message in _xterm_text(page)
+    if front_end == "lab":
+        # The QA agent asks something: the list highlights it (that is the screenshot).
+        api("POST", "sessions/churn-qa/workers/demo/send", {"text": "/ask", "wait": True})
+        page.wait_for_selector(".mas-session-row[data-waiting='true']")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.mas-console .xterm-rows')]"
+            ".some(e => e.innerText.includes('reply: typed in lab'))"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        outputs = page.locator(".jp-Cell-outputArea").first
+        outputs.screenshot(path=str(ARTIFACTS / "widgets.png"))
+        if os.environ.get("MAS_UPDATE_DOCS") or not SCREENSHOT.exists():
+            outputs.screenshot(path=str(SCREENSHOT))
+        api("POST", "sessions/churn-qa/workers/demo/input", {"data": "yes\r"})
+    page.close()
