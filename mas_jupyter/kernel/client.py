@@ -24,20 +24,8 @@ from .channel import Channel, Handler
 from .errors import Conflict, MASClientError, NoActiveSession
 from .events import EventStream, Feed, Subscription
 from .loop import LoopThread
-from .records import (
-    ActivityLog,
-    Catalog,
-    Output,
-    Reply,
-    Screen,
-    Session,
-    SessionTable,
-    Transcript,
-    Worker,
-    WorkerTable,
-    aio,
-    synced,
-)
+from .outputs import ActivityLog, Output, Reply, Screen, Transcript
+from .records import Catalog, Session, SessionTable, Worker, WorkerTable, aio, synced
 
 SessionRef = str | Session | None
 WorkerRef = str | Worker | None

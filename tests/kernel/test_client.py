@@ -18,7 +18,8 @@ from mas_jupyter.kernel import (
     NotFound,
 )
 from mas_jupyter.kernel.loop import LoopThread
-from mas_jupyter.kernel.records import Reply, Screen, Session, Worker
+from mas_jupyter.kernel.outputs import Reply, Screen
+from mas_jupyter.kernel.records import Session, Worker
 from mas_jupyter.kernel.transport import HTTPTransport
 
 

@@ -1,0 +1,157 @@
+"""What workers and sessions give back: replies, screens, raw output, transcripts and
+activity logs, printable as text and rendered (escaped) in a notebook."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..core.screen import strip_ansi
+from .records import Record
+from .render import activity_html, esc, markdown_safe, pre_html, table_html, table_text
+
+if TYPE_CHECKING:
+    from .client import MASClient
+
+
+class Reply(Record):
+    """What an agent answered: `text` (ANSI removed), its `activity` after, `timed_out`."""
+
+    def __init__(self, client: MASClient | None, data: dict, worker: str = "") -> None:
+        super().__init__(client, data)
+        self.worker = worker
+
+    @property
+    def text(self) -> str | None:
+        """The reply (None when the message was sent without waiting)."""
+        return self.data.get("reply")
+
+    def __str__(self) -> str:
+        return self.text or ""
+
+    def _status(self) -> str:
+        if self.text is None and not self.data.get("timed_out"):
+            return "sent; not waiting for the reply"
+        if self.data.get("timed_out"):
+            return "timed out waiting; the agent is still working"
+        if self.data.get("activity") == "exited":
+            return f"the agent exited (code {self.data.get('exit_code')})"
+        if self.data.get("activity") == "waiting":
+            return "the agent is waiting for an answer"
+        return ""
+
+    def __repr__(self) -> str:
+        status = self._status()
+        text = self.text if self.text is not None else ""
+        return (f"[{status}]\n" if status else "") + text
+
+    def _repr_markdown_(self) -> str:
+        status = self._status()
+        who = f"**{esc(self.worker)}**" if self.worker else ""
+        note = f"*{status}*" if status else ""
+        head = " — ".join(p for p in (who, note) if p)
+        body = markdown_safe(self.text or "")
+        return f"{head}\n\n{body}" if head else body
+
+
+class Screen(Record):
+    """A worker's rendered terminal screen: `lines`, `cursor`, `activity`."""
+
+    def __str__(self) -> str:
+        lines = [line.rstrip() for line in self.data.get("lines") or []]
+        while lines and not lines[-1]:
+            lines.pop()
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"[{self.data.get('activity')}]\n{self}"
+
+    def _repr_html_(self) -> str:
+        return activity_html(self.data.get("activity")) + pre_html(str(self))
+
+
+class Output(Record):
+    """Recent raw output of a worker (`data`, with ANSI sequences; `start`/`end` offsets)."""
+
+    @property
+    def text(self) -> str:
+        """The output without ANSI sequences."""
+        return strip_ansi(self.data.get("data") or "")
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        return pre_html(self.text)
+
+
+class Transcript(Record):
+    """A page of a worker's transcript: `records`, `next_offset`, `total`."""
+
+    def __len__(self) -> int:
+        return len(self.data.get("records") or [])
+
+    def __iter__(self):
+        return iter(self.data.get("records") or [])
+
+    @staticmethod
+    def _line(record: dict) -> tuple[str, str]:
+        kind = record.get("type", "")
+        if kind == "input":
+            return "you", record.get("text", "")
+        if kind == "output":
+            return "output", strip_ansi(record.get("data", ""))
+        if kind == "activity":
+            return "activity", record.get("state", "")
+        if kind == "exit":
+            return "exit", f"code {record.get('code')} signal {record.get('signal')}"
+        if kind == "start":
+            return "start", " ".join(record.get("argv") or [])
+        return kind, str(record.get("text", ""))
+
+    def __repr__(self) -> str:
+        out = []
+        for record in self:
+            kind, text = self._line(record)
+            out.append(
+                f"--- {kind}\n{text.rstrip()}"
+                if kind in ("you", "output")
+                else f"--- {kind}: {text}"
+            )
+        more = (
+            f"\n(more from offset {self.data['next_offset']})"
+            if self.data.get("next_offset")
+            else ""
+        )
+        return ("\n".join(out) or "(empty transcript)") + more
+
+    def _repr_html_(self) -> str:
+        parts = []
+        for record in self:
+            kind, text = self._line(record)
+            if kind in ("you", "output"):
+                parts.append(pre_html(text.rstrip(), title=kind))
+            else:
+                parts.append(f"<div><i>{esc(kind)}</i>: {esc(text)}</div>")
+        return "".join(parts) or "<i>empty transcript</i>"
+
+
+class ActivityLog(list):
+    """A session's activity log entries (dicts with seq, type, time, worker_id, detail)."""
+
+    @staticmethod
+    def _detail(entry: dict) -> str:
+        detail = entry.get("detail") or {}
+        return ", ".join(f"{k}={v}" for k, v in detail.items())
+
+    def __repr__(self) -> str:
+        if not self:
+            return "no activity"
+        rows = [[e["seq"], e["time"], e["type"], self._detail(e)] for e in self]
+        return table_text(["seq", "time", "what", "detail"], rows)
+
+    def _repr_html_(self) -> str:
+        rows = [[e["seq"], e["time"], e["type"], self._detail(e)] for e in self]
+        return table_html(["seq", "time", "what", "detail"], rows)
