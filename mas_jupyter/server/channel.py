@@ -186,7 +186,8 @@ class ChannelHandler(MASWebSocket):
     async def get(self, sid: str, wid: str) -> None:
         """Authorize, find the worker (404 before the upgrade), then upgrade."""
         await self.pre_get()
-        await self.mas_app.ready()
+        if not self.mas_app.recovered:
+            await self.mas_app.ready()
         worker = self.manager.get_worker(sid, wid)
         self.session_id, self.worker_id = worker["session_id"], worker["id"]
         await super().get(sid, wid)
@@ -251,6 +252,8 @@ class ChannelHandler(MASWebSocket):
 
     def _overflow(self) -> None:
         assert self.queue is not None
+        if self._detach is None:
+            return  # finishing: only the last messages are still queued, no more output comes
         if self.queue.stalled_for() > self.queue.stall_seconds:
             self._stalled()
             return

@@ -72,7 +72,8 @@ class EventsHandler(MASWebSocket):
     async def get(self) -> None:
         """Authorize, then upgrade."""
         await self.pre_get()
-        await self.mas_app.ready()
+        if not self.mas_app.recovered:
+            await self.mas_app.ready()
         await super().get()
 
     def open(self) -> None:  # type: ignore[override]

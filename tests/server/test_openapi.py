@@ -61,6 +61,16 @@ def test_every_operation_is_in_the_rest_api_doc_with_a_curl_example():
         assert f"WS {ws}" in text
 
 
+def test_every_extension_option_is_documented_with_its_default():
+    from mas_jupyter.server.app import MASExtensionApp
+
+    text = (DOCS / "rest-api.md").read_text()
+    for name, trait in MASExtensionApp.class_own_traits(config=True).items():
+        assert f"`c.MASExtensionApp.{name}`" in text, name
+        if name != "manager_class":
+            assert f"`{trait.default()}`" in text, name
+
+
 @pytest.fixture
 def server_process(tmp_path):
     """A real `jupyter server` with mas_jupyter, in its own process; yields (base URL, token)."""
