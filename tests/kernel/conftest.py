@@ -1,4 +1,4 @@
-"""A real Jupyter server with mas_jupyter for the notebook side's tests (one per session).
+"""A real Jupyter server with mas_jupyter for the notebook side's tests (one per module).
 
 The server runs as a subprocess with a token, a temporary root, runtime and config
 directories, the fast shell backend (~/.bashrc may run slow things) and a private tmux
@@ -67,9 +67,10 @@ def _wait_for_runtime_file(runtime: pathlib.Path, proc: subprocess.Popen, log: p
     raise RuntimeError(f"the test server did not start:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Start the server once for all the kernel tests."""
+    """Start the server for one test module (and stop it after: later tests, such as the
+    reliability ones, count this process's children)."""
     base = tmp_path_factory.mktemp("mas-kernel")
     root, runtime, config = base / "root", base / "runtime", base / "config"
     for folder in (root, runtime, config):
