@@ -34,7 +34,7 @@ CLOSE_TOO_BIG = 1009
 CLOSE_SHUTDOWN = 1001
 CLOSE_TOO_SLOW = 4008
 CLOSE_GONE = 4004
-FRAME_CHARS = 256 * 1024  # the largest stdout frame sent at once
+FRAME_CHARS = 64 * 1024  # the largest stdout frame: bounds how long one write holds the loop
 CLOSE = "close"  # a queue item that closes the socket once everything before it is sent
 
 
@@ -78,7 +78,12 @@ class MASWebSocket(MASMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
 
 
 class ClientQueue:
-    """A bounded queue of outgoing messages for one client, drained by one writer task."""
+    """A bounded queue of outgoing messages for one client, drained by one writer task.
+
+    A message put while nothing is queued or being written goes out at once, from the caller
+    (a keystroke's echo does not wait for the writer task's turn on the loop); what arrives
+    while a frame is in flight is queued and coalesced into the next frame.
+    """
 
     def __init__(
         self,
@@ -95,7 +100,9 @@ class ClientQueue:
         self.on_stall = on_stall
         self.items: deque[tuple[str, Any]] = deque()
         self.chars = 0
+        self.inflight: asyncio.Future | None = None
         self.write_started: float | None = None
+        self.closed = False
         self.wake = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
 
@@ -111,57 +118,88 @@ class ClientQueue:
         self.chars = 0
 
     def put(self, kind: str, payload: Any) -> None:
-        """Queue a message; never blocks; calls on_overflow once the bound is passed."""
-        size = _size(payload)
+        """Send or queue a message; never blocks; calls on_overflow once the bound is passed."""
+        if self.closed:
+            return
+        if self.inflight is None and not self.items and kind != CLOSE:
+            self._start(_frame(kind, payload))
+            return
         self.items.append((kind, payload))
-        self.chars += size
+        self.chars += _size(payload)
         self.wake.set()
         if self.chars > self.max_chars:
             self.on_overflow()
 
     def close(self) -> None:
         """Stop writing and free what is queued."""
+        self.closed = True
         self.items.clear()
         self.chars = 0
         self.task.cancel()
 
+    def _start(self, frame: str) -> None:
+        try:
+            future = self.socket.write_message(frame)
+        except WebSocketClosedError:
+            self.closed = True
+            return
+        future.add_done_callback(_consume)
+        self.inflight = future
+        self.write_started = asyncio.get_running_loop().time()
+        self.wake.set()
+
     def _next_frame(self) -> str:
         kind, payload = self.items.popleft()
         self.chars -= _size(payload)
-        if kind == "event":
-            return json.dumps(payload)
         if kind != "stdout":
-            return json.dumps([kind, payload])
+            return _frame(kind, payload)
         parts, size = [payload], len(payload)
         while self.items and self.items[0][0] == "stdout" and size < FRAME_CHARS:
             more = self.items.popleft()[1]
             self.chars -= len(more)
             parts.append(more)
             size += len(more)
-        return json.dumps(["stdout", "".join(parts)], ensure_ascii=False)
+        return _frame("stdout", "".join(parts))
 
     async def _run(self) -> None:
         try:
             while True:
                 await self.wake.wait()
                 self.wake.clear()
-                while self.items:
+                while True:
+                    if self.inflight is not None:
+                        try:
+                            await asyncio.wait_for(
+                                asyncio.shield(self.inflight), self.stall_seconds
+                            )
+                        except asyncio.TimeoutError:
+                            if self.items:  # more to send and the client takes nothing
+                                self.on_stall()
+                                return
+                            await self.inflight
+                        self.inflight = self.write_started = None
+                    if not self.items or self.closed:
+                        break
                     if self.items[0][0] == CLOSE:
                         code, reason = self.items.popleft()[1]
+                        self.closed = True
                         self.socket.close(code, reason)
                         return
-                    future = self.socket.write_message(self._next_frame())
-                    self.write_started = asyncio.get_running_loop().time()
-                    try:
-                        await asyncio.wait_for(asyncio.shield(future), self.stall_seconds)
-                    except asyncio.TimeoutError:
-                        if self.items:  # more to send and the client takes nothing
-                            self.on_stall()
-                            return
-                        await future
-                    self.write_started = None
+                    self._start(self._next_frame())
         except (WebSocketClosedError, asyncio.CancelledError):
             pass
+
+
+def _frame(kind: str, payload: Any) -> str:
+    if kind == "event":
+        return json.dumps(payload)
+    return json.dumps([kind, payload], ensure_ascii=False)
+
+
+def _consume(future: asyncio.Future) -> None:
+    # A write that failed because the client went away is expected: retrieve it, log nothing.
+    if not future.cancelled():
+        future.exception()
 
 
 def _size(payload: Any) -> int:
