@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from kernel_support import demo_idle
+from kernel_support import demo_idle, execute, text_of
 from traitlets.config import Config
 
 import mas_jupyter
@@ -159,3 +159,24 @@ def test_use_with_a_worker_and_an_explicit_session(mas):
     demo_idle(mas_jupyter.connect(), "one")
     out, _, error = mas("%mas send -s one -w demo to one")
     assert error is None and "reply: to one (2 words, 1 lines)" in out
+
+
+def test_cell_send_in_a_kernel_shows_progress_then_the_reply(server_env, monkeypatch, kernel):
+    # (server_env and the variables are set before the kernel starts: it inherits them)
+    status, messages = execute(
+        kernel,
+        f"import mas_jupyter\nmas_jupyter.connect({server_env.url!r}, {server_env.token!r})\n"
+        "%load_ext mas_jupyter\n"
+        "%mas new slow --agent demo --env MAS_DEMO_DELAY=1.5",
+    )
+    assert status == "ok", text_of(messages)
+    status, messages = execute(kernel, "%%mas send\nslow <b>one</b>\n")
+    assert status == "ok", text_of(messages)
+    kinds = [m["msg_type"] for m in messages]
+    first = next(m for m in messages if m["msg_type"] == "display_data")
+    assert "the agent is working" in first["content"]["data"]["text/plain"]
+    assert kinds.count("update_display_data") >= 2  # the progress line ticks, then the reply
+    final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]
+    markdown = final["content"]["data"]["text/markdown"]
+    assert "reply: slow &lt;b&gt;one&lt;/b&gt; (2 words, 1 lines)" in markdown
+    assert "<b>one</b>" not in markdown
