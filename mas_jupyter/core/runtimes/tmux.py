@@ -173,15 +173,18 @@ class TmuxProcess(PtyProcess):
         self._finishing = asyncio.ensure_future(self._finish())
 
     async def _finish(self) -> None:
-        # tmux marks the pane dead when it reaps the process, a moment after our pidfd fires.
+        # tmux marks the pane dead when its terminal closes, and records the exit status only
+        # when it reaps the process: both come a moment after our pidfd fires, in either order.
         status = sig = None
         delay = 0.005
-        for _ in range(12):
+        for _ in range(14):
             pid, dead, status, sig = await self.tmux.pane(self.name)
-            if dead or pid is None:
+            if pid is None and not await self.tmux.exists(self.name):
+                break  # the session is gone: nothing more to learn
+            if dead and (status is not None or sig is not None):
                 break
             await asyncio.sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, 0.5)
         self.exit_code, self.exit_signal = status, sig
         self.on_exit(status, sig)
         await self.tmux.kill_session(self.name)
