@@ -19,7 +19,7 @@ from . import faults, validate
 from .errors import ConflictError, InvalidError, NotFoundError
 from .events import EventBus
 from .models import ROW_CREATING, ROW_READY, Session, now
-from .store import Store
+from .store import Store, StoreError
 from .supervisor import Supervisor
 from .worker_operations import WorkerOperations
 from .workspaces import Workspaces, relative
@@ -145,8 +145,15 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             return
         # Built here, not in __init__, so configuration set after construction is honoured.
         self.workspaces = Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots)
-        self.workspaces.ensure_root()
-        _ignore_in_outer_repo(self.workspaces.root)
+        try:
+            self.workspaces.ensure_root()
+            _ignore_in_outer_repo(self.workspaces.root)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use the sessions root {self.workspaces.root}: "
+                f"{exc.strerror or exc}; set c.MASManager.sessions_root to a folder this "
+                "server can write"
+            ) from None
         path = self.db_path or os.path.join(self.workspaces.state_dir, "state.sqlite")
         self._store = Store(path)
 

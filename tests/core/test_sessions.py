@@ -274,3 +274,14 @@ def test_manager_is_configurable_by_traitlets(tmp_path):
     assert manager.max_sessions == 3
     for name, trait in MASManager.class_traits(config=True).items():
         assert trait.help, f"MASManager.{name} has no help text"
+
+
+def test_an_unusable_sessions_root_is_a_clear_error(tmp_path):
+    from mas_jupyter.core.store import StoreError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    manager = MASManager(root_dir=str(tmp_path), sessions_root=str(blocker / "sessions"))
+    with pytest.raises(StoreError, match="cannot use the sessions root .*sessions_root"):
+        manager.start()
+    assert blocker.read_text() == "not a folder"
