@@ -18,6 +18,14 @@ def own_fds() -> int:
     return fd_count(os.getpid())
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 async def test_500_engine_cycles_leave_no_fd_or_process(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
@@ -30,14 +38,19 @@ async def test_500_engine_cycles_leave_no_fd_or_process(tmp_path):
             await manager.create_session(spec)
             await manager.delete_session(f"c{i}", purge=True)
 
+        def cats() -> list[int]:
+            return [p for p in children_of(os.getpid()) if _comm(p) == "cat"]
+
         for i in range(10):  # warm up: lazily opened files, caches, the pidfd machinery
             await cycle(i)
-        await until(lambda: not children_of(os.getpid()), what="warm-up children gone")
-        fds, kids = own_fds(), children_of(os.getpid())
+        await until(lambda: not cats(), what="warm-up workers gone")
+        # Other fixtures may hold children of this process (servers): compare, do not demand 0.
+        fds, kids = own_fds(), set(children_of(os.getpid()))
         for i in range(10, 510):
             await cycle(i)
         await until(lambda: own_fds() <= fds, timeout=10, what=f"fds back to {fds}")
-        assert children_of(os.getpid()) == kids
+        assert not cats()
+        assert set(children_of(os.getpid())) <= kids
         assert manager.list_sessions() == []
         assert os.listdir(root / "mas-sessions" / ".mas" / "staging") == []
     finally:
