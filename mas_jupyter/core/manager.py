@@ -8,6 +8,7 @@ Workers are run by the `Supervisor` it holds (`supervisor.py`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -113,6 +114,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self.events = EventBus()
         self._store: Store | None = None
         self._cache: tuple[int, float, list[dict]] | None = None
+        self._encoded: tuple[tuple, str] | None = None
         self.workspaces = Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots)
         self.supervisor = Supervisor(self)
 
@@ -236,6 +238,20 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             and (kind is None or data["kind"] == kind)
             and (task is None or data["task"] == task)
         ]
+
+    def list_sessions_json(
+        self, status: str | None = None, kind: str | None = None, task: str | None = None
+    ) -> str:
+        """The same listing as JSON text, encoded once per change of the listing and filters.
+
+        With hundreds of sessions the encoding costs more than everything else in a request.
+        """
+        rows = self.list_sessions(status=status, kind=kind, task=task)
+        assert self._cache is not None
+        key = (self._cache[0], self._cache[1], status, kind, task)
+        if self._encoded is None or self._encoded[0] != key:
+            self._encoded = (key, json.dumps(rows))
+        return self._encoded[1]
 
     def _listing(self) -> list[dict]:
         # Every session with its workers, rebuilt only when the store changed (any write,

@@ -39,7 +39,7 @@ class SessionsHandler(MASAPIHandler):
     def get(self) -> None:
         """Sessions, with their workers; filtered by status, kind and task."""
         args = {k: self.get_query_argument(k, None) for k in ("status", "kind", "task")}
-        self.reply(self.manager.list_sessions(**args))
+        self.finish(self.manager.list_sessions_json(**args))  # already JSON text
 
     @web.authenticated
     @authorized

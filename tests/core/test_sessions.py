@@ -285,3 +285,15 @@ def test_an_unusable_sessions_root_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="cannot use the sessions root .*sessions_root"):
         manager.start()
     assert blocker.read_text() == "not a folder"
+
+
+async def test_listing_json_follows_every_change(manager):
+    import json
+
+    await manager.create_session({"kind": "quick", "name": "a", "task": "T"})
+    first = manager.list_sessions_json()
+    assert json.loads(first) == manager.list_sessions()
+    assert manager.list_sessions_json() is first  # encoded once while nothing changes
+    manager.update_session("a", {"task": "U"})
+    assert json.loads(manager.list_sessions_json())[0]["task"] == "U"
+    assert json.loads(manager.list_sessions_json(task="T")) == []
