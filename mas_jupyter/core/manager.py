@@ -304,6 +304,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             workspace="",
             task=task,
             row_state=ROW_CREATING,
+            status="active",
+            active_since=now(),
         )
         template_dir = base_sha = None
         if kind == "quick":
@@ -336,7 +338,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         )
         faults.point("session:row-inserted")
         try:
-            if kind == "quick":
+            if kind == "quick" and self.workspaces.is_small(template_dir):
+                # Copying a few small files costs less than a hop to a thread and back.
+                self.workspaces.create_quick(session, template_dir)
+            elif kind == "quick":
                 await asyncio.to_thread(self.workspaces.create_quick, session, template_dir)
             elif kind == "worktree":
                 await self.workspaces.create_worktree(session, base_sha or "")
@@ -346,10 +351,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             await self._undo_create(session)
             raise
         faults.point("session:workspace-created")
-        at = now()
-        session.row_state, session.status, session.active_since = ROW_READY, "active", at
-        self.store.update_session(session.id, row_state=ROW_READY, status="active", active_since=at)
-        self.workspaces.write_metadata(session)
+        # The metadata file was written with the workspace (status active, active since the
+        # row was inserted): only the row's state changes now.
+        session.row_state = ROW_READY
+        self.store.update_session(session.id, row_state=ROW_READY)
         faults.point("session:ready")
         self._log(session, "created", kind=kind, workspace=session.workspace)
         self.events.emit("session-created", session.id, session=self.session_dict(session))

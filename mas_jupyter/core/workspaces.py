@@ -35,6 +35,7 @@ class Workspaces:
         self.staging_dir = os.path.join(self.state_dir, "staging")
         self.dir_sessions = os.path.join(self.state_dir, "dir-sessions")
         self._repo_locks: dict[str, asyncio.Lock] = {}
+        self._template_sizes: dict[str, tuple[int, bool]] = {}
 
     def ensure_root(self) -> None:
         """Create the sessions root and its state folders; fail clearly if not writable."""
@@ -68,6 +69,24 @@ class Workspaces:
         return real
 
     # quick
+
+    def is_small(self, template_dir: str, files: int = 32, size: int = 256 * 1024) -> bool:
+        """Whether a template has at most `files` files and `size` bytes (cached per mtime)."""
+        try:
+            stamp = os.stat(template_dir).st_mtime_ns
+        except OSError:
+            return False
+        cached = self._template_sizes.get(template_dir)
+        if cached is None or cached[0] != stamp:
+            count = total = 0
+            for folder, _dirs, names in os.walk(template_dir):
+                for fname in names:
+                    count += 1
+                    with contextlib.suppress(OSError):
+                        total += os.lstat(os.path.join(folder, fname)).st_size
+            cached = (stamp, count <= files and total <= size)
+            self._template_sizes[template_dir] = cached
+        return cached[1]
 
     def create_quick(self, session: Session, template_dir: str) -> None:
         """Fill a new directory from a template, then move it into place in one rename."""
