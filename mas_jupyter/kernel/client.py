@@ -433,6 +433,10 @@ class MASClient:
         """An iterator over events from now on (ends after `timeout` s without one)."""
         return EventStream(self._event_feed(), timeout)
 
+    def aevents(self, timeout: float | None = None) -> EventStream:
+        """The same stream for `async for` (waits off the event loop)."""
+        return self.events(timeout)
+
     def subscribe(self, callback: Any, on_connect: Any = None) -> Subscription:
         """Call `callback(event)` for each event in a thread of its own; `on_connect()` after
         each (re)connection. Returns the subscription (close() it)."""

@@ -138,8 +138,9 @@ class Feed:
 class EventStream:
     """An iterator over events (dicts with `type`, `session_id`, `worker_id`, `time`, ...).
 
-    `for event in client.events(timeout=10)` ends when no event came for `timeout` seconds
-    (never, by default). Use it as a context manager, or call close(), to unsubscribe.
+    `for event in client.events(timeout=10)` (or `async for event in client.aevents(...)`)
+    ends when no event came for `timeout` seconds (never, by default). Use it as a context
+    manager, or call close(), to unsubscribe.
     """
 
     def __init__(self, feed: Feed, timeout: float | None = None) -> None:
@@ -155,6 +156,22 @@ class EventStream:
         if event is None:
             raise StopIteration
         return event
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> dict:
+        # The queue is a thread queue: wait for it in short slices off the loop, so a closed
+        # stream or a cancelled task never leaves a thread blocked for good.
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while self.queue is not None:
+            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if left <= 0:
+                break
+            event = await asyncio.to_thread(self.get, left)
+            if event is not None:
+                return event
+        raise StopAsyncIteration
 
     def get(self, timeout: float | None = None) -> dict | None:
         """The next event, or None when none came within `timeout` seconds."""

@@ -129,6 +129,17 @@ def test_in_process_engine_with_every_kind_of_call(tmp_path, monkeypatch, until)
 
         names, reply = asyncio.run(inside_a_running_loop())
         assert names == ["p"] and reply.text.startswith("reply: from a loop")
+
+        async def events_from_a_loop():
+            with client.aevents(timeout=10) as stream:
+                client.rename("p2", session="p")
+                async for event in stream:
+                    if event["type"] == "session-updated":
+                        return event
+
+        event = asyncio.run(events_from_a_loop())
+        assert event["session"]["name"] == "p2"
+        client.rename("p", session="p2")
         assert client.transcript(session="p").data["total"] > 0
         assert client.screen(session="p").activity == "idle"
         assert "demo" in client.backends().names()
