@@ -53,10 +53,10 @@ def session_members(sid: int) -> list[int]:
 
 
 def _signal_tree(sid: int, sig: int) -> int:
-    """Signal the process group and every member of the session; returns how many remain."""
+    """Signal every member of the session and its process group; returns how many there were."""
+    members = session_members(sid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(sid, sig)
-    members = session_members(sid)
     for pid in members:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -75,7 +75,10 @@ async def end_tree(
     so a process that exits on SIGHUP costs milliseconds, not a fixed sleep.
     """
     for sig in signals:
-        if not _signal_tree(sid, sig) and (gone is None or gone.is_set()):
+        # Scanning /proc costs milliseconds on a busy machine: off the loop, so a hundred
+        # workers ending at once never stall everyone else's output.
+        remaining = await asyncio.to_thread(_signal_tree, sid, sig)
+        if not remaining and (gone is None or gone.is_set()):
             return None if sig == signals[0] else sig
         if await _wait_until_gone(sid, timeout, gone):
             return sig
@@ -92,12 +95,12 @@ async def _wait_until_gone(sid: int, timeout: float, gone: asyncio.Event | None)
                 await asyncio.wait_for(gone.wait(), max(0.0, deadline - time.monotonic()))
             if not gone.is_set():
                 return False
-        if not session_members(sid):
+        if not await asyncio.to_thread(session_members, sid):
             return True
         # Stragglers (background children) have no exit event we can wait on: poll briefly.
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
-    return not session_members(sid)
+    return not await asyncio.to_thread(session_members, sid)
 
 
 def reset_signals() -> None:
