@@ -8,7 +8,7 @@ import pytest
 
 from bench.client import Api
 from bench.server import JupyterServer
-from tests.reliability.harness import make_server
+from tests.reliability.harness import make_server, serve
 
 
 @pytest.fixture
@@ -34,13 +34,7 @@ def servers(tmp_path):
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory):
     """One server for a module's tests that do not need a fresh one."""
-    server = make_server(tmp_path_factory.mktemp("shared"))
-    server.start()
-    yield server
-    try:
-        server.stop()
-    finally:
-        server.kill_tmux()
+    yield from serve(tmp_path_factory.mktemp("shared"))
 
 
 @pytest.fixture

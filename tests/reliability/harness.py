@@ -130,3 +130,17 @@ def children_of(pid: int) -> list[int]:
             out.append(kid)
             todo.append(kid)
     return out
+
+
+def serve(base, config: dict | None = None):
+    """Start a server for a module's tests; stop it and its tmux server afterwards.
+
+    Use as `yield from serve(...)` in a module-scoped fixture.
+    """
+    server = make_server(base, config=config)
+    server.start()
+    yield server
+    try:
+        server.stop()
+    finally:
+        server.kill_tmux()

@@ -10,7 +10,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.reliability.harness import make_server
+from tests.reliability.harness import serve
 
 LIMITS = {
     "MASManager": {
@@ -26,13 +26,7 @@ NESTED = "[" * 100_000 + "]" * 100_000
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory):
-    server = make_server(tmp_path_factory.mktemp("limits"), config=LIMITS)
-    server.start()
-    yield server
-    try:
-        server.stop()
-    finally:
-        server.kill_tmux()
+    yield from serve(tmp_path_factory.mktemp("limits"), config=LIMITS)
 
 
 @pytest.fixture

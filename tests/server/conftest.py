@@ -25,6 +25,7 @@ from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
 from mas_jupyter.server.openapi import openapi_document
+from tests.conftest import GIT_ENV
 
 OPENAPI_URI = "urn:mas-jupyter:openapi"
 
@@ -178,15 +179,6 @@ def check_response(method: str, path: tuple, status: int, body: object) -> None:
     assert not errors, (
         f"{method} {template} {status}: {errors[0].message} at {list(errors[0].path)}"
     )
-
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 @pytest.fixture
