@@ -176,7 +176,15 @@ class ClientQueue:
                             if self.items:  # more to send and the client takes nothing
                                 self.on_stall()
                                 return
-                            await self.inflight
+                            # Nothing queued behind it (e.g. after skipping ahead): a slow
+                            # client gets longer, but one that reads nothing is still dropped.
+                            try:
+                                await asyncio.wait_for(
+                                    asyncio.shield(self.inflight), 9 * self.stall_seconds
+                                )
+                            except asyncio.TimeoutError:
+                                self.on_stall()
+                                return
                         self.inflight = self.write_started = None
                     if not self.items or self.closed:
                         break
