@@ -23,6 +23,12 @@ class RecordingConsole(WorkerConsole):
         )
 
 
+def drawn(panel, condition):
+    """`condition()` on a fully drawn list: never in the middle of a redraw."""
+    with panel.lock:
+        return condition()
+
+
 @pytest.fixture
 def panel(client):
     widget = SessionList(client=client)
@@ -31,51 +37,61 @@ def panel(client):
 
 
 def test_session_list_follows_events(client, panel, until):
+    def seen(condition, what, **kw):
+        until(lambda: drawn(panel, condition), what=what, **kw)
+
     assert panel.sessions == {} and "no sessions yet" in panel.body.children[0].value
     client.create_session("a1", agent="demo", task="T-9")
     client.create_session("a2", agent="demo", task="T-9")
     client.create_session("solo", terminal=True)
-    until(lambda: len(panel.sessions) == 3, what="three sessions in the list")
-    until(lambda: "2 sessions" in panel.group_headers["T-9"].value, what="the task group")
-    until(lambda: "idle" in panel.rows[client.session("a1").id].info.value, what="a1 idle")
-    assert "no task" in panel.group_headers[""].value
-    assert "3 sessions · 3 workers" in panel.header.value
-
+    seen(lambda: len(panel.sessions) == 3, what="three sessions in the list")
+    seen(lambda: "2 sessions" in panel.group_headers["T-9"].value, what="the task group")
     a1 = client.session("a1").id
+    seen(lambda: "idle" in panel.rows[a1].info.value, what="a1 idle")
+    with panel.lock:
+        assert "no task" in panel.group_headers[""].value
+        assert "3 sessions · 3 workers" in panel.header.value
+
     client.send("/ask", session="a1")  # the demo agent asks a yes/no question and waits
-    until(lambda: "data-waiting='true'" in panel.rows[a1].info.value, what="a1 waiting")
-    assert "1 waiting" in panel.group_headers["T-9"].value
-    assert "1 waiting for you" in panel.header.value
+    seen(lambda: "data-waiting='true'" in panel.rows[a1].info.value, what="a1 waiting")
+    with panel.lock:
+        assert "1 waiting" in panel.group_headers["T-9"].value
+        assert "1 waiting for you" in panel.header.value
     client.input("y\r", session="a1")
-    until(lambda: "data-waiting='false'" in panel.rows[a1].info.value, what="a1 answered")
+    seen(lambda: "data-waiting='false'" in panel.rows[a1].info.value, what="a1 answered")
 
     client.send("/sleep 1", session="a2", wait=False)
     a2 = client.session("a2").id
-    until(lambda: "busy" in panel.rows[a2].info.value, what="a2 busy")
-    until(lambda: "idle" in panel.rows[a2].info.value, what="a2 idle again", timeout=20)
+    seen(lambda: "busy" in panel.rows[a2].info.value, what="a2 busy")
+    seen(lambda: "idle" in panel.rows[a2].info.value, what="a2 idle again", timeout=20)
 
     client.delete("solo", purge=True)
-    until(lambda: len(panel.sessions) == 2, what="solo gone")
-    assert "" not in panel.group_headers or "solo" not in panel.text()
+    seen(lambda: len(panel.sessions) == 2, what="solo gone")
+    with panel.lock:
+        assert "" not in panel.group_headers or "solo" not in panel.text()
 
 
 def test_session_list_buttons(client, panel, until):
+    def seen(condition, what, **kw):
+        until(lambda: drawn(panel, condition), what=what, **kw)
+
     client.create_session("b", agent="demo")
-    until(lambda: len(panel.sessions) == 1, what="the session")
+    seen(lambda: len(panel.sessions) == 1, what="the session")
     sid = client.session("b").id
     row = panel.rows[sid]
     demo_idle(client, "b")
     row.buttons["pause"].click()
-    until(lambda: panel.sessions[sid]["status"] == "paused", what="paused")
-    assert row.buttons["pause"].disabled and not row.buttons["resume"].disabled
+    seen(lambda: panel.sessions[sid]["status"] == "paused", what="paused")
+    with panel.lock:
+        assert row.buttons["pause"].disabled and not row.buttons["resume"].disabled
     row.buttons["resume"].click()
-    until(lambda: panel.sessions[sid]["status"] == "active", what="resumed")
+    seen(lambda: panel.sessions[sid]["status"] == "active", what="resumed")
     demo_idle(client, "b")
     client.send("/sleep 30", session="b", wait=False)
-    until(lambda: "busy" in row.info.value, what="busy")
+    seen(lambda: "busy" in row.info.value, what="busy")
     row.buttons["stop"].click()
     assert "was not stopped" in panel.message.value and "--force" in panel.message.value
-    until(lambda: not row.buttons["console"].disabled, what="a running worker")
+    seen(lambda: not row.buttons["console"].disabled, what="a running worker")
     row.buttons["console"].click()
     close, console = panel.console_box.children
     assert isinstance(console, WorkerConsole) and console.title.startswith("demo")
@@ -88,7 +104,10 @@ def test_session_list_rereads_after_a_reconnection(client, panel, until):
     client._feed.drop_connection()
     until(lambda: panel.updates > before, what="a reload after reconnecting")
     client.create_session("after")
-    until(lambda: any(s["name"] == "after" for s in panel.sessions.values()), what="new event")
+    until(
+        lambda: drawn(panel, lambda: any(s["name"] == "after" for s in panel.sessions.values())),
+        what="new event",
+    )
 
 
 def test_activity_badge(client, until):
@@ -97,12 +116,11 @@ def test_activity_badge(client, until):
     badge = ActivityBadge("demo", session="badge", client=client)
     try:
         # The persona's first message may keep it busy a moment longer.
-        until(lambda: badge.state == "idle", what="idle", timeout=20)
-        assert "idle" in badge.value and "demo" in badge.value
+        until(lambda: badge.state == "idle" and "idle" in badge.value, what="idle", timeout=20)
+        assert "demo" in badge.value
         assert badge.data.get("persona_icon")  # the persona's icon is shown
         client.send("/sleep 1", session="badge", wait=False)
-        until(lambda: badge.state == "busy", what="busy")
-        assert "busy" in badge.value
+        until(lambda: badge.state == "busy" and "busy" in badge.value, what="busy shown")
         until(lambda: badge.state == "idle", what="idle", timeout=20)
         client.pause("badge")
         until(lambda: badge.state == "exited", what="exited on pause")

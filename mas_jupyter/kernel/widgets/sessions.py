@@ -91,7 +91,7 @@ class SessionList(ipywidgets.VBox):
         self.body = ipywidgets.VBox()
         self.console_box = ipywidgets.VBox()
         self.children = [self.header, self.body, self.message, self.console_box]
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # held while the list changes or is redrawn
         self.updates = 0  # how many times the list was redrawn (tests wait on it)
         self.reload()
         self.subscription = client.subscribe(self._on_event, on_connect=self.reload)
@@ -105,13 +105,13 @@ class SessionList(ipywidgets.VBox):
         except MASClientError as e:
             self._say(f"could not read the sessions: {e.message}")
             return
-        with self._lock:
+        with self.lock:
             self.sessions = {s.id: s.data for s in table}
             self._draw()
 
     def _on_event(self, event: dict) -> None:
         kind, sid = event.get("type"), event.get("session_id")
-        with self._lock:
+        with self.lock:
             if kind in ("session-created", "session-updated", "session-stopped"):
                 session = event.get("session") or {}
                 if self.task is None or session.get("task") == self.task:
@@ -195,7 +195,7 @@ class SessionList(ipywidgets.VBox):
 
     def text(self) -> str:
         """The list as plain text (what the widget shows)."""
-        with self._lock:
+        with self.lock:
             lines = []
             for s in self.sessions.values():
                 workers = ", ".join(f"{w['name']}:{_state(w)}" for w in s.get("workers") or [])
