@@ -5,14 +5,20 @@ write future, so a slow client never makes the server buffer without bound and n
 the others. When a console's queue passes its bound, a client that is still reading is
 resynchronised (its queue is replaced by ["setup", {}] and the recent output, as on a
 reconnect: it skips ahead), and a client whose last frame has not been taken for
-`client_stall_seconds` is dropped (it can reconnect and replay). Consecutive output chunks
-are sent as one frame, so a fast stream costs few frames.
+`client_stall_seconds` is dropped (it can reconnect and replay). A client whose frames all fit
+in the kernel's socket buffers leaves no write pending; it is found by the socket's send queue
+(`TIOCOUTQ`) not shrinking by `MIN_PROGRESS` in `client_stall_seconds` once nothing more is
+being sent.
+Consecutive output chunks are sent as one frame, so a fast stream costs few frames.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import struct
+import termios
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +41,7 @@ CLOSE_SHUTDOWN = 1001
 CLOSE_TOO_SLOW = 4008
 CLOSE_GONE = 4004
 FRAME_CHARS = 64 * 1024  # the largest stdout frame: bounds how long one write holds the loop
+MIN_PROGRESS = 32 * 1024  # bytes a client must take per stall period while any are unsent
 CLOSE = "close"  # a queue item that closes the socket once everything before it is sent
 
 
@@ -92,12 +99,14 @@ class ClientQueue:
         on_overflow: Callable[[], None],
         stall_seconds: float,
         on_stall: Callable[[], None],
+        unsent: Callable[[], int] = lambda: 0,
     ) -> None:
         self.socket = socket
         self.max_chars = max_chars
         self.on_overflow = on_overflow
         self.stall_seconds = stall_seconds
         self.on_stall = on_stall
+        self.unsent = unsent
         self.items: deque[tuple[str, Any]] = deque()
         self.chars = 0
         self.inflight: asyncio.Future | None = None
@@ -161,10 +170,31 @@ class ClientQueue:
             size += len(more)
         return _frame("stdout", "".join(parts))
 
+    async def _idle(self) -> bool:
+        """Wait for more to send; False when the client is found to take nothing meanwhile.
+
+        While the socket's send queue holds bytes, each stall period must empty it or take
+        `MIN_PROGRESS` bytes off it (a client that reads nothing still lets a few KiB through
+        as its kernel compacts its receive buffer).
+        """
+        unsent = self.unsent()
+        while unsent > 0 and not self.wake.is_set():
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.stall_seconds)
+            except asyncio.TimeoutError:
+                now = self.unsent()
+                if now > 0 and unsent - now < MIN_PROGRESS:
+                    return False
+                unsent = now
+        await self.wake.wait()
+        return True
+
     async def _run(self) -> None:
         try:
             while True:
-                await self.wake.wait()
+                if not await self._idle():
+                    self.on_stall()
+                    return
                 self.wake.clear()
                 while True:
                     if self.inflight is not None:
@@ -244,7 +274,9 @@ class ChannelHandler(MASWebSocket):
         # The bound leaves room for a whole replay, so a resync never overflows at once.
         bound = max(self.mas_app.client_queue_chars, 2 * self.manager.output_buffer_bytes)
         stall = self.mas_app.client_stall_seconds
-        self.queue = ClientQueue(self, bound, self._overflow, stall, self._stalled)
+        self.queue = ClientQueue(
+            self, bound, self._overflow, stall, self._stalled, unsent=self._unsent
+        )
         self.queue.put("setup", {})
         self.mas_app.sockets.add(self)
         try:
@@ -295,6 +327,15 @@ class ChannelHandler(MASWebSocket):
     def _stalled(self) -> None:
         self.log.warning("dropping a stalled console client of worker %s", self.worker_id)
         self._end(CLOSE_TOO_SLOW, "client stalled: reconnect to replay the recent output")
+
+    def _unsent(self) -> int:
+        """Bytes in the kernel's send queue of this socket, not yet taken by the client."""
+        try:
+            fd = self.ws_connection.stream.socket.fileno()  # type: ignore[union-attr]
+            raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+        except (AttributeError, OSError, ValueError):
+            return 0  # closed or closing
+        return struct.unpack("i", raw)[0]
 
     def _overflow(self) -> None:
         assert self.queue is not None
