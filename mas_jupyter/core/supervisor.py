@@ -494,6 +494,16 @@ class Supervisor:
         """Stop pty workers; detach from tmux workers so they live on."""
         for task in list(self._persona_tasks):
             task.cancel()
+        # A tmux worker that exited just now: let its exit be recorded first (bounded).
+        finishing = [
+            live.process.finishing
+            for live in self.live.values()
+            if isinstance(live.process, tmux_runtime.TmuxProcess) and live.process.finishing
+        ]
+        if finishing:
+            _done, pending = await asyncio.wait(finishing, timeout=self.manager.kill_timeout)
+            for task in pending:
+                task.cancel()
         for worker_id, live in list(self.live.items()):
             if live.record.runtime == "tmux":
                 live.close()

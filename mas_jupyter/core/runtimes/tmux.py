@@ -169,6 +169,13 @@ class TmuxProcess(PtyProcess):
         """Whether the pane's process has not been seen to exit yet."""
         return self.pane_watcher is not None and not self.pane_watcher.done.is_set()
 
+    @property
+    def finishing(self) -> asyncio.Future | None:
+        """The task recording the pane's exit, while it runs (await it before the loop ends)."""
+        if self._finishing is None or self._finishing.done():
+            return None
+        return self._finishing
+
     def _pane_gone(self, _code: int | None, _sig: int | None) -> None:
         self._finishing = asyncio.ensure_future(self._finish())
 
