@@ -83,6 +83,10 @@ class WorkerOperations:
         return self.supervisor.worker_dict(live.record)
 
     def _live(self, key: str, wkey: str):
+        # Keystrokes from a console name both by id: find them without reading the store.
+        live = self.supervisor.live.get(wkey)
+        if live is not None and live.running and live.record.session_id == key:
+            return live
         session = self._session(key)
         return self.supervisor.live_worker(self._worker(session, wkey))
 
