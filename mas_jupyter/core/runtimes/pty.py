@@ -1,8 +1,9 @@
 """A process in a pseudo-terminal, read and written through the asyncio loop, never blocking.
 
 The process is started with pexpect (fork, setsid, exec of an argv list: no shell) and then
-driven directly: the master fd is registered with the loop for reading (bounded bytes per
-wake-up, so one flooding worker cannot starve the others), input goes through a bounded queue
+driven directly: the master fd is read through the loop's read pump (`pump.py`: large chunks
+for a worker streaming alone, short shared turns when many stream, typed-into workers first),
+input goes through a bounded queue
 and the loop's writer callback, and the process's exit is watched through a pidfd. End of
 output and exit are separate events that may come in either order.
 """
@@ -19,13 +20,9 @@ import pexpect
 
 from ..errors import TooLargeError, UnavailableError
 from ..processes import reset_signals
+from .pump import pump
 
 READ_SIZE = 65536
-# One read per wake-up, then every other ready descriptor gets its turn: a PTY read returns
-# about 4 KiB, and draining more per wake-up makes every other worker's keystroke echo wait
-# (measured with 10 workers printing without end: loop lag p99 380 ms when draining up to
-# 256 KiB, 20 ms with one read, and no less throughput).
-READS_PER_WAKE = 1
 
 
 class ExitWatcher:
@@ -105,6 +102,7 @@ class PtyProcess:
         self.exit_code: int | None = None
         self.exit_signal: int | None = None
         self.eof = False
+        self.typed_at: float | None = None  # loop time of the last input (the pump reads it)
         self._child: pexpect.spawn | None = None
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -132,17 +130,14 @@ class PtyProcess:
         self.pid = child.pid
         self.fd = child.child_fd
         os.set_blocking(self.fd, False)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.fd, self._on_readable)
+        self._pump = pump()
+        self._pump.watch(self)
         self.watcher = ExitWatcher(self.pid, self._on_exit)
 
     @property
     def alive(self) -> bool:
         """Whether the process has not been seen to exit yet."""
         return self.watcher is not None and not self.watcher.done.is_set()
-
-    def _on_readable(self) -> None:
-        self.read_burst(READS_PER_WAKE)
 
     def read_burst(self, reads: int) -> None:
         """Read what is there (at most `reads` reads) and pass it on as one chunk."""
@@ -181,6 +176,7 @@ class PtyProcess:
             )
         self._queue.append(data)
         self._queued += len(data)
+        self.typed_at = asyncio.get_running_loop().time()
         self._flush()
 
     def _flush(self) -> None:
@@ -222,7 +218,7 @@ class PtyProcess:
     def _stop_reading(self) -> None:
         if self.fd is not None:
             loop = asyncio.get_running_loop()
-            loop.remove_reader(self.fd)
+            self._pump.forget(self)
             if self._writing:
                 loop.remove_writer(self.fd)
                 self._writing = False

@@ -1,0 +1,113 @@
+"""The read pump: every PTY of one event loop is read in turns, with one shared budget.
+
+A PTY read returns at most about 4 KiB and costs tens of microseconds in the kernel, and each
+chunk read then costs the engine (ring, screen, transcript) and every console (one frame). So:
+
+- A worker streaming alone is read up to `MAX_READS` times per turn of the loop and its reads
+  go on as one chunk: few, large chunks, few frames, most of the time spent reading.
+- Many workers streaming at once share `READS_PER_TURN` reads per turn, in the order they
+  became readable (first in, first out: nobody starves), each at least `MIN_READS` so chunks
+  stay large. Those left over wait for the next turn, after the loop has looked at its sockets:
+  a turn stays short, so a keystroke never waits behind fifty streams.
+- A worker typed into during the last `INTERACTIVE_SECONDS` is read at once when readable, ahead
+  of the queue: its echo goes out in the same turn. At most `URGENT_PER_TURN` such reads per
+  turn (a hundred workers typed into at once are not all urgent); the others go to the front
+  of the queue.
+
+A PTY waiting in the queue is not watched by the loop (no busy re-reporting of a ready fd); it
+is watched again once it has been read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import deque
+from typing import Protocol
+
+READS_PER_TURN = 12
+MAX_READS = 12
+MIN_READS = 2
+INTERACTIVE_SECONDS = 0.5
+URGENT_PER_TURN = 4
+
+
+class Readable(Protocol):
+    """What the pump reads: a PTY with a non-blocking fd (None once closed)."""
+
+    fd: int | None
+    eof: bool
+    typed_at: float | None
+
+    def read_burst(self, reads: int) -> None: ...
+
+
+class ReadPump:
+    """The queue of ready PTYs of one loop, served in turns of `READS_PER_TURN` reads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: deque[Readable] = deque()
+        self.scheduled = False
+        self.urgent_left = URGENT_PER_TURN
+
+    def watch(self, pty: Readable) -> None:
+        """Have the loop tell the pump when the PTY has output."""
+        if pty.fd is not None:
+            self.loop.add_reader(pty.fd, self._readable, pty)
+
+    def forget(self, pty: Readable) -> None:
+        """Stop watching the PTY (it is skipped if still queued)."""
+        if pty.fd is not None:
+            self.loop.remove_reader(pty.fd)
+
+    def _readable(self, pty: Readable) -> None:
+        if pty.fd is None or pty.eof:
+            return
+        urgent = pty.typed_at is not None and self.loop.time() - pty.typed_at < INTERACTIVE_SECONDS
+        if urgent and self.urgent_left > 0:
+            if self.urgent_left == URGENT_PER_TURN:
+                self.loop.call_soon(self._refill)  # the first urgent read of this turn
+            self.urgent_left -= 1
+            pty.read_burst(MIN_READS)  # interactive: its echo goes out in this turn
+            return
+        self.loop.remove_reader(pty.fd)
+        if urgent:
+            self.queue.appendleft(pty)
+        else:
+            self.queue.append(pty)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._turn)
+
+    def _refill(self) -> None:
+        self.urgent_left = URGENT_PER_TURN
+
+    def _turn(self) -> None:
+        self.scheduled = False
+        left = READS_PER_TURN
+        share = min(MAX_READS, max(MIN_READS, READS_PER_TURN // max(1, len(self.queue))))
+        while self.queue and left > 0:
+            pty = self.queue.popleft()
+            if pty.fd is None or pty.eof:
+                continue  # closed while it waited
+            reads = min(share, left)
+            left -= reads
+            pty.read_burst(reads)
+            if pty.fd is not None and not pty.eof:
+                self.loop.add_reader(pty.fd, self._readable, pty)
+        if self.queue:
+            self.scheduled = True
+            self.loop.call_soon(self._turn)
+
+
+_pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadPump] = weakref.WeakKeyDictionary()
+
+
+def pump() -> ReadPump:
+    """The read pump of the running loop."""
+    loop = asyncio.get_running_loop()
+    found = _pumps.get(loop)
+    if found is None:
+        found = _pumps[loop] = ReadPump(loop)
+    return found

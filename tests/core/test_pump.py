@@ -1,0 +1,107 @@
+"""The read pump shares each turn of the loop between ready PTYs, first come first served, and
+reads a typed-into PTY at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from mas_jupyter.core.runtimes import pump as pumps
+
+
+class Pipe:
+    """A readable fd full of output, recording how the pump reads it."""
+
+    def __init__(self, name: str, nbytes: int) -> None:
+        self.name = name
+        self.fd, self.write_fd = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.write(self.write_fd, b"x" * nbytes)
+        self.eof = False
+        self.typed_at: float | None = None
+        self.bursts: list[int] = []
+        self.got = 0
+
+    def read_burst(self, reads: int) -> None:
+        self.bursts.append(reads)
+        for _ in range(reads):
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                break
+            self.got += len(data)
+        log.append(self.name)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.write_fd)
+
+
+log: list[str] = []
+
+
+async def test_one_stream_alone_reads_large_chunks():
+    pump = pumps.ReadPump(asyncio.get_running_loop())
+    p = Pipe("alone", 60_000)
+    try:
+        pump.watch(p)
+        while p.got < 60_000:
+            await asyncio.sleep(0)
+        assert p.bursts[0] == pumps.MAX_READS  # one turn reads many times, as one chunk
+        assert len(p.bursts) <= 60_000 // (4096 * pumps.MAX_READS) + 2
+    finally:
+        pump.forget(p)
+        p.close()
+
+
+async def test_many_streams_share_turns_first_come_first_served():
+    pump = pumps.ReadPump(asyncio.get_running_loop())
+    pipes = [Pipe(f"p{i}", 40_000) for i in range(20)]
+    log.clear()
+    try:
+        for p in pipes:
+            pump.watch(p)
+        await asyncio.sleep(0)  # the loop sees them all ready: they queue in that order
+        turns = 0
+        while any(p.got < 40_000 for p in pipes):
+            served = len(log)
+            await asyncio.sleep(0)
+            turns += 1
+            reads = sum(pipes[int(n[1:])].bursts[-1] for n in log[served:])
+            assert reads <= pumps.READS_PER_TURN, reads  # a turn stays short
+            assert turns < 1000
+        # Nobody starves: everyone got its first read before anyone got its third.
+        first_rounds = log[: 2 * len(pipes)]
+        assert sorted(set(first_rounds)) == sorted(p.name for p in pipes)
+        assert all(min(p.bursts) >= 1 for p in pipes)
+    finally:
+        for p in pipes:
+            pump.forget(p)
+            p.close()
+
+
+async def test_a_typed_into_pty_is_read_ahead_of_the_queue():
+    loop = asyncio.get_running_loop()
+    pump = pumps.ReadPump(loop)
+    streams = [Pipe(f"s{i}", 60_000) for i in range(30)]
+    typed = Pipe("typed", 0)
+    log.clear()
+    try:
+        for p in streams:
+            pump.watch(p)
+        await asyncio.sleep(0)
+        pump.watch(typed)
+        await asyncio.sleep(0)
+        assert len(pump.queue) > 0  # the streams are waiting their turn
+        typed.typed_at = loop.time()
+        os.write(typed.write_fd, b"echo")
+        waiting = len(log)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # Read in the next turn of the loop, though many streams were queued before it.
+        assert "typed" in log[waiting:] and typed.got == 4
+        assert len(pump.queue) > 0
+    finally:
+        for p in [*streams, typed]:
+            pump.forget(p)
+            p.close()
