@@ -29,6 +29,15 @@ def drawn(panel, condition):
         return condition()
 
 
+def shown(panel, until):
+    """A wait for `condition` on the fully drawn list: seen(condition, what, **kw)."""
+
+    def seen(condition, what, **kw):
+        until(lambda: drawn(panel, condition), what=what, **kw)
+
+    return seen
+
+
 @pytest.fixture
 def panel(client):
     widget = SessionList(client=client)
@@ -37,9 +46,7 @@ def panel(client):
 
 
 def test_session_list_follows_events(client, panel, until):
-    def seen(condition, what, **kw):
-        until(lambda: drawn(panel, condition), what=what, **kw)
-
+    seen = shown(panel, until)
     assert panel.sessions == {} and "no sessions yet" in panel.body.children[0].value
     client.create_session("a1", agent="demo", task="T-9")
     client.create_session("a2", agent="demo", task="T-9")
@@ -72,9 +79,7 @@ def test_session_list_follows_events(client, panel, until):
 
 
 def test_session_list_buttons(client, panel, until):
-    def seen(condition, what, **kw):
-        until(lambda: drawn(panel, condition), what=what, **kw)
-
+    seen = shown(panel, until)
     client.create_session("b", agent="demo")
     seen(lambda: len(panel.sessions) == 1, what="the session")
     sid = client.session("b").id
