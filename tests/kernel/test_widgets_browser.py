@@ -10,17 +10,12 @@ import json
 import os
 import pathlib
 import secrets
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from kernel_support import DEMO_DELAY, wait_until
 
-CHROMIUM = os.environ.get("MAS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+from tests.ui.lab import CHROMIUM, CHROMIUM_ARGS, Lab, isolated_env
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "images" / "widgets.png"  # refreshed with MAS_UPDATE_DOCS=1
 ARTIFACTS = REPO / "test-artifacts"
@@ -48,23 +43,9 @@ def lab(tmp_path_factory):
         pytest.skip("the browser test needs Chromium at /usr/bin/chromium")
     pytest.importorskip("playwright")
     base = tmp_path_factory.mktemp("widgets-lab")
-    env = dict(os.environ)
-    for name in ("home", "config", "data", "runtime", "settings", "workspaces", "root"):
-        (base / name).mkdir()
-    env.update(
-        HOME=str(base / "home"),
-        JUPYTER_CONFIG_DIR=str(base / "config"),
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
-        JUPYTER_PLATFORM_DIRS="1",
-        MAS_DEMO_DELAY=DEMO_DELAY,
-        PYTHONWARNINGS="ignore",
-    )
-    for name in ("MAS_SERVER_URL", "MAS_TOKEN", "JUPYTER_SERVER_URL", "JUPYTER_TOKEN"):
-        env.pop(name, None)
-    env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), env["PATH"]])
     root = base / "root"
+    root.mkdir()
+    env = {**isolated_env(base), "MAS_DEMO_DELAY": DEMO_DELAY}
     nb = {
         "cells": [
             {
@@ -81,40 +62,18 @@ def lab(tmp_path_factory):
         "nbformat_minor": 5,
     }
     (root / "widgets.ipynb").write_text(json.dumps(nb))
-    token = secrets.token_hex(16)
-    log = base / "lab.log"
-    args = [
-        sys.executable,
-        "-m",
-        "jupyter",
-        "lab",
-        "--no-browser",
-        "--allow-root",
-        "--ServerApp.ip=127.0.0.1",
-        "--ServerApp.port=0",
-        f"--ServerApp.root_dir={root}",
-        f"--IdentityProvider.token={token}",
-        "--LabApp.news_url=",
-        "--MASManager.backends={'shell': {'argv': ['bash', '--norc', '--noprofile', '-i']}}",
-        f"--MASManager.tmux_socket={base / 'tmux.sock'}",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    info_path = base / "runtime" / f"jpserver-{proc.pid}.json"
-    wait_until(lambda: info_path.exists() or proc.poll() is not None, 60, "JupyterLab")
-    assert proc.poll() is None, log.read_text()[-3000:]
-    time.sleep(0.2)  # the runtime file is written in one go, but give it its last bytes
-    url = json.loads(info_path.read_text())["url"]
-
-    def api(method, path, body=None):
-        request = urllib.request.Request(
-            f"{url}api/mas/{path}",
-            data=json.dumps(body).encode() if body is not None else None,
-            method=method,
-            headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"null")
+    server = Lab(
+        root=root,
+        base=base,
+        token=secrets.token_hex(16),
+        env=env,
+        extra_args=[
+            "--MASManager.backends={'shell': {'argv': ['bash', '--norc', '--noprofile', '-i']}}",
+            f"--MASManager.tmux_socket={base / 'tmux.sock'}",
+        ],
+    )
+    server.start()
+    api = server.api
 
     demo = {"kind": "agent", "backend": "demo"}
     api("POST", "sessions", {"name": "churn-model", "task": "T-42", "workers": [demo]})
@@ -130,13 +89,8 @@ def lab(tmp_path_factory):
             30,
             f"{name} ready",
         )
-    yield url, token, api
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    yield server.url, server.token, api
+    server.stop()
 
 
 @pytest.fixture(scope="module")
