@@ -9,6 +9,9 @@ import pytest
 
 pytest_plugins = ["pytest_jupyter.jupyter_core"]
 
+# The shell the tests run as a worker: no rc files (the machine's ~/.bashrc is slow).
+PLAIN_BASH = ["bash", "--norc", "--noprofile", "-i"]
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",

@@ -8,8 +8,7 @@ import subprocess
 import pytest
 
 from mas_jupyter.core.manager import MASManager
-
-PLAIN_BASH = ["bash", "--norc", "--noprofile", "-i"]
+from tests.conftest import PLAIN_BASH
 
 # The managers of the running test, so a failed wait can show what their workers displayed.
 MANAGERS: list[MASManager] = []

@@ -15,6 +15,7 @@ import pytest
 from mas_jupyter.core import processes
 from mas_jupyter.core.errors import TooLargeError, UnavailableError
 from mas_jupyter.core.runtimes.pty import PtyProcess
+from tests.conftest import PLAIN_BASH
 
 
 class Collector:
@@ -76,7 +77,7 @@ async def test_output_exit_code_and_end_of_output():
 
 async def test_echo_round_trip_through_a_real_shell(tmp_path):
     c = Collector()
-    proc = c.spawn(["bash", "--norc", "--noprofile", "-i"], cwd=str(tmp_path))
+    proc = c.spawn(PLAIN_BASH, cwd=str(tmp_path))
     proc.write(b"echo hi-$((6*7)); pwd\r")
     await c.until(lambda: b"hi-42" in c.data and str(tmp_path).encode() in c.data)
     proc.write(b"exit 3\r")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-SHELL_ARGV = ["bash", "--norc", "--noprofile", "-i"]
+from tests.conftest import PLAIN_BASH as SHELL_ARGV  # noqa: F401 (the kernel tests' name)
+
 DEMO_DELAY = "0.2"
 
 

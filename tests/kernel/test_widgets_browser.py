@@ -14,6 +14,7 @@ import secrets
 import pytest
 from kernel_support import DEMO_DELAY, wait_until
 
+from tests.conftest import PLAIN_BASH
 from tests.ui.lab import CHROMIUM, CHROMIUM_ARGS, Lab, isolated_env
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ def lab(tmp_path_factory):
         token=secrets.token_hex(16),
         env=env,
         extra_args=[
-            "--MASManager.backends={'shell': {'argv': ['bash', '--norc', '--noprofile', '-i']}}",
+            f"--MASManager.backends={{'shell': {{'argv': {PLAIN_BASH!r}}}}}",
             f"--MASManager.tmux_socket={base / 'tmux.sock'}",
         ],
     )

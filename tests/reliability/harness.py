@@ -16,7 +16,7 @@ import time
 
 from bench.server import JupyterServer
 from mas_jupyter.core import processes
-from tests.conftest import GIT_ENV
+from tests.conftest import GIT_ENV, PLAIN_BASH
 
 PY = sys.executable
 # Agent programs that misbehave on purpose (argv lists; no shell involved).
@@ -68,7 +68,7 @@ FAULTY = {
 BACKENDS = {name: {"argv": argv, "kind": "agent"} for name, argv in FAULTY.items()}
 BACKENDS["sleeper"] = {"argv": ["sleep", "600"], "kind": "terminal"}
 # A plain bash for every shell, as the benchmarks use (the machine's rc files can be slow).
-SHELL = {"shell": {"argv": ["bash", "--norc", "--noprofile", "-i"]}}
+SHELL = {"shell": {"argv": PLAIN_BASH}}
 
 
 def make_server(tmp_path, name: str = "srv", config: dict | None = None, **kwargs):
