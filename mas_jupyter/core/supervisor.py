@@ -14,10 +14,11 @@ import uuid
 from typing import TYPE_CHECKING
 
 from . import faults, processes, validate
-from .backends import Backend, list_templates, load_backends, load_personas, write_instructions
-from .backends import first_message as persona_message
+from .backends import Backend, list_templates, load_backends
 from .errors import ConflictError, InvalidError, LimitError, NotFoundError, UnavailableError
 from .models import Worker
+from .personas import first_message as persona_message
+from .personas import load_personas, write_instructions
 from .runtimes import tmux as tmux_runtime
 from .screen import strip_ansi
 from .worker import LiveWorker, transcript_path

@@ -8,18 +8,16 @@ import sys
 import pytest
 
 from mas_jupyter.core import backends as backends_module
-from mas_jupyter.core.backends import (
+from mas_jupyter.core.backends import Backend, list_templates, load_backends
+from mas_jupyter.core.errors import ForbiddenError, InvalidError
+from mas_jupyter.core.personas import (
     PERSONA_END,
     PERSONA_START,
-    Backend,
     Persona,
     first_message,
-    list_templates,
-    load_backends,
     load_personas,
     write_instructions,
 )
-from mas_jupyter.core.errors import ForbiddenError, InvalidError
 
 
 def builtins():
