@@ -395,17 +395,31 @@ def list_templates(extra_dir: str | None = None) -> dict[str, str]:
     are not valid names are ignored, so a template can never point outside its directory.
     """
     found: dict[str, str] = {}
-    for base, check in ((BUILTIN_TEMPLATES, False), (extra_dir, True)):
-        if not base or not os.path.isdir(base):
-            continue
-        for entry in sorted(os.listdir(base)):
-            path = os.path.join(base, entry)
-            if os.path.islink(path) or not os.path.isdir(path):
-                continue
-            if check:
-                try:
-                    validate.name(entry, "template name")
-                except InvalidError:
-                    continue
-            found[entry] = path
+    for base in (BUILTIN_TEMPLATES, extra_dir):
+        if base and os.path.isdir(base):
+            for entry in sorted(os.listdir(base)):
+                path = _template_path(base, entry)
+                if path:
+                    found[entry] = path
     return found
+
+
+def find_template(name: str, extra_dir: str | None = None) -> str | None:
+    """The directory of one template (a valid name), by the same rules as list_templates."""
+    for base in (extra_dir, BUILTIN_TEMPLATES):
+        path = _template_path(base, name) if base else None
+        if path:
+            return path
+    return None
+
+
+def _template_path(base: str, name: str) -> str | None:
+    path = os.path.join(base, name)
+    if os.path.islink(path) or not os.path.isdir(path):
+        return None
+    if base != BUILTIN_TEMPLATES:
+        try:
+            validate.name(name, "template name")
+        except InvalidError:
+            return None
+    return path

@@ -23,7 +23,7 @@ from .models import ROW_CREATING, ROW_READY, Session, now
 from .store import Store, StoreError
 from .supervisor import Supervisor
 from .worker_operations import WorkerOperations
-from .workspaces import Workspaces, relative
+from .workspaces import Workspaces
 
 ROW_DELETING = "deleting"
 ROW_PURGING = "purging"
@@ -115,7 +115,9 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self._store: Store | None = None
         self._cache: tuple[int, float, list[dict]] | None = None
         self._encoded: tuple[tuple, str] | None = None
-        self.workspaces = Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots)
+        self.workspaces = Workspaces(
+            self.resolved_sessions_root, self.resolved_allowed_roots, self.root_dir
+        )
         self.supervisor = Supervisor(self)
 
     # configuration, resolved
@@ -146,7 +148,9 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         if self._store is not None:
             return
         # Built here, not in __init__, so configuration set after construction is honoured.
-        self.workspaces = Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots)
+        self.workspaces = Workspaces(
+            self.resolved_sessions_root, self.resolved_allowed_roots, self.root_dir
+        )
         try:
             self.workspaces.ensure_root()
             _ignore_in_outer_repo(self.workspaces.root)
@@ -197,7 +201,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         elif session.kind == "worktree":
             await self.workspaces.undo_worktree(session)
         self.workspaces.remove_metadata(session)
-        self.store.delete_session(session.id)
+        self.store.undo_insert(session)
 
     # sessions
 
@@ -209,11 +213,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             raise NotFoundError(f"no session with id or name {key!r}")
         return session
 
-    def session_dict(self, session: Session) -> dict:
-        """A session as the API shows it, with its workers and live activity."""
+    def session_dict(self, session: Session, workers: list[dict] | None = None) -> dict:
+        """A session as the API shows it, with its workers (found unless given)."""
         data = session.to_dict()
-        data["workspace_path"] = relative(session.workspace, self.root_dir)
-        data["workers"] = self.supervisor.worker_dicts(session.id)
+        data["workspace_path"] = self.workspaces.browser_path(session.workspace)
+        data["workers"] = self.supervisor.worker_dicts(session.id) if workers is None else workers
         return data
 
     def get_session(self, key: str) -> dict:
@@ -263,7 +267,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             out = []
             for session in self.store.list_sessions():
                 data = session.to_dict()
-                data["workspace_path"] = relative(session.workspace, self.root_dir)
+                data["workspace_path"] = self.workspaces.browser_path(session.workspace)
                 data["workers"] = workers.get(session.id, [])
                 out.append(data)
             self._cache = (key, at, out)
@@ -307,12 +311,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             status="active",
             active_since=now(),
         )
-        template_dir = base_sha = None
+        template_dir = None
         if kind == "quick":
             session.template = spec.get("template") or "default"
-            template_dir = self.workspaces.require_template(
-                self.supervisor.templates(), session.template
-            )
+            template_dir = self.supervisor.template_dir(session.template)
         elif kind == "worktree":
             if spec.get("repo") is None:
                 raise InvalidError("a worktree session needs 'repo', the repository to branch")
@@ -320,8 +322,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             if branch is not None:
                 validate.branch(branch)
             session.base = validate.revision(spec.get("base") or "HEAD")
-            session.repo = await self.workspaces.resolve_repo(spec["repo"])
-            base_sha = await self.workspaces.resolve_base(session.repo, session.base)
+            session.repo = self.workspaces.resolve_repo(spec["repo"])
         else:
             if spec.get("path") is None:
                 raise InvalidError("a dir session needs 'path', an existing directory")
@@ -344,7 +345,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             elif kind == "quick":
                 await asyncio.to_thread(self.workspaces.create_quick, session, template_dir)
             elif kind == "worktree":
-                await self.workspaces.create_worktree(session, base_sha or "")
+                await self.workspaces.create_worktree(session)
             else:
                 self.workspaces.write_metadata(session)
         except BaseException:
@@ -354,10 +355,12 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         # The metadata file was written with the workspace (status active, active since the
         # row was inserted): only the row's state changes now.
         session.row_state = ROW_READY
-        self.store.update_session(session.id, row_state=ROW_READY)
+        self.store.mark_ready(session.id, {"kind": kind, "workspace": session.workspace})
         faults.point("session:ready")
-        self._log(session, "created", kind=kind, workspace=session.workspace)
-        self.events.emit("session-created", session.id, session=self.session_dict(session))
+        created = self.session_dict(session, workers=[])
+        self.events.emit("session-created", session.id, session=created)
+        if not checked_workers:
+            return {**created, "workers": []}
         for worker_spec in checked_workers:
             await self.supervisor.create_worker(session, worker_spec)
         return self.session_dict(self._session(session.id))

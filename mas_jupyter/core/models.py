@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 SESSION_KINDS = ("quick", "worktree", "dir")
@@ -77,7 +77,7 @@ class Session:
 
     def metadata(self) -> dict:
         """What the workspace's metadata file holds, enough to rebuild the row."""
-        return asdict(self)
+        return dict(vars(self))  # every field is a scalar: no deep copy needed
 
 
 @dataclass

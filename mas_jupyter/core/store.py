@@ -224,18 +224,29 @@ class Store:
         return session
 
     def _next_name(self, db: sqlite3.Connection) -> str:
+        """The next `session-NNN` above the stored counter that no session has taken.
+
+        The counter lives in the meta table; without it (a new or rebuilt database) it starts
+        after the highest numbered name present, so a deleted session's name is not reused.
+        """
         row = db.execute("SELECT value FROM meta WHERE key = 'session_counter'").fetchone()
-        counter = int(row[0]) if row else 0
-        taken = {r[0] for r in db.execute("SELECT name FROM sessions WHERE name LIKE 'session-%'")}
-        for name in taken:
-            match = _NUMBERED_RE.match(name)
-            if match:
-                counter = max(counter, int(match.group(1)))
-        counter += 1
+        if row:
+            counter = int(row[0])
+        else:
+            counter = 0
+            for (name,) in db.execute("SELECT name FROM sessions WHERE name LIKE 'session-%'"):
+                match = _NUMBERED_RE.match(name)
+                if match:
+                    counter = max(counter, int(match.group(1)))
+        while True:
+            counter += 1
+            name = f"session-{counter:03d}"
+            if not db.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
+                break
         db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('session_counter', ?)", (counter,)
         )
-        return f"session-{counter:03d}"
+        return name
 
     def update_session(self, session_id: str, **values: object) -> None:
         """Change some fields of a session row (and its updated_at)."""
@@ -285,6 +296,18 @@ class Store:
         """Forget a session, its workers and its activity log."""
         with self.transaction() as db:
             db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def undo_insert(self, session: Session) -> None:
+        """Forget a session whose create failed; a name it was given by the counter goes back,
+        so a failed create leaves no gap in `session-NNN`."""
+        match = _NUMBERED_RE.match(session.name)
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (session.id,))
+            if match:
+                db.execute(
+                    "UPDATE meta SET value = value - 1 WHERE key = 'session_counter' AND value = ?",
+                    (int(match.group(1)),),
+                )
 
     def count_sessions(self) -> int:
         """How many sessions exist (any status, any row state)."""
@@ -360,16 +383,14 @@ class Store:
         detail: dict | None = None,
     ) -> Activity:
         """Append an entry to a session's activity log."""
-        ts = now()
-        body = json.dumps(detail or {})
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO activities (session_id, worker_id, type, time, detail) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (session_id, worker_id, type, ts, body),
-            )
-            seq = cur.lastrowid
-        return Activity(seq or 0, session_id, type, ts, worker_id, detail or {})
+            return _insert_activity(db, session_id, type, worker_id, detail)
+
+    def mark_ready(self, session_id: str, detail: dict) -> None:
+        """A created session's row becomes ready and its log says `created`, in one commit."""
+        with self.transaction() as db:
+            db.execute("UPDATE sessions SET row_state = ? WHERE id = ?", (ROW_READY, session_id))
+            _insert_activity(db, session_id, "created", None, detail)
 
     def list_activities(
         self, session_id: str, limit: int | None = None, since: int | None = None
@@ -415,3 +436,14 @@ def _worker(row: sqlite3.Row) -> Worker:
     for key in _JSON_FIELDS:
         values[key] = json.loads(values[key])
     return Worker(**values)
+
+
+def _insert_activity(
+    db: sqlite3.Connection, session_id: str, type: str, worker_id: str | None, detail: dict | None
+) -> Activity:
+    ts = now()
+    cur = db.execute(
+        "INSERT INTO activities (session_id, worker_id, type, time, detail) VALUES (?, ?, ?, ?, ?)",
+        (session_id, worker_id, type, ts, json.dumps(detail or {})),
+    )
+    return Activity(cur.lastrowid or 0, session_id, type, ts, worker_id, detail or {})

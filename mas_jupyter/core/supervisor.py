@@ -14,7 +14,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from . import faults, processes, validate
-from .backends import Backend, list_templates, load_backends
+from .backends import Backend, find_template, list_templates, load_backends
 from .errors import ConflictError, InvalidError, LimitError, NotFoundError, UnavailableError
 from .models import Worker
 from .personas import first_message as persona_message
@@ -82,6 +82,16 @@ class Supervisor:
     def templates(self) -> dict[str, str]:
         """Template name -> directory."""
         return list_templates(self.manager.templates_dir or None)
+
+    def template_dir(self, name: object) -> str:
+        """The directory of a template by name (checked), or a not-found error listing them."""
+        validate.name(name, "template")
+        path = find_template(str(name), self.manager.templates_dir or None)
+        if path is None:
+            raise NotFoundError(
+                f"no template named {name!r}; available: {', '.join(sorted(self.templates()))}"
+            )
+        return path
 
     @property
     def tmux(self) -> tmux_runtime.Tmux:

@@ -15,11 +15,11 @@ from .errors import InvalidError, NotFoundError
 from .models import Session, Worker
 from .transcript import read_transcript
 from .worker import transcript_path
-from .workspaces import relative
 
 if TYPE_CHECKING:
     from .store import Store
     from .supervisor import Supervisor
+    from .workspaces import Workspaces
 
 
 class WorkerOperations:
@@ -30,6 +30,7 @@ class WorkerOperations:
     max_input_bytes: int
     output_buffer_bytes: int
     root_dir: str
+    workspaces: Workspaces
 
     if TYPE_CHECKING:  # provided by MASManager
 
@@ -164,7 +165,7 @@ class WorkerOperations:
         return {
             "session": session.name,
             "workspace": session.workspace,
-            "workspace_path": relative(session.workspace, self.root_dir),
+            "workspace_path": self.workspaces.browser_path(session.workspace),
             "workers": [
                 {
                     "id": w["id"],

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from . import validate
-from .errors import ConflictError, InvalidError, NotFoundError
+from .errors import ConflictError, InvalidError
 from .gitrun import git
 from .models import Session
 
@@ -28,8 +28,9 @@ META_FILE = "session.json"
 class Workspaces:
     """Creates, inspects and removes the directories sessions work in."""
 
-    def __init__(self, sessions_root: str, allowed_roots: list[str]) -> None:
+    def __init__(self, sessions_root: str, allowed_roots: list[str], browse_root: str) -> None:
         self.root = os.path.realpath(sessions_root)
+        self.browse_root = os.path.realpath(browse_root)
         self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
         self.state_dir = os.path.join(self.root, META_DIR)
         self.staging_dir = os.path.join(self.state_dir, "staging")
@@ -55,6 +56,12 @@ class Workspaces:
         if os.path.lexists(path):
             raise ConflictError(f"the workspace directory {path} already exists")
         return path
+
+    def browser_path(self, workspace: str) -> str | None:
+        """A workspace's path relative to the server's root (for the file browser), or None."""
+        if workspace and validate.inside(workspace, self.browse_root):
+            return os.path.relpath(workspace, self.browse_root).replace(os.sep, "/")
+        return None
 
     def owns(self, path: str) -> bool:
         """Whether path is a workspace directory this engine made (directly under the root)."""
@@ -91,10 +98,8 @@ class Workspaces:
     def create_quick(self, session: Session, template_dir: str) -> None:
         """Fill a new directory from a template, then move it into place in one rename."""
         staging = os.path.join(self.staging_dir, session.id)
-        shutil.rmtree(staging, ignore_errors=True)
-        # Symlinks in a template are skipped: a workspace must not point outside its root.
-        shutil.copytree(template_dir, staging, ignore=_symlinks, symlinks=False)
-        self.write_metadata(session, staging)
+        _copy_template(template_dir, staging)
+        self.write_metadata(session, new_workspace=staging)
         os.rename(staging, session.workspace)
 
     # worktree
@@ -102,15 +107,22 @@ class Workspaces:
     def _lock(self, repo: str) -> asyncio.Lock:
         return self._repo_locks.setdefault(repo, asyncio.Lock())
 
-    async def resolve_repo(self, repo: object) -> str:
-        """The top level of a git repository inside the allowed roots."""
+    def resolve_repo(self, repo: object) -> str:
+        """The top level of the git repository holding `repo`, inside the allowed roots.
+
+        Found as git finds it, by the nearest `.git` (folder or file) upwards, without running
+        git: what git itself then refuses (a broken `.git`, a repository owned by someone
+        else) fails `git worktree add`, before anything is created.
+        """
         path = validate.contained_path(repo, self.allowed_roots, "repo")
         if not os.path.isdir(path):
             raise InvalidError(f"repo {repo!r} is not an existing directory")
-        res = await git("rev-parse", "--show-toplevel", cwd=path)
-        if not res.ok:
-            raise InvalidError(f"repo {repo!r} is not a git repository")
-        top = os.path.realpath(res.out.strip())
+        top = path
+        while not os.path.lexists(os.path.join(top, ".git")):
+            parent = os.path.dirname(top)
+            if parent == top:
+                raise InvalidError(f"repo {repo!r} is not a git repository")
+            top = parent
         if not any(validate.inside(top, r) for r in self.allowed_roots):
             raise validate.ForbiddenError(
                 f"the repository {top} is outside the allowed roots; "
@@ -118,27 +130,12 @@ class Workspaces:
             )
         return top
 
-    async def resolve_base(self, repo: str, base: str) -> str:
-        """The commit a base revision names in the repository."""
-        res = await git(
-            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}", cwd=repo
-        )
-        if not res.ok:
-            raise InvalidError(f"base {base!r} is not a commit in {repo}")
-        return res.out.strip()
-
-    async def create_worktree(self, session: Session, base_sha: str) -> None:
-        """`git worktree add` on a new branch, serialized per repository."""
-        assert session.repo and session.branch
+    async def create_worktree(self, session: Session) -> None:
+        """`git worktree add` on a new branch from the session's base, serialized per
+        repository. git checks everything before it creates anything: a base that is not a
+        commit, a branch that exists, a folder that is not a repository."""
+        assert session.repo and session.branch and session.base
         async with self._lock(session.repo):
-            exists = await git(
-                "show-ref", "--verify", "--quiet", f"refs/heads/{session.branch}", cwd=session.repo
-            )
-            if exists.ok:
-                raise ConflictError(
-                    f"branch {session.branch!r} already exists in {session.repo}; "
-                    "choose another branch name"
-                )
             res = await git(
                 "worktree",
                 "add",
@@ -147,12 +144,26 @@ class Workspaces:
                 session.branch,
                 "--end-of-options",
                 session.workspace,
-                base_sha,
+                f"{session.base}^{{commit}}",
                 cwd=session.repo,
             )
             if not res.ok:
-                raise ConflictError(f"git worktree add failed: {res.err.strip()}")
-        self.write_metadata(session)
+                await self._worktree_refused(session, res.err.strip())
+        self.write_metadata(session, new_workspace=session.workspace)
+
+    async def _worktree_refused(self, session: Session, err: str) -> None:
+        # Only on failure: ask git what was wrong, in words the user can act on.
+        repo, branch = session.repo or "", session.branch or ""
+        if not (await git("rev-parse", "--git-dir", cwd=repo)).ok:
+            raise InvalidError(f"repo {repo!r} is not a git repository ({err})")
+        rev = ("--verify", "--quiet", "--end-of-options", f"{session.base}^{{commit}}")
+        if not (await git("rev-parse", *rev, cwd=repo)).ok:
+            raise InvalidError(f"base {session.base!r} is not a commit in {repo}")
+        if (await git("show-ref", "--verify", "--quiet", f"refs/heads/{branch}", cwd=repo)).ok:
+            raise ConflictError(
+                f"branch {branch!r} already exists in {repo}; choose another branch name"
+            )
+        raise ConflictError(f"git worktree add failed: {err}")
 
     async def changes(self, session: Session) -> list[str]:
         """Uncommitted and untracked changes in a worktree workspace (porcelain lines)."""
@@ -264,24 +275,32 @@ class Workspaces:
 
     # metadata
 
-    def metadata_path(self, session: Session, workspace: str | None = None) -> str:
+    def metadata_path(self, session: Session) -> str:
         """Where a session's metadata file lives."""
         if session.kind == "dir":
             return os.path.join(self.dir_sessions, f"{session.id}.json")
-        return os.path.join(workspace or session.workspace, META_DIR, META_FILE)
+        return os.path.join(session.workspace, META_DIR, META_FILE)
 
-    def write_metadata(self, session: Session, workspace: str | None = None) -> None:
-        """Write the metadata file atomically (temporary file, then rename)."""
-        path = self.metadata_path(session, workspace)
+    def write_metadata(self, session: Session, new_workspace: str | None = None) -> None:
+        """Write the metadata file, atomically (temporary file, then rename) as it may replace
+        one. Into a `new_workspace` (just made: the final path or a staging copy) it is written
+        in place: a torn file there (a crash) only means start-up undoes the create, as it
+        would without the file."""
+        text = json.dumps(session.metadata())
+        if new_workspace:
+            folder = os.path.join(new_workspace, META_DIR)
+            os.makedirs(folder, exist_ok=True)  # a repository may track a .mas folder
+            _write_ignore(folder)
+            with open(os.path.join(folder, META_FILE), "w") as fh:
+                fh.write(text)
+            return
+        path = self.metadata_path(session)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         _write_ignore(folder)
-        data = session.metadata()
-        if workspace:
-            data["workspace"] = session.workspace
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".session-", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
+            fh.write(text)
         os.replace(tmp, path)
 
     def remove_metadata(self, session: Session) -> None:
@@ -320,26 +339,26 @@ class Workspaces:
         """Remove a half-filled quick workspace left by a crash."""
         shutil.rmtree(os.path.join(self.staging_dir, session_id), ignore_errors=True)
 
-    def require_template(self, templates: dict[str, str], name: str) -> str:
-        """The directory of a template by name."""
-        validate.name(name, "template")
-        if name not in templates:
-            raise NotFoundError(
-                f"no template named {name!r}; available: {', '.join(sorted(templates))}"
-            )
-        return templates[name]
 
+def _copy_template(src: str, dst: str, top: bool = True) -> None:
+    """Copy a template folder: files with their permission bits, times fresh.
 
-def relative(path: str, root: str) -> str | None:
-    """A path relative to root (for the file browser), or None when it is outside."""
-    real_root = os.path.realpath(root)
-    if path and validate.inside(path, real_root):
-        return os.path.relpath(path, real_root).replace(os.sep, "/")
-    return None
-
-
-def _symlinks(folder: str, names: list[str]) -> list[str]:
-    return [n for n in names if os.path.islink(os.path.join(folder, n))]
+    Symlinks are skipped (a workspace must not point outside its root), and so is a
+    template's own `.mas` folder (a workspace's state is its own). Unlike shutil.copytree
+    this copies no times or extended attributes, which a new workspace does not want and
+    which cost more than the copy of a small template.
+    """
+    os.mkdir(dst)
+    with os.scandir(src) as entries:
+        for entry in entries:
+            target = os.path.join(dst, entry.name)
+            if entry.is_symlink() or (top and entry.name == META_DIR):
+                continue
+            if entry.is_dir():
+                _copy_template(entry.path, target, top=False)
+            else:
+                shutil.copyfile(entry.path, target)
+                os.chmod(target, entry.stat().st_mode & 0o7777)
 
 
 def _write_ignore(folder: str) -> None:

@@ -65,6 +65,25 @@ async def test_bad_branch_and_base_create_nothing(manager, make_repo, extra, err
     assert run_git("worktree", "list", cwd=repo).count("\n") == 1
 
 
+async def test_a_failed_create_leaves_no_gap_in_generated_names(manager, make_repo):
+    repo = make_repo()
+    with pytest.raises(InvalidError, match="is not a commit"):
+        await manager.create_session({"kind": "worktree", "repo": repo, "base": "nope"})
+    session = await manager.create_session({"kind": "worktree", "repo": repo})
+    assert session["name"] == "session-001"
+
+
+async def test_a_subfolder_or_another_worktree_names_its_repository(manager, make_repo):
+    repo = make_repo()
+    os.makedirs(os.path.join(repo, "src", "deep"))
+    first = await manager.create_session({"kind": "worktree", "repo": f"{repo}/src/deep"})
+    assert first["repo"] == os.path.realpath(repo)
+    # A worktree's `.git` is a file; git adds the new worktree to the same repository.
+    second = await manager.create_session({"kind": "worktree", "repo": first["workspace"]})
+    assert second["repo"] == first["workspace"]
+    assert second["workspace"] in run_git("worktree", "list", cwd=repo)
+
+
 async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo, tmp_path):
     repo = make_repo()
     manager = make_manager(allowed_roots=[str(tmp_path / "root" / "elsewhere")])
