@@ -8,6 +8,7 @@ Workers are run by the `Supervisor` it holds (`supervisor.py`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -114,7 +115,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self.events = EventBus()
         self._store: Store | None = None
         self._cache: tuple[int, float, list[dict]] | None = None
-        self._encoded: tuple[tuple, str] | None = None
+        self._encoded: tuple[tuple, bytes, str] | None = None
         self.workspaces = Workspaces(
             self.resolved_sessions_root, self.resolved_allowed_roots, self.root_dir
         )
@@ -245,17 +246,20 @@ class MASManager(WorkerOperations, LoggingConfigurable):
 
     def list_sessions_json(
         self, status: str | None = None, kind: str | None = None, task: str | None = None
-    ) -> str:
-        """The same listing as JSON text, encoded once per change of the listing and filters.
+    ) -> tuple[bytes, str]:
+        """The same listing as UTF-8 JSON and its entity tag (a hash of it), both made once
+        per change of the listing and filters.
 
-        With hundreds of sessions the encoding costs more than everything else in a request.
+        With hundreds of sessions, encoding and hashing the body cost more than everything
+        else in a request.
         """
         rows = self.list_sessions(status=status, kind=kind, task=task)
         assert self._cache is not None
         key = (self._cache[0], self._cache[1], status, kind, task)
         if self._encoded is None or self._encoded[0] != key:
-            self._encoded = (key, json.dumps(rows))
-        return self._encoded[1]
+            body = json.dumps(rows).encode()
+            self._encoded = (key, body, f'"{hashlib.sha1(body).hexdigest()}"')
+        return self._encoded[1], self._encoded[2]
 
     def _listing(self) -> list[dict]:
         # Every session with its workers, rebuilt only when the store changed (any write,

@@ -39,7 +39,12 @@ class SessionsHandler(MASAPIHandler):
     def get(self) -> None:
         """Sessions, with their workers; filtered by status, kind and task."""
         args = {k: self.get_query_argument(k, None) for k in ("status", "kind", "task")}
-        self.finish(self.manager.list_sessions_json(**args))  # already JSON text
+        body, self._etag = self.manager.list_sessions_json(**args)
+        self.finish(body)  # already JSON; a client that has it gets 304 Not Modified
+
+    def compute_etag(self) -> str | None:
+        """The listing's tag, made with it (tornado would hash the whole body per request)."""
+        return getattr(self, "_etag", None)
 
     @web.authenticated
     @authorized

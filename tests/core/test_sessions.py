@@ -291,9 +291,11 @@ async def test_listing_json_follows_every_change(manager):
     import json
 
     await manager.create_session({"kind": "quick", "name": "a", "task": "T"})
-    first = manager.list_sessions_json()
+    first, tag = manager.list_sessions_json()
     assert json.loads(first) == manager.list_sessions()
-    assert manager.list_sessions_json() is first  # encoded once while nothing changes
+    again, same_tag = manager.list_sessions_json()
+    assert again is first and same_tag == tag  # encoded once while nothing changes
     manager.update_session("a", {"task": "U"})
-    assert json.loads(manager.list_sessions_json())[0]["task"] == "U"
-    assert json.loads(manager.list_sessions_json(task="T")) == []
+    changed, new_tag = manager.list_sessions_json()
+    assert json.loads(changed)[0]["task"] == "U" and new_tag != tag
+    assert json.loads(manager.list_sessions_json(task="T")[0]) == []

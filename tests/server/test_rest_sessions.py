@@ -31,6 +31,18 @@ async def test_create_get_list_and_filter_sessions(api):
     assert len(listed) == 2
 
 
+async def test_listing_has_an_etag_and_answers_304_while_unchanged(jp_fetch, api):
+    await api("POST", "sessions", body={"name": "alpha"})
+    first = await jp_fetch("api", "mas", "sessions")
+    tag = first.headers["Etag"]
+    assert (await jp_fetch("api", "mas", "sessions")).headers["Etag"] == tag
+    code, body = await api("GET", "sessions", headers={"If-None-Match": tag})
+    assert code == 304 and body is None
+    await api("PATCH", "sessions", "alpha", body={"task": "T"})
+    code, listed = await api("GET", "sessions", headers={"If-None-Match": tag})
+    assert code == 200 and listed[0]["task"] == "T"
+
+
 @pytest.mark.parametrize(
     ("params", "reason"),
     [({"status": "running"}, "invalid"), ({"kind": "box"}, "invalid")],
