@@ -77,12 +77,19 @@ class Api:
         return data
 
     async def timed_get(self, path: str) -> float:
-        """Seconds one GET takes (it must answer 200)."""
+        """Seconds until one GET's whole body has arrived (it must answer 200 with JSON).
+
+        The body is parsed after the clock stops: decoding a large listing is the client's
+        cost (~2 ms for 450 KB in Python here, with garbage-collection spikes), not the
+        server's, and a browser's JSON.parse is several times faster.
+        """
+        req = HTTPRequest(self.server.url + path, headers=self.server.headers())
         t0 = time.perf_counter()
-        code, data = await self.call("GET", path)
+        resp = await self.http.fetch(req, raise_error=False)
         elapsed = time.perf_counter() - t0
-        if code != 200:
-            raise RuntimeError(f"GET {path} -> {code}: {data}")
+        if resp.code != 200:
+            raise RuntimeError(f"GET {path} -> {resp.code}: {resp.body[:200]!r}")
+        json.loads(resp.body)
         return elapsed
 
     # consoles
