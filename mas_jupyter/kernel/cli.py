@@ -224,6 +224,45 @@ class StopCommand(MASCommand):
             print(f"warning: {warning}")
 
 
+class PauseCommand(MASCommand):
+    """Pause a session."""
+
+    name = "pause"
+    description = "Pause a session: its processes stop, its workspace and conversations stay."
+
+    def run(self) -> None:
+        """Pause it."""
+        args = self.args(1, 1, "SESSION")
+        print(repr(self.client().pause(args[0])))
+
+
+class ResumeCommand(MASCommand):
+    """Resume a session."""
+
+    name = "resume"
+    description = "Resume a paused or stopped session; agents continue their conversation."
+
+    def run(self) -> None:
+        """Resume it."""
+        args = self.args(1, 1, "SESSION")
+        print(repr(self.client().resume(args[0])))
+
+
+class RestartCommand(MASCommand):
+    """Restart a worker."""
+
+    name = "restart"
+    description = (
+        "Restart a worker (default: the session's agent); an agent continues its conversation."
+    )
+
+    def run(self) -> None:
+        """Restart it."""
+        args = self.args(1, 2, "SESSION [WORKER]")
+        worker = args[1] if len(args) > 1 else None
+        print(repr(self.client().restart(worker, session=args[0])))
+
+
 class DeleteCommand(MASCommand):
     """Delete a session."""
 
@@ -257,6 +296,9 @@ class MASApp(JupyterApp):
             NewCommand,
             SendCommand,
             AttachCommand,
+            PauseCommand,
+            ResumeCommand,
+            RestartCommand,
             StopCommand,
             DeleteCommand,
         )
@@ -265,7 +307,7 @@ class MASApp(JupyterApp):
     def start(self) -> None:
         """Run the subcommand, or print the list of them."""
         if self.subapp is None:
-            print("usage: jupyter mas {list,new,send,attach,stop,delete} [options]")
+            print(f"usage: jupyter mas {{{','.join(self.subcommands)}}} [options]")
             print("       jupyter mas SUBCOMMAND --help")
             self.exit(2)
         self.subapp.start()

@@ -61,6 +61,29 @@ def test_new_list_send_stop_delete(cli, client):
     assert client.sessions() == []
 
 
+def test_pause_resume_and_restart(cli, client):
+    code, _, err = cli("new", "cli-2", "--agent=demo")
+    assert code == 0, err
+    demo_idle(client, "cli-2")
+    pid = client.worker("demo", session="cli-2").data["pid"]
+    code, out, err = cli("restart", "cli-2")  # the agent by default
+    assert code == 0, err
+    assert out.startswith("<Worker demo agent/demo")
+    restarted = client.worker("demo", session="cli-2")
+    assert restarted.status in ("starting", "running") and restarted.data["pid"] != pid
+    code, out, err = cli("pause", "cli-2")
+    assert code == 0 and "<Session cli-2 quick paused" in out, err
+    assert client.worker("demo", session="cli-2").status == "exited"
+    code, out, err = cli("resume", "cli-2")
+    assert code == 0 and "<Session cli-2 quick active" in out, err
+    demo_idle(client, "cli-2")
+    code, _, err = cli("restart", "cli-2", "nosuch")
+    assert code == 1 and "no worker" in err and "Traceback" not in err
+    code, _, err = cli("pause")
+    assert code == 1 and "usage: jupyter mas pause SESSION" in err
+    client.delete("cli-2", purge=True)
+
+
 def test_errors_are_one_line(cli, tmp_path, server):
     code, out, err = cli("delete", "nosuch")
     assert code == 1 and err.strip() == ("jupyter mas delete: no session with id or name 'nosuch'")
@@ -71,7 +94,7 @@ def test_errors_are_one_line(cli, tmp_path, server):
     code, _, err = cli("new", "--persona=pm")
     assert code == 1 and "--persona needs --agent" in err
     code, out, _ = cli()
-    assert code == 2 and "list,new,send,attach,stop,delete" in out
+    assert code == 2 and "list,new,send,attach,pause,resume,restart,stop,delete" in out
     env = {k: v for k, v in cli.env.items() if not k.startswith("MAS_")}
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "none")
     p = subprocess.run([*CLI, "list"], env=env, cwd=tmp_path, capture_output=True, text=True)
