@@ -158,6 +158,27 @@ def test_console_relays_a_worker(client, until):
         console.close()
 
 
+def test_console_reconnects_after_a_dropped_connection(client, until):
+    client.create_session("rc", terminal=True)
+    console = RecordingConsole("terminal", session="rc", client=client)
+    try:
+        until(lambda: console.status == "connected", what="connected")
+        console.write("echo before-$((6*7))\r")
+        until(lambda: "before-42" in console.output(), what="the first echo")
+        first = console.channel
+        resets = sum(m["type"] == "reset" for m in console.sent)
+        client._loop.call_soon(first._ws.close)  # the connection drops; the worker runs on
+        until(lambda: console.channel is not first and console.status == "connected",
+              what="reconnected")  # fmt: skip
+        until(lambda: sum(m["type"] == "reset" for m in console.sent) > resets, what="replay")
+        until(lambda: "before-42" in console.buffer, what="the history replayed")
+        console.write("echo after-$((6*8))\r")
+        until(lambda: "after-48" in console.output(), what="typing after the reconnect")
+    finally:
+        console.close()
+    assert console.channel.closed.is_set() and console.status == "closed"
+
+
 def _comm_messages(kc, predicate, timeout=30.0):
     """iopub messages until one matches predicate (returned last); bounded."""
     seen = []
