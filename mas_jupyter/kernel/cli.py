@@ -224,28 +224,27 @@ class StopCommand(MASCommand):
             print(f"warning: {warning}")
 
 
-class PauseCommand(MASCommand):
+class _SessionCommand(MASCommand):
+    """A command on one session that prints the session after: the client method `name`."""
+
+    def run(self) -> None:
+        """Call the client method named like the command and print the session."""
+        args = self.args(1, 1, "SESSION")
+        print(repr(getattr(self.client(), self.name)(args[0])))
+
+
+class PauseCommand(_SessionCommand):
     """Pause a session."""
 
     name = "pause"
     description = "Pause a session: its processes stop, its workspace and conversations stay."
 
-    def run(self) -> None:
-        """Pause it."""
-        args = self.args(1, 1, "SESSION")
-        print(repr(self.client().pause(args[0])))
 
-
-class ResumeCommand(MASCommand):
+class ResumeCommand(_SessionCommand):
     """Resume a session."""
 
     name = "resume"
     description = "Resume a paused or stopped session; agents continue their conversation."
-
-    def run(self) -> None:
-        """Resume it."""
-        args = self.args(1, 1, "SESSION")
-        print(repr(self.client().resume(args[0])))
 
 
 class RestartCommand(MASCommand):
