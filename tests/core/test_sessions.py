@@ -43,13 +43,20 @@ async def test_custom_template_is_copied_without_symlinks(make_manager, tmp_path
     templates = tmp_path / "templates"
     (templates / "analysis").mkdir(parents=True)
     (templates / "analysis" / "notes.md").write_text("hello")
+    (templates / "analysis" / "bin").mkdir()
+    (templates / "analysis" / "bin" / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(templates / "analysis" / "bin" / "run.sh", 0o750)
+    (templates / "analysis" / ".mas").mkdir()  # a template's own state is not copied
+    (templates / "analysis" / ".mas" / "stale.json").write_text("{}")
     os.symlink("/etc/passwd", templates / "analysis" / "escape")
     manager = make_manager(templates_dir=str(templates))
     session = await manager.create_session({"kind": "quick", "template": "analysis"})
     ws = session["workspace"]
     with open(os.path.join(ws, "notes.md")) as fh:
         assert fh.read() == "hello"
+    assert os.stat(os.path.join(ws, "bin", "run.sh")).st_mode & 0o777 == 0o750
     assert not os.path.lexists(os.path.join(ws, "escape"))
+    assert sorted(os.listdir(os.path.join(ws, ".mas"))) == [".gitignore", "session.json"]
     with pytest.raises(NotFoundError, match="no template named 'nope'"):
         await manager.create_session({"kind": "quick", "template": "nope"})
 
