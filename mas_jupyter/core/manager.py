@@ -116,9 +116,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self._store: Store | None = None
         self._cache: tuple[int, float, list[dict]] | None = None
         self._encoded: tuple[tuple, bytes, str] | None = None
-        self.workspaces = Workspaces(
-            self.resolved_sessions_root, self.resolved_allowed_roots, self.root_dir
-        )
+        self.workspaces = self._workspaces()
         self.supervisor = Supervisor(self)
 
     # configuration, resolved
@@ -135,6 +133,9 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         roots = self.allowed_roots or [self.root_dir]
         return [os.path.realpath(os.path.join(self.root_dir, os.path.expanduser(r))) for r in roots]
 
+    def _workspaces(self) -> Workspaces:
+        return Workspaces(self.resolved_sessions_root, self.resolved_allowed_roots, self.root_dir)
+
     @property
     def store(self) -> Store:
         """The open store (start() opens it)."""
@@ -149,9 +150,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         if self._store is not None:
             return
         # Built here, not in __init__, so configuration set after construction is honoured.
-        self.workspaces = Workspaces(
-            self.resolved_sessions_root, self.resolved_allowed_roots, self.root_dir
-        )
+        self.workspaces = self._workspaces()
         try:
             self.workspaces.ensure_root()
             _ignore_in_outer_repo(self.workspaces.root)

@@ -29,7 +29,6 @@ class WorkerOperations:
     supervisor: Supervisor
     max_input_bytes: int
     output_buffer_bytes: int
-    root_dir: str
     workspaces: Workspaces
 
     if TYPE_CHECKING:  # provided by MASManager
