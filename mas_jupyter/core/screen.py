@@ -41,6 +41,7 @@ _MODE_RE = re.compile(rb"\x1b\[\?(1049|1047|47|25)([hl])")
 # An OSC sequence: ESC ] payload, ended by BEL or ST (ESC \), or unterminated at the end.
 _OSC_RE = re.compile(rb"\x1b\][^\x07\x1b]*(\x07|\x1b\\)?")
 _OSC_END_RE = re.compile(rb"\x07|\x1b\\|\x1b")
+_OSC_START_RE = re.compile(rb"\x1b\]")
 # Sequences that move the cursor up or to a given place, or set a scroll region: output
 # without them only ever scrolls, so its last `rows` lines are enough to paint the screen.
 _ADDRESSING_RE = re.compile(rb"\x1b\[[0-9;?]*[HfAFdrJSTLM]|\x1b[M78]")
@@ -194,8 +195,10 @@ class Screen:
                 return
             self._in_osc = False
             data = data[end.end() :] if end.group() != b"\x1b" else data[end.start() :]
-        bells = data.count(b"\x07")
-        if b"\x1b]" in data:
+        # Every chunk of output passes here: single-byte `in` (memchr) first, the slower scans
+        # only when there is something to find.
+        bells = data.count(b"\x07") if b"\x07" in data else 0
+        if b"\x1b" in data and _OSC_START_RE.search(data):
             for m in _OSC_RE.finditer(data):
                 if m.group(1) == b"\x07":
                     bells -= 1

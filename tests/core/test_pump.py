@@ -105,3 +105,36 @@ async def test_a_typed_into_pty_is_read_ahead_of_the_queue():
         for p in [*streams, typed]:
             pump.forget(p)
             p.close()
+
+
+async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_sleep():
+    loop = asyncio.get_running_loop()
+    pump = pumps.ReadPump(loop)
+    streams = [Pipe(f"s{i}", 60_000) for i in range(20)]
+    try:
+        for p in streams:
+            pump.watch(p)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn ran; the rest of the streams wait for the next
+        assert pump.queue and isinstance(pump.next_turn, asyncio.Handle)
+        assert not isinstance(pump.next_turn, asyncio.TimerHandle)  # nobody types: at once
+
+        pump.typed()
+        served = sum(p.got for p in streams)
+        while sum(p.got for p in streams) == served:
+            await asyncio.sleep(0)  # the turn already scheduled runs at once
+        assert pump.queue
+        # The next one waits YIELD_SECONDS, so the loop can sleep and wake for a keystroke.
+        assert isinstance(pump.next_turn, asyncio.TimerHandle)
+        assert pump.next_turn.when() >= loop.time() + pumps.YIELD_SECONDS / 2
+
+        pump.typed_at = loop.time() - pumps.TYPING_SECONDS  # the typing is over
+        served = sum(p.got for p in streams)
+        while sum(p.got for p in streams) == served:
+            await asyncio.sleep(0)  # the turn that was set for later runs after its wait
+        assert pump.queue
+        assert not isinstance(pump.next_turn, asyncio.TimerHandle)
+    finally:
+        for p in streams:
+            pump.forget(p)
+            p.close()

@@ -177,6 +177,7 @@ class PtyProcess:
         self._queue.append(data)
         self._queued += len(data)
         self.typed_at = asyncio.get_running_loop().time()
+        self._pump.typed()
         self._flush()
 
     def _flush(self) -> None:

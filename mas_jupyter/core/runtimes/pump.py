@@ -13,6 +13,12 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
   of the queue: its echo goes out in the same turn. At most `URGENT_PER_TURN` such reads per
   turn (a hundred workers typed into at once are not all urgent); the others go to the front
   of the queue.
+- While someone types (any PTY of the loop written to during the last `TYPING_SECONDS`), the
+  turns for streams are spaced `YIELD_SECONDS` apart instead of following each other at once.
+  A loop that never sleeps loses the CPU to the streams' producers and wakes late for a
+  keystroke; one that sleeps between turns is run the moment the keystroke or its echo arrives.
+  Measured with 10 and 50 streams (docs/performance.md): echo p99 ~3 ms instead of 9-20 ms, the
+  streams' total rate meanwhile 21-30 MB/s instead of 25-36.
 
 A PTY waiting in the queue is not watched by the loop (no busy re-reporting of a ready fd); it
 is watched again once it has been read.
@@ -30,6 +36,8 @@ MAX_READS = 12
 MIN_READS = 2
 INTERACTIVE_SECONDS = 0.5
 URGENT_PER_TURN = 4
+TYPING_SECONDS = 1.0
+YIELD_SECONDS = 0.001
 
 
 class Readable(Protocol):
@@ -50,6 +58,8 @@ class ReadPump:
         self.queue: deque[Readable] = deque()
         self.scheduled = False
         self.urgent_left = URGENT_PER_TURN
+        self.typed_at = float("-inf")  # loop time of the last input to any of its PTYs
+        self.next_turn: asyncio.Handle | None = None
 
     def watch(self, pty: Readable) -> None:
         """Have the loop tell the pump when the PTY has output."""
@@ -60,6 +70,10 @@ class ReadPump:
         """Stop watching the PTY (it is skipped if still queued)."""
         if pty.fd is not None:
             self.loop.remove_reader(pty.fd)
+
+    def typed(self) -> None:
+        """Someone wrote to one of the PTYs: space the streams' turns for a while."""
+        self.typed_at = self.loop.time()
 
     def _readable(self, pty: Readable) -> None:
         if pty.fd is None or pty.eof:
@@ -78,7 +92,7 @@ class ReadPump:
             self.queue.append(pty)
         if not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self._turn)
+            self.next_turn = self.loop.call_soon(self._turn)
 
     def _refill(self) -> None:
         self.urgent_left = URGENT_PER_TURN
@@ -98,7 +112,10 @@ class ReadPump:
                 self.loop.add_reader(pty.fd, self._readable, pty)
         if self.queue:
             self.scheduled = True
-            self.loop.call_soon(self._turn)
+            if self.loop.time() - self.typed_at < TYPING_SECONDS:
+                self.next_turn = self.loop.call_later(YIELD_SECONDS, self._turn)
+            else:
+                self.next_turn = self.loop.call_soon(self._turn)
 
 
 _pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadPump] = weakref.WeakKeyDictionary()
