@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from mas_jupyter.core.ring import OutputRing
@@ -71,8 +73,9 @@ def test_many_small_chunks_stay_bounded_and_correct():
     assert ring.total == len(expected)
     assert ring.snapshot() == bytes(expected[-1000:])
     assert ring.start == len(expected) - 1000
-    # Compaction keeps the backing buffer within about twice the capacity.
-    assert len(ring._buf) <= 2 * 1000 + 10
+    # Small chunks are merged: what is held stays within the capacity plus one merged chunk.
+    assert sum(len(c) for c in ring._chunks) <= 1000 + 4096 + 10
+    assert len(ring._chunks) <= 3
 
 
 def test_clear_keeps_offsets_absolute():
@@ -95,3 +98,24 @@ def test_empty_append_is_a_no_op():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError):
         OutputRing(0)
+
+
+def test_random_chunks_agree_with_a_plain_buffer():
+    rng = random.Random(7)
+    for capacity in (1, 10, 5000, 20000):
+        ring = OutputRing(capacity)
+        expected = bytearray()
+        for _ in range(400):
+            size = rng.choice((0, 1, 3, 100, 4095, 4096, 9000, 30000))
+            chunk = bytes(rng.randrange(256) for _ in range(min(size, 64))) * (size // 64 + 1)
+            chunk = chunk[:size]
+            ring.append(bytearray(chunk) if rng.random() < 0.2 else chunk)
+            expected += chunk
+            kept = bytes(expected[-capacity:])
+            assert ring.total == len(expected) and len(ring) == len(kept)
+            assert ring.start == len(expected) - len(kept)
+            assert ring.snapshot() == kept
+            n = rng.randrange(capacity + 2)
+            assert ring.tail(n) == (kept[max(0, len(kept) - n) :] if n else b"")
+            offset = rng.randrange(len(expected) + 2)
+            assert ring.since(offset) == bytes(expected[max(offset, ring.start) :])
