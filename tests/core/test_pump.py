@@ -19,6 +19,7 @@ class Pipe:
         os.write(self.write_fd, b"x" * nbytes)
         self.eof = False
         self.typed_at: float | None = None
+        self.printed_since_typed = 0
         self.bursts: list[int] = []
         self.got = 0
 
@@ -30,6 +31,7 @@ class Pipe:
             except BlockingIOError:
                 break
             self.got += len(data)
+            self.printed_since_typed += len(data)
         log.append(self.name)
 
     def close(self) -> None:
@@ -107,10 +109,21 @@ async def test_a_typed_into_pty_is_read_ahead_of_the_queue():
             p.close()
 
 
+async def until(condition, timeout: float = 10.0) -> None:
+    """Let the loop run until condition() holds (bounded)."""
+
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
 async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_sleep():
     loop = asyncio.get_running_loop()
     pump = pumps.ReadPump(loop)
     streams = [Pipe(f"s{i}", 60_000) for i in range(20)]
+    typist = Pipe("typist", 0)
     try:
         for p in streams:
             pump.watch(p)
@@ -119,22 +132,32 @@ async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_slee
         assert pump.queue and isinstance(pump.next_turn, asyncio.Handle)
         assert not isinstance(pump.next_turn, asyncio.TimerHandle)  # nobody types: at once
 
-        pump.typed()
+        pump.watch(typist)
+        typist.typed_at = loop.time()
+        pump.typed(typist)  # a keystroke into a PTY that does not stream
         served = sum(p.got for p in streams)
-        while sum(p.got for p in streams) == served:
-            await asyncio.sleep(0)  # the turn already scheduled runs at once
+        await until(lambda: sum(p.got for p in streams) > served)  # the turn set before
         assert pump.queue
         # The next one waits YIELD_SECONDS, so the loop can sleep and wake for a keystroke.
         assert isinstance(pump.next_turn, asyncio.TimerHandle)
         assert pump.next_turn.when() >= loop.time() + pumps.YIELD_SECONDS / 2
 
+        # The PTY typed into streams itself (a command that floods): full speed again.
+        while typist.got <= pumps.ECHO_BYTES:
+            want = typist.got + 32768
+            os.write(typist.write_fd, b"y" * 32768)  # fits in the pipe, which is read meanwhile
+            await until(lambda want=want: typist.got >= want)
+        assert not pump._typing()
+        assert not pump._interactive(typist)  # nor read ahead of the others
+
+        typist.printed_since_typed = 0
+        pump.typed(typist)
+        assert pump._typing() and pump._interactive(typist)
         pump.typed_at = loop.time() - pumps.TYPING_SECONDS  # the typing is over
-        served = sum(p.got for p in streams)
-        while sum(p.got for p in streams) == served:
-            await asyncio.sleep(0)  # the turn that was set for later runs after its wait
-        assert pump.queue
-        assert not isinstance(pump.next_turn, asyncio.TimerHandle)
+        assert not pump._typing()
+        pump.forget(typist)
+        assert pump.typist is None
     finally:
-        for p in streams:
+        for p in [*streams, typist]:
             pump.forget(p)
             p.close()

@@ -103,6 +103,7 @@ class PtyProcess:
         self.exit_signal: int | None = None
         self.eof = False
         self.typed_at: float | None = None  # loop time of the last input (the pump reads it)
+        self.printed_since_typed = 0  # bytes read since then (the pump reads it)
         self._child: pexpect.spawn | None = None
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -155,7 +156,9 @@ class PtyProcess:
                 break
             chunks.append(data)
         if chunks:
-            self.on_output(b"".join(chunks))
+            data = b"".join(chunks)
+            self.printed_since_typed += len(data)
+            self.on_output(data)
         if ended:
             self._stop_reading()
             self.eof = True
@@ -177,7 +180,8 @@ class PtyProcess:
         self._queue.append(data)
         self._queued += len(data)
         self.typed_at = asyncio.get_running_loop().time()
-        self._pump.typed()
+        self.printed_since_typed = 0
+        self._pump.typed(self)
         self._flush()
 
     def _flush(self) -> None:

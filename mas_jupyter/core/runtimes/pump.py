@@ -9,16 +9,19 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
   became readable (first in, first out: nobody starves), each at least `MIN_READS` so chunks
   stay large. Those left over wait for the next turn, after the loop has looked at its sockets:
   a turn stays short, so a keystroke never waits behind fifty streams.
-- A worker typed into during the last `INTERACTIVE_SECONDS` is read at once when readable, ahead
+- A worker typed into during the last `INTERACTIVE_SECONDS`, which has printed less than
+  `ECHO_BYTES` since (an echo, a prompt, not a flood), is read at once when readable, ahead
   of the queue: its echo goes out in the same turn. At most `URGENT_PER_TURN` such reads per
   turn (a hundred workers typed into at once are not all urgent); the others go to the front
   of the queue.
-- While someone types (any PTY of the loop written to during the last `TYPING_SECONDS`), the
-  turns for streams are spaced `YIELD_SECONDS` apart instead of following each other at once.
-  A loop that never sleeps loses the CPU to the streams' producers and wakes late for a
-  keystroke; one that sleeps between turns is run the moment the keystroke or its echo arrives.
-  Measured with 10 and 50 streams (docs/performance.md): echo p99 ~3 ms instead of 9-20 ms, the
-  streams' total rate meanwhile 21-30 MB/s instead of 25-36.
+- While someone types into a PTY that does not stream itself (written to during the last
+  `TYPING_SECONDS`, and less than `ECHO_BYTES` read from it since), a turn for the other
+  streams starts `YIELD_SECONDS` after it is due instead of at once. A loop
+  that never sleeps loses the CPU to the streams' producers and wakes late for a keystroke;
+  one that sleeps between turns is run the moment the keystroke or its echo arrives. Measured
+  with 10 and 50 streams (docs/performance.md): echo p99 ~4 ms instead of 9-20 ms, the
+  streams' total rate meanwhile 21-30 MB/s instead of 25-36. A command typed into a PTY that
+  then floods it (the PTY typed into is the stream) is read at full speed.
 
 A PTY waiting in the queue is not watched by the loop (no busy re-reporting of a ready fd); it
 is watched again once it has been read.
@@ -38,6 +41,7 @@ INTERACTIVE_SECONDS = 0.5
 URGENT_PER_TURN = 4
 TYPING_SECONDS = 1.0
 YIELD_SECONDS = 0.001
+ECHO_BYTES = 64 * 1024
 
 
 class Readable(Protocol):
@@ -45,9 +49,12 @@ class Readable(Protocol):
 
     fd: int | None
     eof: bool
-    typed_at: float | None
+    typed_at: float | None  # loop time of the last input
+    printed_since_typed: int  # bytes read since that input
 
-    def read_burst(self, reads: int) -> None: ...
+    def read_burst(self, reads: int) -> None:
+        """Read at most `reads` times and pass the output on."""
+        ...
 
 
 class ReadPump:
@@ -58,7 +65,9 @@ class ReadPump:
         self.queue: deque[Readable] = deque()
         self.scheduled = False
         self.urgent_left = URGENT_PER_TURN
-        self.typed_at = float("-inf")  # loop time of the last input to any of its PTYs
+        # The PTY last typed into, and when.
+        self.typist: Readable | None = None
+        self.typed_at = float("-inf")
         self.next_turn: asyncio.Handle | None = None
 
     def watch(self, pty: Readable) -> None:
@@ -70,15 +79,32 @@ class ReadPump:
         """Stop watching the PTY (it is skipped if still queued)."""
         if pty.fd is not None:
             self.loop.remove_reader(pty.fd)
+        if pty is self.typist:
+            self.typist = None
 
-    def typed(self) -> None:
-        """Someone wrote to one of the PTYs: space the streams' turns for a while."""
-        self.typed_at = self.loop.time()
+    def typed(self, pty: Readable) -> None:
+        """Someone wrote to the PTY: until it streams, space the other streams' turns."""
+        self.typist, self.typed_at = pty, self.loop.time()
+
+    def _typing(self) -> bool:
+        typist = self.typist
+        return (
+            typist is not None
+            and self.loop.time() - self.typed_at < TYPING_SECONDS
+            and typist.printed_since_typed < ECHO_BYTES
+        )
+
+    def _interactive(self, pty: Readable) -> bool:
+        return (
+            pty.typed_at is not None
+            and self.loop.time() - pty.typed_at < INTERACTIVE_SECONDS
+            and pty.printed_since_typed < ECHO_BYTES
+        )
 
     def _readable(self, pty: Readable) -> None:
         if pty.fd is None or pty.eof:
             return
-        urgent = pty.typed_at is not None and self.loop.time() - pty.typed_at < INTERACTIVE_SECONDS
+        urgent = self._interactive(pty)
         if urgent and self.urgent_left > 0:
             if self.urgent_left == URGENT_PER_TURN:
                 self.loop.call_soon(self._refill)  # the first urgent read of this turn
@@ -91,8 +117,7 @@ class ReadPump:
         else:
             self.queue.append(pty)
         if not self.scheduled:
-            self.scheduled = True
-            self.next_turn = self.loop.call_soon(self._turn)
+            self._schedule()
 
     def _refill(self) -> None:
         self.urgent_left = URGENT_PER_TURN
@@ -111,11 +136,14 @@ class ReadPump:
             if pty.fd is not None and not pty.eof:
                 self.loop.add_reader(pty.fd, self._readable, pty)
         if self.queue:
-            self.scheduled = True
-            if self.loop.time() - self.typed_at < TYPING_SECONDS:
-                self.next_turn = self.loop.call_later(YIELD_SECONDS, self._turn)
-            else:
-                self.next_turn = self.loop.call_soon(self._turn)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self.scheduled = True
+        if self._typing():
+            self.next_turn = self.loop.call_later(YIELD_SECONDS, self._turn)
+        else:
+            self.next_turn = self.loop.call_soon(self._turn)
 
 
 _pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadPump] = weakref.WeakKeyDictionary()
