@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -235,6 +236,15 @@ class Load:
         line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 120)
         assert line.strip() == "ready", line
 
+    async def received(self) -> int:
+        """Characters of the streams' output the reader has received so far."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 30)
+        word, count = line.split()
+        assert word == "received", line
+        return int(count)
+
     async def stop(self) -> None:
         # End the streams first, as a user would with Ctrl-C. Deleting a Jupyter terminal
         # signals only its shell: a `yes` running in it survives (in its own process group),
@@ -259,15 +269,21 @@ async def echo(report: Report, server: JupyterServer, terms: Terminals, quick: b
         p50: dict[str, list[float]] = {"mas": [], "jupyter": []}
         p99: dict[str, list[float]] = {"mas": [], "jupyter": []}
         status99: dict[str, list[float]] = {"mas": [], "jupyter": []}
+        streams: dict[str, list[float]] = {"mas": [], "jupyter": []}
         for kind in KINDS:
             handle, console, _ = await terms.open(kind)
             load = Load(server, terms, kind)
             if load_n:
                 await load.start(load_n)
             for _ in range(3):
+                got0 = await load.received() if load_n else 0
+                t0 = time.perf_counter()
                 probe = LatencyProbe(lambda: api.timed_get("/api/status")).start()
                 rtts = await echo_rtts(console, count, max_seconds=15 if quick else 40)
                 samples = await probe.stop()
+                if load_n:
+                    rate = (await load.received() - got0) / 1e6 / (time.perf_counter() - t0)
+                    streams[kind].append(rate)
                 samples_taken[kind].append(len(rtts))
                 p50[kind].append(percentile(rtts, 50) * 1e3)
                 p99[kind].append(percentile(rtts, 99) * 1e3)
@@ -292,6 +308,12 @@ async def echo(report: Report, server: JupyterServer, terms: Terminals, quick: b
             f"GET /api/status p99 meanwhile ({what})", "ms", status99["mas"],
             ref_name="same, Jupyter terminals streaming", ref_runs=status99["jupyter"],
         )  # fmt: skip
+        if load_n:
+            report.fig(
+                f"the {load_n} streams' total rate meanwhile", "MB/s", streams["mas"],
+                ref_name="Jupyter terminals", ref_runs=streams["jupyter"],
+                higher_is_better=True, note="characters received by the streams' reader",
+            )  # fmt: skip
 
 
 async def fanout(report: Report, fresh, quick: bool):
