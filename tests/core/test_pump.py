@@ -150,10 +150,10 @@ async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_slee
         assert not pump._typing()
         assert not pump._interactive(typist)  # nor read ahead of the others
 
-        typist.printed_since_typed = 0
+        typist.typed_at, typist.printed_since_typed = loop.time(), 0
         pump.typed(typist)
         assert pump._typing() and pump._interactive(typist)
-        pump.typed_at = loop.time() - pumps.TYPING_SECONDS  # the typing is over
+        typist.typed_at = loop.time() - pumps.TYPING_SECONDS  # the typing is over
         assert not pump._typing()
         pump.forget(typist)
         assert pump.typist is None

@@ -18,9 +18,8 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
   `TYPING_SECONDS`, and less than `ECHO_BYTES` read from it since), a turn for the other
   streams starts `YIELD_SECONDS` after it is due instead of at once. A loop
   that never sleeps loses the CPU to the streams' producers and wakes late for a keystroke;
-  one that sleeps between turns is run the moment the keystroke or its echo arrives. Measured
-  with 10 and 50 streams (docs/performance.md): echo p99 ~4 ms instead of 9-20 ms, the
-  streams' total rate meanwhile 21-30 MB/s instead of 25-36. A command typed into a PTY that
+  one that sleeps between turns is run the moment the keystroke or its echo arrives (figures
+  and the cost to the streams' rate in docs/performance.md). A command typed into a PTY that
   then floods it (the PTY typed into is the stream) is read at full speed.
 
 A PTY waiting in the queue is not watched by the loop (no busy re-reporting of a ready fd); it
@@ -65,9 +64,7 @@ class ReadPump:
         self.queue: deque[Readable] = deque()
         self.scheduled = False
         self.urgent_left = URGENT_PER_TURN
-        # The PTY last typed into, and when.
-        self.typist: Readable | None = None
-        self.typed_at = float("-inf")
+        self.typist: Readable | None = None  # the PTY last typed into
         self.next_turn: asyncio.Handle | None = None
 
     def watch(self, pty: Readable) -> None:
@@ -84,20 +81,19 @@ class ReadPump:
 
     def typed(self, pty: Readable) -> None:
         """Someone wrote to the PTY: until it streams, space the other streams' turns."""
-        self.typist, self.typed_at = pty, self.loop.time()
+        self.typist = pty
 
     def _typing(self) -> bool:
-        typist = self.typist
-        return (
-            typist is not None
-            and self.loop.time() - self.typed_at < TYPING_SECONDS
-            and typist.printed_since_typed < ECHO_BYTES
-        )
+        return self.typist is not None and self._answering(self.typist, TYPING_SECONDS)
 
     def _interactive(self, pty: Readable) -> bool:
+        return self._answering(pty, INTERACTIVE_SECONDS)
+
+    def _answering(self, pty: Readable, seconds: float) -> bool:
+        """Typed into during the last `seconds`, and printed no more than an echo since."""
         return (
             pty.typed_at is not None
-            and self.loop.time() - pty.typed_at < INTERACTIVE_SECONDS
+            and self.loop.time() - pty.typed_at < seconds
             and pty.printed_since_typed < ECHO_BYTES
         )
 
