@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -43,3 +46,19 @@ def make_repo(tmp_path):
         return str(path)
 
     return make
+
+
+async def until(predicate, timeout: float = 20.0, what: str = "condition", every: float = 0.02):
+    """Poll a (possibly async) predicate until it holds, every `every` s; bounded by timeout.
+
+    `every=0` yields to the loop only once per check (for states that last one loop turn).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(every)

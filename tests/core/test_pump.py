@@ -7,6 +7,7 @@ import asyncio
 import os
 
 from mas_jupyter.core.runtimes import pump as pumps
+from tests.conftest import until
 
 
 class Pipe:
@@ -109,16 +110,6 @@ async def test_a_typed_into_pty_is_read_ahead_of_the_queue():
             p.close()
 
 
-async def until(condition, timeout: float = 10.0) -> None:
-    """Let the loop run until condition() holds (bounded)."""
-
-    async def wait() -> None:
-        while not condition():
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(wait(), timeout)
-
-
 async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_sleep():
     loop = asyncio.get_running_loop()
     pump = pumps.ReadPump(loop)
@@ -136,7 +127,7 @@ async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_slee
         typist.typed_at = loop.time()
         pump.typed(typist)  # a keystroke into a PTY that does not stream
         served = sum(p.got for p in streams)
-        await until(lambda: sum(p.got for p in streams) > served)  # the turn set before
+        await until(lambda: sum(p.got for p in streams) > served, 10, "the turn set before", 0)
         assert pump.queue
         # The next one waits YIELD_SECONDS, so the loop can sleep and wake for a keystroke.
         assert isinstance(pump.next_turn, asyncio.TimerHandle)
@@ -146,7 +137,7 @@ async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_slee
         while typist.got <= pumps.ECHO_BYTES:
             want = typist.got + 32768
             os.write(typist.write_fd, b"y" * 32768)  # fits in the pipe, which is read meanwhile
-            await until(lambda want=want: typist.got >= want)
+            await until(lambda want=want: typist.got >= want, 10, "the typist's output read", 0)
         assert not pump._typing()
         assert not pump._interactive(typist)  # nor read ahead of the others
 

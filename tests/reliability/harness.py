@@ -7,12 +7,9 @@ children read from /proc. Every wait here is bounded.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import sqlite3
 import sys
-import time
 
 from bench.server import JupyterServer
 from mas_jupyter.core import processes
@@ -86,19 +83,6 @@ def make_server(tmp_path, name: str = "srv", config: dict | None = None, **kwarg
         env={**GIT_ENV, "PS1": "$ "},
         **kwargs,
     )
-
-
-async def until(predicate, timeout: float = 20.0, what: str = "condition", every: float = 0.02):
-    """Wait for a condition the server reaches by itself; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(every)
 
 
 def tree_gone(pid: int | None) -> bool:

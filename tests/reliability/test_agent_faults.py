@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.reliability.harness import tree_gone, until
+from tests.conftest import until
+from tests.reliability.harness import tree_gone
 
 LEAK_BOUND = 64 * 2**20  # server memory growth allowed while one worker floods
 

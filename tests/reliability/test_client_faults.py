@@ -9,7 +9,8 @@ import socket
 import pytest
 
 from bench.client import PROMPT, raw_websocket, vanish
-from tests.reliability.harness import db_rows, tree_gone, until
+from tests.conftest import until
+from tests.reliability.harness import db_rows, tree_gone
 
 LEAK_BOUND = 64 * 2**20
 FLOOD = 'yes "0123456789abcdefghijklmnopqrstuvwxyz" | head -c {n}; echo __DONE$((6*7))__\r'

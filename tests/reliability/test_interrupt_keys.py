@@ -7,7 +7,8 @@ import pytest
 
 from bench.client import PROMPT
 from mas_jupyter.core import processes
-from tests.reliability.harness import make_server, until
+from tests.conftest import until
+from tests.reliability.harness import make_server
 
 SIGINT_BIT = 1 << (2 - 1)
 

@@ -8,7 +8,8 @@ import os
 from bench.client import PROMPT
 from bench.server import fd_count
 from mas_jupyter.core.manager import MASManager
-from tests.reliability.harness import children_of, until
+from tests.conftest import until
+from tests.reliability.harness import children_of
 
 # `cat` exits on SIGHUP at once: the cycles measure the engine, not a program's start-up.
 CAT = {"cat": {"argv": ["cat"], "kind": "terminal"}}

@@ -11,8 +11,8 @@ import signal
 import pytest
 
 from mas_jupyter.core import processes
-from tests.conftest import run_git
-from tests.reliability.harness import db_rows, tree_gone, until
+from tests.conftest import run_git, until
+from tests.reliability.harness import db_rows, tree_gone
 
 
 def make_repo(root: str) -> str:

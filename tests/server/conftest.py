@@ -6,13 +6,10 @@ pytest only reads `pytest_plugins` from the top conftest, so the fixtures of
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
 import json
 import os
 import subprocess
-import time
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -26,6 +23,7 @@ from traitlets.config import Config
 
 from mas_jupyter.server.openapi import openapi_document
 from tests.conftest import GIT_ENV
+from tests.conftest import until as wait_until
 
 OPENAPI_URI = "urn:mas-jupyter:openapi"
 
@@ -198,21 +196,9 @@ def server_repo(jp_root_dir):
     return path
 
 
-async def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
-    """Wait for a condition the server reaches by itself; bounded."""
-    deadline = time.monotonic() + timeout
-    while not await _maybe_await(predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def _maybe_await(value):
-    return await value if inspect.isawaitable(value) else value
-
-
 @pytest.fixture
 def until():
-    """wait_until(predicate, timeout, what): poll a (possibly async) predicate, bounded."""
+    """until(predicate, timeout, what): poll a (possibly async) predicate, bounded."""
     return wait_until
 
 
