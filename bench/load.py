@@ -21,6 +21,7 @@ received = 0
 
 
 async def stream(url: str, token: str, path: str, started: asyncio.Queue) -> None:
+    global received
     req = HTTPRequest(f"{url}/{path}", headers={"Authorization": f"token {token}"})
     conn = await websocket_connect(req, max_message_size=256 * 1024 * 1024)
     seen = 0
@@ -36,7 +37,6 @@ async def stream(url: str, token: str, path: str, started: asyncio.Queue) -> Non
             conn.write_message(json.dumps(["stdin", STREAM]))
             sent = True
         elif sent:
-            global received
             received += len(data[1])
             seen += len(data[1])
             if seen > 100_000 and seen - len(data[1]) <= 100_000:
