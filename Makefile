@@ -13,6 +13,8 @@ $(BIN)/python:
 
 # Reinstall when the package metadata or the side panel's sources change.
 $(STAMP): $(BIN)/python pyproject.toml $(wildcard labextension/package*.json labextension/src/* labextension/style/* labextension/schema/*)
+	@# The link made below would let pip write install.json into the build output; unlink first.
+	rm -rf $(VENV)/share/jupyter/labextensions/mas_jupyter mas_jupyter/labextension/install.json
 	$(BIN)/pip install --quiet -e ".[lab,test]"
 	rm -rf $(VENV)/share/jupyter/labextensions/mas_jupyter && mkdir -p $(VENV)/share/jupyter/labextensions && ln -s "$(CURDIR)/mas_jupyter/labextension" $(VENV)/share/jupyter/labextensions/mas_jupyter
 	touch $(STAMP)
