@@ -5,10 +5,10 @@ write future, so a slow client never makes the server buffer without bound and n
 the others. When a console's queue passes its bound, a client that is still reading is
 resynchronised (its queue is replaced by ["setup", {}] and the recent output, as on a
 reconnect: it skips ahead), and a client whose last frame has not been taken for
-`client_stall_seconds` is dropped (it can reconnect and replay). A client whose frames all fit
-in the kernel's socket buffers leaves no write pending; it is found by the socket's send queue
-(`TIOCOUTQ`) not shrinking by `MIN_PROGRESS` in `client_stall_seconds` once nothing more is
-being sent.
+`client_stall_seconds` is dropped (it can reconnect and replay). A frame that the kernel's
+socket buffers take at once leaves no write pending (and costs no step of the writer task);
+a client that stops reading such frames is found by a timer: the bytes it took from the
+socket's send queue (`TIOCOUTQ`) in `client_stall_seconds` are fewer than `MIN_PROGRESS`.
 Consecutive output chunks are sent as one frame, so a fast stream costs few frames.
 """
 
@@ -42,6 +42,7 @@ CLOSE_TOO_SLOW = 4008
 CLOSE_GONE = 4004
 FRAME_CHARS = 64 * 1024  # the largest stdout frame: bounds how long one write holds the loop
 MIN_PROGRESS = 32 * 1024  # bytes a client must take per stall period while any are unsent
+FRAME_HEADER = 4  # the WebSocket header of a frame under 64 KiB, in bytes
 CLOSE = "close"  # a queue item that closes the socket once everything before it is sent
 
 
@@ -111,6 +112,8 @@ class ClientQueue:
         self.chars = 0
         self.inflight: asyncio.Future | None = None
         self.write_started: float | None = None
+        self.sent = 0  # bytes of the frames written so far (as characters: ASCII)
+        self.check: asyncio.TimerHandle | None = None  # the next look at what the client took
         self.closed = False
         self.wake = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
@@ -145,6 +148,9 @@ class ClientQueue:
         self.items.clear()
         self.chars = 0
         self.task.cancel()
+        if self.check is not None:
+            self.check.cancel()
+            self.check = None
 
     def _start(self, frame: str) -> None:
         try:
@@ -152,10 +158,37 @@ class ClientQueue:
         except WebSocketClosedError:
             self.closed = True
             return
+        self.sent += len(frame) + FRAME_HEADER
+        if future.done():  # all in the kernel's buffers already: watch the client take it
+            self._watch()
+            return
         future.add_done_callback(_consume)
         self.inflight = future
         self.write_started = asyncio.get_running_loop().time()
         self.wake.set()
+
+    def _watch(self) -> None:
+        if self.check is None and not self.closed:
+            self.check = asyncio.get_running_loop().call_later(
+                self.stall_seconds, self._check, self.unsent(), self.sent
+            )
+
+    def _check(self, unsent: int, sent: int) -> None:
+        """Drop the client if it took less than `MIN_PROGRESS` bytes since the last look.
+
+        A client that reads nothing still lets a few KiB through as its kernel compacts its
+        receive buffer, hence a minimum rather than any progress at all.
+        """
+        self.check = None
+        if self.closed or self.inflight is not None:
+            return  # a pending write is watched by the writer task, which looks again after it
+        now = self.unsent()
+        if now <= 0:
+            return
+        if unsent + (self.sent - sent) - now < MIN_PROGRESS:
+            self.on_stall()
+            return
+        self._watch()
 
     def _next_frame(self) -> str:
         kind, payload = self.items.popleft()
@@ -170,31 +203,10 @@ class ClientQueue:
             size += len(more)
         return _frame("stdout", "".join(parts))
 
-    async def _idle(self) -> bool:
-        """Wait for more to send; False when the client is found to take nothing meanwhile.
-
-        While the socket's send queue holds bytes, each stall period must empty it or take
-        `MIN_PROGRESS` bytes off it (a client that reads nothing still lets a few KiB through
-        as its kernel compacts its receive buffer).
-        """
-        unsent = self.unsent()
-        while unsent > 0 and not self.wake.is_set():
-            try:
-                await asyncio.wait_for(self.wake.wait(), self.stall_seconds)
-            except asyncio.TimeoutError:
-                now = self.unsent()
-                if now > 0 and unsent - now < MIN_PROGRESS:
-                    return False
-                unsent = now
-        await self.wake.wait()
-        return True
-
     async def _run(self) -> None:
         try:
             while True:
-                if not await self._idle():
-                    self.on_stall()
-                    return
+                await self.wake.wait()
                 self.wake.clear()
                 while True:
                     if self.inflight is not None:
@@ -216,6 +228,7 @@ class ClientQueue:
                                 self.on_stall()
                                 return
                         self.inflight = self.write_started = None
+                        self._watch()
                     if not self.items or self.closed:
                         break
                     if self.items[0][0] == CLOSE:
