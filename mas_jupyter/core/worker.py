@@ -141,8 +141,8 @@ class LiveWorker:
     def _on_exit(self, code: int | None, sig: int | None) -> None:
         if self.exited.is_set():
             return
-        if self.process is not None and self.process.fd is not None and not self.process.eof:
-            self.process.read_burst(64)  # collect what the process printed last
+        if self.process is not None:
+            self.process.drain()  # collect what the process printed last
         self.exit_code, self.exit_signal = code, sig
         self._cancel_check()
         self.transcript.exit(code, sig)

@@ -14,6 +14,7 @@ import pytest
 
 from mas_jupyter.core import processes
 from mas_jupyter.core.errors import TooLargeError, UnavailableError
+from mas_jupyter.core.runtimes import pty
 from mas_jupyter.core.runtimes.pty import PtyProcess
 from tests.conftest import PLAIN_BASH
 
@@ -23,12 +24,14 @@ class Collector:
 
     def __init__(self) -> None:
         self.data = bytearray()
+        self.chunks: list[bytes] = []  # each piece of output as it was passed on
         self.exit: tuple[int | None, int | None] | None = None
         self.eof = False
         self.changed = asyncio.Event()
 
     def output(self, data: bytes) -> None:
         self.data += data
+        self.chunks.append(data)
         self.changed.set()
 
     def ended(self) -> None:
@@ -83,6 +86,26 @@ async def test_echo_round_trip_through_a_real_shell(tmp_path):
     proc.write(b"exit 3\r")
     await c.until(lambda: c.exit is not None)
     assert c.exit == (3, None)
+    proc.close()
+
+
+async def test_a_stream_is_passed_on_in_large_chunks_and_an_answer_to_input_at_once(monkeypatch):
+    # Held output waits for HOLD_BYTES or the end (never for the timer, in this test).
+    monkeypatch.setattr(pty, "HOLD_SECONDS", 3600)
+    c = Collector()
+    c.spawn(["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; sleep 0.2; printf tail"])
+    await c.until(lambda: c.eof)
+    assert bytes(c.data) == b"x" * 300000 + b"tail"
+    assert len(c.chunks) >= 2
+    assert all(len(chunk) >= pty.HOLD_BYTES for chunk in c.chunks[:-1]), [
+        len(chunk) for chunk in c.chunks
+    ]
+    assert c.chunks[-1].endswith(b"tail")  # the small rest at the end of output
+
+    typed = Collector()
+    proc = typed.spawn(["cat"])
+    proc.write(b"hello-cat\r")
+    await typed.until(lambda: typed.data.count(b"hello-cat") == 2)  # the echo, then cat's
     proc.close()
 
 

@@ -139,11 +139,11 @@ async def test_while_someone_types_the_streams_turns_leave_the_loop_time_to_slee
             os.write(typist.write_fd, b"y" * 32768)  # fits in the pipe, which is read meanwhile
             await until(lambda want=want: typist.got >= want, 10, "the typist's output read", 0)
         assert not pump._typing()
-        assert not pump._interactive(typist)  # nor read ahead of the others
+        assert not pump.interactive(typist)  # nor read ahead of the others
 
         typist.typed_at, typist.printed_since_typed = loop.time(), 0
         pump.typed(typist)
-        assert pump._typing() and pump._interactive(typist)
+        assert pump._typing() and pump.interactive(typist)
         typist.typed_at = loop.time() - pumps.TYPING_SECONDS  # the typing is over
         assert not pump._typing()
         pump.forget(typist)

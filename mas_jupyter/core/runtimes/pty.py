@@ -23,6 +23,8 @@ from ..processes import reset_signals
 from .pump import pump
 
 READ_SIZE = 65536
+HOLD_SECONDS = 0.02  # the longest a streaming PTY's output waits to be passed on with more
+HOLD_BYTES = 64 * 1024  # passed on at once when this much is held
 
 
 class ExitWatcher:
@@ -104,6 +106,9 @@ class PtyProcess:
         self.eof = False
         self.typed_at: float | None = None  # loop time of the last input (the pump reads it)
         self.printed_since_typed = 0  # bytes read since then (the pump reads it)
+        self._held: list[bytes] = []  # output read but not passed on yet
+        self._held_bytes = 0
+        self._release_timer: asyncio.TimerHandle | None = None
         self._child: pexpect.spawn | None = None
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -141,7 +146,7 @@ class PtyProcess:
         return self.watcher is not None and not self.watcher.done.is_set()
 
     def read_burst(self, reads: int) -> None:
-        """Read what is there (at most `reads` reads) and pass it on as one chunk."""
+        """Read what is there (at most `reads` reads) and pass it on (see `_pass_on`)."""
         chunks, ended = [], False
         for _ in range(reads):
             try:
@@ -158,11 +163,54 @@ class PtyProcess:
         if chunks:
             data = b"".join(chunks)
             self.printed_since_typed += len(data)
-            self.on_output(data)
+            self._pass_on(data)
         if ended:
+            self.release()
             self._stop_reading()
             self.eof = True
             self.on_eof()
+
+    def _pass_on(self, data: bytes) -> None:
+        """Output of a PTY someone is answering goes on at once; a stream's is held a moment.
+
+        While a PTY streams, each read brings a few KiB and each chunk passed on costs the
+        engine and every console (a frame, for the server and for the client): holding a
+        stream's output for up to `HOLD_SECONDS`, or until `HOLD_BYTES` are held, passes it on
+        in fewer, larger chunks. A keystroke's echo or an answer to input is never held.
+        """
+        if self._held_bytes + len(data) < HOLD_BYTES and not self._pump.interactive(self):
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._release_timer is None:
+                self._release_timer = self._pump.loop.call_later(HOLD_SECONDS, self.release)
+            return
+        if self._held:
+            self._held.append(data)
+            data = self._take_held()
+        self.on_output(data)
+
+    def _take_held(self) -> bytes:
+        data = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        return data
+
+    def release(self) -> None:
+        """Pass on the output held so far."""
+        if self._held:
+            self.on_output(self._take_held())
+        elif self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+
+    def drain(self) -> None:
+        """Read what the process left in the terminal and pass everything on (at its exit)."""
+        if self.fd is not None and not self.eof:
+            self.read_burst(64)
+        self.release()
 
     def _on_exit(self, code: int | None, sig: int | None) -> None:
         self.exit_code, self.exit_signal = code, sig
@@ -230,6 +278,7 @@ class PtyProcess:
 
     def close(self) -> None:
         """Release the terminal and the watchers (the process itself is ended elsewhere)."""
+        self.release()
         self._stop_reading()
         if self._child is not None:
             ptyproc = self._child.ptyproc

@@ -86,7 +86,8 @@ class ReadPump:
     def _typing(self) -> bool:
         return self.typist is not None and self._answering(self.typist, TYPING_SECONDS)
 
-    def _interactive(self, pty: Readable) -> bool:
+    def interactive(self, pty: Readable) -> bool:
+        """Whether someone is answering the PTY: its output should go out at once."""
         return self._answering(pty, INTERACTIVE_SECONDS)
 
     def _answering(self, pty: Readable, seconds: float) -> bool:
@@ -100,7 +101,7 @@ class ReadPump:
     def _readable(self, pty: Readable) -> None:
         if pty.fd is None or pty.eof:
             return
-        urgent = self._interactive(pty)
+        urgent = self.interactive(pty)
         if urgent and self.urgent_left > 0:
             if self.urgent_left == URGENT_PER_TURN:
                 self.loop.call_soon(self._refill)  # the first urgent read of this turn
