@@ -30,6 +30,8 @@ import os
 import time
 from collections.abc import Callable
 
+import orjson
+
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 SMALL_RECORDS_ALLOWANCE = 1024 * 1024
 INPUT_TEXT_MAX = 64 * 1024
@@ -196,7 +198,7 @@ class Transcript:
 
 
 def _line(record: dict) -> bytes:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps(record) + b"\n"
 
 
 def _ends_with_newline(path: str) -> bool:

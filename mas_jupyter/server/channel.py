@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
@@ -112,7 +113,7 @@ class ClientQueue:
         self.chars = 0
         self.inflight: asyncio.Future | None = None
         self.write_started: float | None = None
-        self.sent = 0  # bytes of the frames written so far (as characters: ASCII)
+        self.sent = 0  # bytes of the frames written so far
         self.check: asyncio.TimerHandle | None = None  # the next look at what the client took
         self.closed = False
         self.wake = asyncio.Event()
@@ -152,7 +153,7 @@ class ClientQueue:
             self.check.cancel()
             self.check = None
 
-    def _start(self, frame: str) -> None:
+    def _start(self, frame: bytes) -> None:
         try:
             future = self.socket.write_message(frame)
         except WebSocketClosedError:
@@ -190,7 +191,7 @@ class ClientQueue:
             return
         self._watch()
 
-    def _next_frame(self) -> str:
+    def _next_frame(self) -> bytes:
         kind, payload = self.items.popleft()
         self.chars -= _size(payload)
         if kind != "stdout":
@@ -241,10 +242,10 @@ class ClientQueue:
             pass
 
 
-def _frame(kind: str, payload: Any) -> str:
-    if kind == "event":
-        return json.dumps(payload)
-    return json.dumps([kind, payload], ensure_ascii=False)
+def _frame(kind: str, payload: Any) -> bytes:
+    # orjson: output is escaped at ~8x the speed of the json module (docs/performance.md).
+    # tornado sends bytes as a text frame unless told it is binary.
+    return orjson.dumps(payload if kind == "event" else [kind, payload])
 
 
 def _consume(future: asyncio.Future) -> None:
