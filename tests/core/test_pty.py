@@ -14,7 +14,7 @@ import pytest
 
 from mas_jupyter.core import processes
 from mas_jupyter.core.errors import TooLargeError, UnavailableError
-from mas_jupyter.core.runtimes import pty
+from mas_jupyter.core.runtimes import pty, pump
 from mas_jupyter.core.runtimes.pty import PtyProcess
 from tests.conftest import PLAIN_BASH
 
@@ -91,7 +91,8 @@ async def test_echo_round_trip_through_a_real_shell(tmp_path):
 
 async def test_a_stream_is_passed_on_in_large_chunks_and_an_answer_to_input_at_once(monkeypatch):
     # Held output waits for HOLD_BYTES or the end (never for the timer, in this test).
-    monkeypatch.setattr(pty, "HOLD_SECONDS", 3600)
+    monkeypatch.setattr(pump, "HOLD_SECONDS", 3600)
+    monkeypatch.setattr(pump, "HOLD_MAX_SECONDS", 3600)
     c = Collector()
     c.spawn(["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; sleep 0.2; printf tail"])
     await c.until(lambda: c.eof)
@@ -101,6 +102,7 @@ async def test_a_stream_is_passed_on_in_large_chunks_and_an_answer_to_input_at_o
         len(chunk) for chunk in c.chunks
     ]
     assert c.chunks[-1].endswith(b"tail")  # the small rest at the end of output
+    assert pump.pump().holding == 0
 
     typed = Collector()
     proc = typed.spawn(["cat"])

@@ -23,8 +23,7 @@ from ..processes import reset_signals
 from .pump import pump
 
 READ_SIZE = 65536
-HOLD_SECONDS = 0.02  # the longest a streaming PTY's output waits to be passed on with more
-HOLD_BYTES = 64 * 1024  # passed on at once when this much is held
+HOLD_BYTES = 64 * 1024  # a stream's held output is passed on at once when this much is held
 
 
 class ExitWatcher:
@@ -175,14 +174,18 @@ class PtyProcess:
 
         While a PTY streams, each read brings a few KiB and each chunk passed on costs the
         engine and every console (a frame, for the server and for the client): holding a
-        stream's output for up to `HOLD_SECONDS`, or until `HOLD_BYTES` are held, passes it on
+        stream's output for the pump's `hold_seconds()` (20-100 ms, longer when many PTYs
+        hold output), or until `HOLD_BYTES` are held, passes it on
         in fewer, larger chunks. A keystroke's echo or an answer to input is never held.
         """
         if self._held_bytes + len(data) < HOLD_BYTES and not self._pump.interactive(self):
             self._held.append(data)
             self._held_bytes += len(data)
             if self._release_timer is None:
-                self._release_timer = self._pump.loop.call_later(HOLD_SECONDS, self.release)
+                self._pump.holding += 1
+                self._release_timer = self._pump.loop.call_later(
+                    self._pump.hold_seconds(), self.release
+                )
             return
         if self._held:
             self._held.append(data)
@@ -193,18 +196,21 @@ class PtyProcess:
         data = b"".join(self._held)
         self._held.clear()
         self._held_bytes = 0
+        self._stop_timer()
+        return data
+
+    def _stop_timer(self) -> None:
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._release_timer = None
-        return data
+            self._pump.holding -= 1
 
     def release(self) -> None:
         """Pass on the output held so far."""
         if self._held:
             self.on_output(self._take_held())
-        elif self._release_timer is not None:
-            self._release_timer.cancel()
-            self._release_timer = None
+        else:
+            self._stop_timer()
 
     def drain(self) -> None:
         """Read what the process left in the terminal and pass everything on (at its exit)."""

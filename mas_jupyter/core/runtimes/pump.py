@@ -22,6 +22,10 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
   and the cost to the streams' rate in docs/performance.md). A command typed into a PTY that
   then floods it (the PTY typed into is the stream) is read at full speed.
 
+- A PTY that nobody is answering holds its output back a moment before passing it on
+  (`PtyProcess._pass_on`): 20 ms, or up to 100 ms when many do, so that they pass output on
+  about a thousand times a second in all, whatever their number.
+
 A PTY waiting in the queue is not watched by the loop (no busy re-reporting of a ready fd); it
 is watched again once it has been read.
 """
@@ -41,6 +45,9 @@ URGENT_PER_TURN = 4
 TYPING_SECONDS = 1.0
 YIELD_SECONDS = 0.001
 ECHO_BYTES = 64 * 1024
+HOLD_SECONDS = 0.02
+HOLD_MAX_SECONDS = 0.1
+RELEASES_PER_SECOND = 1000
 
 
 class Readable(Protocol):
@@ -66,6 +73,7 @@ class ReadPump:
         self.urgent_left = URGENT_PER_TURN
         self.typist: Readable | None = None  # the PTY last typed into
         self.next_turn: asyncio.Handle | None = None
+        self.holding = 0  # PTYs holding output back (see PtyProcess._pass_on)
 
     def watch(self, pty: Readable) -> None:
         """Have the loop tell the pump when the PTY has output."""
@@ -78,6 +86,12 @@ class ReadPump:
             self.loop.remove_reader(pty.fd)
         if pty is self.typist:
             self.typist = None
+
+    def hold_seconds(self) -> float:
+        """How long a stream's output may be held: `HOLD_SECONDS`, longer when many PTYs hold
+        output, so that together they pass it on about `RELEASES_PER_SECOND` times a second
+        (each release costs a frame per console), at most `HOLD_MAX_SECONDS`."""
+        return min(HOLD_MAX_SECONDS, max(HOLD_SECONDS, self.holding / RELEASES_PER_SECOND))
 
     def typed(self, pty: Readable) -> None:
         """Someone wrote to the PTY: until it streams, space the other streams' turns."""
