@@ -24,16 +24,17 @@ class Pipe:
         self.bursts: list[int] = []
         self.got = 0
 
-    def read_burst(self, reads: int) -> None:
+    def read_burst(self, reads: int) -> bool:
         self.bursts.append(reads)
+        log.append(self.name)
         for _ in range(reads):
             try:
                 data = os.read(self.fd, 4096)
             except BlockingIOError:
-                break
+                return False
             self.got += len(data)
             self.printed_since_typed += len(data)
-        log.append(self.name)
+        return True
 
     def close(self) -> None:
         os.close(self.fd)

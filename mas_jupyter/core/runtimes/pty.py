@@ -144,13 +144,17 @@ class PtyProcess:
         """Whether the process has not been seen to exit yet."""
         return self.watcher is not None and not self.watcher.done.is_set()
 
-    def read_burst(self, reads: int) -> None:
-        """Read what is there (at most `reads` reads) and pass it on (see `_pass_on`)."""
-        chunks, ended = [], False
+    def read_burst(self, reads: int) -> bool:
+        """Read what is there (at most `reads` reads) and pass it on (see `_pass_on`).
+
+        True when every read brought output: there may be more (the pump reads it later).
+        """
+        chunks, ended, more = [], False, True
         for _ in range(reads):
             try:
                 data = os.read(self.fd, READ_SIZE)  # type: ignore[arg-type]
             except BlockingIOError:
+                more = False
                 break
             except OSError:  # EIO: every holder of the terminal's slave side closed it
                 ended = True
@@ -168,6 +172,8 @@ class PtyProcess:
             self._stop_reading()
             self.eof = True
             self.on_eof()
+            return False
+        return more
 
     def _pass_on(self, data: bytes) -> None:
         """Output of a PTY someone is answering goes on at once; a stream's is held a moment.

@@ -26,13 +26,17 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
   (`PtyProcess._pass_on`): 20 ms, or up to 100 ms when many do, so that they pass output on
   about a thousand times a second in all, whatever their number.
 
-A PTY waiting in the queue is not watched by the loop (no busy re-reporting of a ready fd); it
-is watched again once it has been read.
+The pump watches its PTYs through an epoll of its own, edge-triggered, which the loop watches
+as one fd: a PTY is reported once when output arrives, not again and again while it waits in
+the queue, and nothing is registered or unregistered per read (a read that stops before the
+PTY is empty puts it back in the queue itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import select
 import weakref
 from collections import deque
 from typing import Protocol
@@ -58,8 +62,8 @@ class Readable(Protocol):
     typed_at: float | None  # loop time of the last input
     printed_since_typed: int  # bytes read since that input
 
-    def read_burst(self, reads: int) -> None:
-        """Read at most `reads` times and pass the output on."""
+    def read_burst(self, reads: int) -> bool:
+        """Read at most `reads` times and pass the output on; True if there may be more."""
         ...
 
 
@@ -69,6 +73,10 @@ class ReadPump:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.queue: deque[Readable] = deque()
+        self.queued: set[Readable] = set()
+        self.ptys: dict[int, Readable] = {}  # by fd
+        self.epoll = select.epoll()
+        loop.add_reader(self.epoll.fileno(), self._poll)
         self.scheduled = False
         self.urgent_left = URGENT_PER_TURN
         self.typist: Readable | None = None  # the PTY last typed into
@@ -78,12 +86,16 @@ class ReadPump:
     def watch(self, pty: Readable) -> None:
         """Have the loop tell the pump when the PTY has output."""
         if pty.fd is not None:
-            self.loop.add_reader(pty.fd, self._readable, pty)
+            self.ptys[pty.fd] = pty
+            self.epoll.register(pty.fd, select.EPOLLIN | select.EPOLLET)
 
     def forget(self, pty: Readable) -> None:
         """Stop watching the PTY (it is skipped if still queued)."""
-        if pty.fd is not None:
-            self.loop.remove_reader(pty.fd)
+        if pty.fd is not None and self.ptys.get(pty.fd) is pty:
+            del self.ptys[pty.fd]
+            with contextlib.suppress(OSError, ValueError):
+                self.epoll.unregister(pty.fd)
+        self.queued.discard(pty)
         if pty is self.typist:
             self.typist = None
 
@@ -112,17 +124,23 @@ class ReadPump:
             and pty.printed_since_typed < ECHO_BYTES
         )
 
+    def _poll(self) -> None:
+        for fd, _events in self.epoll.poll(0):
+            pty = self.ptys.get(fd)
+            if pty is not None:
+                self._readable(pty)
+
     def _readable(self, pty: Readable) -> None:
-        if pty.fd is None or pty.eof:
+        if pty.fd is None or pty.eof or pty in self.queued:
             return
         urgent = self.interactive(pty)
         if urgent and self.urgent_left > 0:
             if self.urgent_left == URGENT_PER_TURN:
                 self.loop.call_soon(self._refill)  # the first urgent read of this turn
             self.urgent_left -= 1
-            pty.read_burst(MIN_READS)  # interactive: its echo goes out in this turn
-            return
-        self.loop.remove_reader(pty.fd)
+            if not pty.read_burst(MIN_READS):  # interactive: its echo goes out in this turn
+                return
+        self.queued.add(pty)
         if urgent:
             self.queue.appendleft(pty)
         else:
@@ -139,13 +157,14 @@ class ReadPump:
         share = min(MAX_READS, max(MIN_READS, READS_PER_TURN // max(1, len(self.queue))))
         while self.queue and left > 0:
             pty = self.queue.popleft()
+            self.queued.discard(pty)
             if pty.fd is None or pty.eof:
                 continue  # closed while it waited
             reads = min(share, left)
             left -= reads
-            pty.read_burst(reads)
-            if pty.fd is not None and not pty.eof:
-                self.loop.add_reader(pty.fd, self._readable, pty)
+            if pty.read_burst(reads) and pty.fd is not None and not pty.eof:
+                self.queued.add(pty)  # not emptied: no new edge will say so
+                self.queue.append(pty)
         if self.queue:
             self._schedule()
 
