@@ -315,9 +315,9 @@ class LiveWorker:
 
     def close(self) -> None:
         """Release the terminal, timers and transcript (tmux sessions are only detached)."""
-        self._cancel_check()
         if self.process is not None:
-            self.process.close()
+            self.process.close()  # passes on held output first, which may schedule a check
+        self._cancel_check()
         self.transcript.close()
         for listener in list(self._listeners):
             listener("disconnect", 0)

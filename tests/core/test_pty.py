@@ -16,7 +16,7 @@ from mas_jupyter.core import processes
 from mas_jupyter.core.errors import TooLargeError, UnavailableError
 from mas_jupyter.core.runtimes import pty, pump
 from mas_jupyter.core.runtimes.pty import PtyProcess
-from tests.conftest import PLAIN_BASH
+from tests.conftest import PLAIN_BASH, until
 
 
 class Collector:
@@ -103,6 +103,15 @@ async def test_a_stream_is_passed_on_in_large_chunks_and_an_answer_to_input_at_o
     ]
     assert c.chunks[-1].endswith(b"tail")  # the small rest at the end of output
     assert pump.pump().holding == 0
+
+    # Closing the terminal (a worker deleted, or detached at shutdown) passes on what it held.
+    held = Collector()
+    proc = held.spawn(["sh", "-c", "printf held-output; exec sleep 30"])
+    await until(lambda: proc._held_bytes == len(b"held-output"), 10, "the output read", 0.005)
+    assert held.data == b""
+    proc.close()
+    assert held.data == b"held-output" and pump.pump().holding == 0
+    await processes.end_tree(proc.pid, 2.0, proc.watcher.done)
 
     typed = Collector()
     proc = typed.spawn(["cat"])

@@ -2,7 +2,8 @@
 
 The process is started with pexpect (fork, setsid, exec of an argv list: no shell) and then
 driven directly: the master fd is read through the loop's read pump (`pump.py`: large chunks
-for a worker streaming alone, short shared turns when many stream, typed-into workers first),
+for a worker streaming alone, short shared turns when many stream, typed-into workers first;
+a stream's output held a moment and passed on in fewer, larger pieces),
 input goes through a bounded queue
 and the loop's writer callback, and the process's exit is watched through a pidfd. End of
 output and exit are separate events that may come in either order.
@@ -181,8 +182,8 @@ class PtyProcess:
         While a PTY streams, each read brings a few KiB and each chunk passed on costs the
         engine and every console (a frame, for the server and for the client): holding a
         stream's output for the pump's `hold_seconds()` (20-100 ms, longer when many PTYs
-        hold output), or until `HOLD_BYTES` are held, passes it on
-        in fewer, larger chunks. A keystroke's echo or an answer to input is never held.
+        hold output), or until `HOLD_BYTES` are held, passes it on in fewer, larger chunks.
+        A keystroke's echo or an answer to input is never held.
         """
         if self._held_bytes + len(data) < HOLD_BYTES and not self._pump.interactive(self):
             self._held.append(data)
