@@ -196,7 +196,8 @@ class Screen:
             self._in_osc = False
             data = data[end.end() :] if end.group() != b"\x1b" else data[end.start() :]
         # Every chunk of output passes here: single-byte `in` (memchr) first, the slower scans
-        # only when there is something to find.
+        # only when there is something to find. `_OSC_START_RE.search` rather than
+        # `b"\x1b]" in data`: with ESC in every line (colours), the regex is ~3x faster.
         bells = data.count(b"\x07") if b"\x07" in data else 0
         if b"\x1b" in data and _OSC_START_RE.search(data):
             for m in _OSC_RE.finditer(data):
