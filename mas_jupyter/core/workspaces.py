@@ -25,6 +25,29 @@ META_DIR = ".mas"
 META_FILE = "session.json"
 
 
+def _main_worktree(top: str) -> str:
+    """The repository a linked worktree belongs to (`top` itself for any other `.git`).
+
+    A linked worktree's `.git` is a file, `gitdir: <repo>/.git/worktrees/<name>`, and that
+    folder's `commondir` names the repository's git directory. A submodule's `.git` file
+    points to a git directory without `commondir`: a repository of its own.
+    """
+    dotgit = os.path.join(top, ".git")
+    if not os.path.isfile(dotgit):
+        return top
+    try:
+        with open(dotgit, encoding="utf-8") as fh:
+            text = fh.read(4096).strip()
+        if not text.startswith("gitdir:"):
+            return top
+        gitdir = os.path.join(top, text[len("gitdir:") :].strip())
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
+            common = os.path.realpath(os.path.join(gitdir, fh.read(4096).strip()))
+    except (OSError, UnicodeDecodeError):
+        return top  # not a linked worktree: git will say what is wrong, if anything
+    return os.path.dirname(common) if os.path.basename(common) == ".git" else common
+
+
 class Workspaces:
     """Creates, inspects and removes the directories sessions work in."""
 
@@ -112,7 +135,8 @@ class Workspaces:
 
         Found as git finds it, by the nearest `.git` (folder or file) upwards, without running
         git: what git itself then refuses (a broken `.git`, a repository owned by someone
-        else) fails `git worktree add`, before anything is created.
+        else) fails `git worktree add`, before anything is created. A linked worktree (another
+        session's, say) names the repository it belongs to, which outlives it.
         """
         path = validate.contained_path(repo, self.allowed_roots, "repo")
         if not os.path.isdir(path):
@@ -123,6 +147,7 @@ class Workspaces:
             if parent == top:
                 raise InvalidError(f"repo {repo!r} is not a git repository")
             top = parent
+        top = _main_worktree(top)
         if not any(validate.inside(top, r) for r in self.allowed_roots):
             raise validate.ForbiddenError(
                 f"the repository {top} is outside the allowed roots; "

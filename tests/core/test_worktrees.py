@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 
 import pytest
@@ -78,10 +79,24 @@ async def test_a_subfolder_or_another_worktree_names_its_repository(manager, mak
     os.makedirs(os.path.join(repo, "src", "deep"))
     first = await manager.create_session({"kind": "worktree", "repo": f"{repo}/src/deep"})
     assert first["repo"] == os.path.realpath(repo)
-    # A worktree's `.git` is a file; git adds the new worktree to the same repository.
+    # A worktree's `.git` is a file: the session names the repository it belongs to, so it
+    # outlives the worktree it was made from.
     second = await manager.create_session({"kind": "worktree", "repo": first["workspace"]})
-    assert second["repo"] == first["workspace"]
+    assert second["repo"] == os.path.realpath(repo)
     assert second["workspace"] in run_git("worktree", "list", cwd=repo)
+    await manager.delete_session(first["id"], purge=True)
+    await manager.delete_session(second["id"], purge=True)
+    assert not os.path.exists(second["workspace"])
+    listed = run_git("worktree", "list", "--porcelain", cwd=repo)
+    assert second["workspace"] not in listed and first["workspace"] not in listed
+    # A submodule's `.git` is a file too, but it is a repository of its own.
+    sub = make_repo("sub")
+    os.rename(os.path.join(sub, ".git"), os.path.join(repo, ".git", "sub-modules-dir"))
+    with open(os.path.join(sub, ".git"), "w") as fh:
+        fh.write(f"gitdir: {os.path.join(repo, '.git', 'sub-modules-dir')}\n")
+    third = await manager.create_session({"kind": "worktree", "repo": sub})
+    assert third["repo"] == os.path.realpath(sub)
+    assert third["workspace"] in run_git("worktree", "list", cwd=sub)
 
 
 async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo, tmp_path):
@@ -89,6 +104,12 @@ async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo
     manager = make_manager(allowed_roots=[str(tmp_path / "root" / "elsewhere")])
     with pytest.raises(ForbiddenError, match="outside the allowed roots"):
         await manager.create_session({"kind": "worktree", "repo": repo})
+    # A worktree inside the roots of a repository outside them: git would write there.
+    linked = str(tmp_path / "root" / "elsewhere" / "linked")
+    run_git("worktree", "add", "-q", "-b", "linked", linked, cwd=repo)
+    with pytest.raises(ForbiddenError, match=re.escape(f"the repository {repo} is outside")):
+        await manager.create_session({"kind": "worktree", "repo": linked})
+    assert run_git("branch", "--list", "mas/*", cwd=repo) == ""
 
 
 async def test_not_a_repository(manager, root):
