@@ -25,26 +25,32 @@ META_DIR = ".mas"
 META_FILE = "session.json"
 
 
-def _main_worktree(top: str) -> str:
-    """The repository a linked worktree belongs to (`top` itself for any other `.git`).
-
-    A linked worktree's `.git` is a file, `gitdir: <repo>/.git/worktrees/<name>`, and that
-    folder's `commondir` names the repository's git directory. A submodule's `.git` file
-    points to a git directory without `commondir`: a repository of its own.
-    """
+def _linked_git_dir(top: str) -> str | None:
+    """The git directory a `.git` file names (a linked worktree's or a submodule's), else None."""
     dotgit = os.path.join(top, ".git")
     if not os.path.isfile(dotgit):
-        return top
+        return None
     try:
         with open(dotgit, encoding="utf-8") as fh:
             text = fh.read(4096).strip()
-        if not text.startswith("gitdir:"):
-            return top
-        gitdir = os.path.join(top, text[len("gitdir:") :].strip())
-        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
-            common = os.path.realpath(os.path.join(gitdir, fh.read(4096).strip()))
     except (OSError, UnicodeDecodeError):
-        return top  # not a linked worktree: git will say what is wrong, if anything
+        return None
+    if not text.startswith("gitdir:"):
+        return None  # git will say what is wrong with it
+    return os.path.realpath(os.path.join(top, text[len("gitdir:") :].strip()))
+
+
+def _main_worktree(top: str, git_dir: str) -> str:
+    """The repository a linked worktree belongs to, `top` itself for a submodule.
+
+    A linked worktree's git directory is `<repo>/.git/worktrees/<name>`, whose `commondir`
+    names the repository's git directory; a submodule's has no `commondir`.
+    """
+    try:
+        with open(os.path.join(git_dir, "commondir"), encoding="utf-8") as fh:
+            common = os.path.realpath(os.path.join(git_dir, fh.read(4096).strip()))
+    except (OSError, UnicodeDecodeError):
+        return top
     return os.path.dirname(common) if os.path.basename(common) == ".git" else common
 
 
@@ -147,7 +153,14 @@ class Workspaces:
             if parent == top:
                 raise InvalidError(f"repo {repo!r} is not a git repository")
             top = parent
-        top = _main_worktree(top)
+        git_dir = _linked_git_dir(top)
+        if git_dir is not None:
+            if not any(validate.inside(git_dir, r) for r in self.allowed_roots):
+                raise validate.ForbiddenError(
+                    f"the git directory of {top} ({git_dir}) is outside the allowed roots; "
+                    "add its repository to MASManager.allowed_roots to use it"
+                )
+            top = _main_worktree(top, git_dir)
         if not any(validate.inside(top, r) for r in self.allowed_roots):
             raise validate.ForbiddenError(
                 f"the repository {top} is outside the allowed roots; "
