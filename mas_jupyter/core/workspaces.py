@@ -153,20 +153,22 @@ class Workspaces:
             if parent == top:
                 raise InvalidError(f"repo {repo!r} is not a git repository")
             top = parent
+        # Each path is checked before anything in it is read: the `.git` found may be above
+        # the roots, and a linked worktree's git directory and repository anywhere.
+        self._require_inside_roots(top, f"the repository {top}")
         git_dir = _linked_git_dir(top)
         if git_dir is not None:
-            if not any(validate.inside(git_dir, r) for r in self.allowed_roots):
-                raise validate.ForbiddenError(
-                    f"the git directory of {top} ({git_dir}) is outside the allowed roots; "
-                    "add its repository to MASManager.allowed_roots to use it"
-                )
+            self._require_inside_roots(git_dir, f"the git directory of {top} ({git_dir})")
             top = _main_worktree(top, git_dir)
-        if not any(validate.inside(top, r) for r in self.allowed_roots):
-            raise validate.ForbiddenError(
-                f"the repository {top} is outside the allowed roots; "
-                "add it to MASManager.allowed_roots to use it"
-            )
+            self._require_inside_roots(top, f"the repository {top}")
         return top
+
+    def _require_inside_roots(self, path: str, what: str) -> None:
+        if not any(validate.inside(path, r) for r in self.allowed_roots):
+            raise validate.ForbiddenError(
+                f"{what} is outside the allowed roots; "
+                "add the repository to MASManager.allowed_roots to use it"
+            )
 
     async def create_worktree(self, session: Session) -> None:
         """`git worktree add` on a new branch from the session's base, serialized per

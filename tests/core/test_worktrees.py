@@ -111,6 +111,12 @@ async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo
     with pytest.raises(ForbiddenError, match=re.escape(f"the git directory of {linked} (")):
         await manager.create_session({"kind": "worktree", "repo": linked})
     assert run_git("branch", "--list", "mas/*", cwd=repo) == ""
+    # A folder inside the roots whose repository is above them.
+    inner = os.path.join(repo, "data", "elsewhere")
+    os.makedirs(inner)
+    manager = make_manager(allowed_roots=[inner])
+    with pytest.raises(ForbiddenError, match=re.escape(f"the repository {repo} is outside")):
+        await manager.create_session({"kind": "worktree", "repo": inner})
 
 
 async def test_not_a_repository(manager, root):
