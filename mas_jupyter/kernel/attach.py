@@ -1,9 +1,10 @@
 """`jupyter mas attach`: the current terminal becomes a worker's console, as `tmux attach`.
 
 The terminal is put in raw mode, so every key (Ctrl-C included) goes to the worker; Ctrl-]
-(the telnet escape) detaches. The terminal's size is given to the worker on attach and on
-every SIGWINCH. The terminal settings are restored on detach, when the worker exits, and on
-any error.
+(the telnet escape) detaches. A dropped connection is re-opened by the channel (see
+channel.py): the terminal says so, and is cleared for the replay once reconnected. The
+terminal's size is given to the worker on attach and on every SIGWINCH. The terminal
+settings are restored on detach, when the worker exits, and on any error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .errors import MASClientError
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
 DETACH_NAME = "Ctrl-]"
+CLEAR_SCREEN = "\x1b[H\x1b[2J\x1b[3J"  # home, erase the screen and the scrollback
 
 
 def _size(fd: int) -> tuple[int, int]:
@@ -40,24 +42,36 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
         )
     wake_r, wake_w = os.pipe()
     ended: dict[str, Any] = {}
+    link = {"setups": 0, "lost": False}
+
+    def show(text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        while data:
+            try:
+                written = os.write(stdout, data)
+            except BlockingIOError:
+                select.select([], [stdout], [], 1.0)
+                continue
+            except OSError:
+                return
+            data = data[written:]
 
     def on_message(kind: str, payload: Any) -> None:
         # On the client's loop thread: write output straight to the terminal.
         if kind == "stdout" and isinstance(payload, str):
-            data = payload.encode("utf-8", "replace")
-            while data:
-                try:
-                    written = os.write(stdout, data)
-                except BlockingIOError:
-                    select.select([], [stdout], [], 1.0)
-                    continue
-                except OSError:
-                    return
-                data = data[written:]
+            show(payload)
+        elif kind == "setup":
+            link["setups"] += 1
+            if link["setups"] > 1:  # reconnected: the replay that follows redraws the screen
+                link["lost"] = False
+                show(CLEAR_SCREEN + "[reconnected]\r\n")
+        elif kind == "reconnecting" and not link["lost"]:
+            link["lost"] = True
+            show("\r\n[connection lost; reconnecting...]\r\n")
         elif kind == "exit":
             ended["exit"] = payload
         elif kind == "closed":
-            ended.setdefault("closed", True)
+            ended.setdefault("closed", payload)
             os.write(wake_w, b"x")
 
     os.write(
@@ -111,4 +125,7 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
         os.close(wake_w)
     if "exit" in ended:
         return f"worker {record.name} exited with code {ended['exit']}"
-    return ended.get("reason") or "the connection to the worker closed"
+    if ended.get("reason"):
+        return ended["reason"]
+    why = ended.get("closed")
+    return f"the connection to the worker closed: {why}" if why else "the connection closed"

@@ -1,9 +1,18 @@
 """A connection to one worker's console: terminado's protocol over the channel WebSocket.
 
 `on_message(kind, payload)` receives `setup`, `stdout` (text), `activity` (a state), `exit`
-(the code), `disconnect` and finally `closed` (the connection ended); it is called on the
-client's loop thread, so it must be quick and must not make synchronous client calls.
-In-process, the same messages come from the engine's attach().
+(the code), `disconnect` and finally `closed` (payload: why, or None when the worker exited,
+was deleted or the channel was closed); it is called on the client's loop thread, so it must
+be quick and must not make synchronous client calls. In-process, the same messages come from
+the engine's attach().
+
+When the connection drops while the worker runs on (the server restarted, a network blip, or
+the server dropped a client that stopped reading), the channel connects again by itself:
+`reconnecting` (payload: seconds until the next try), waiting `RECONNECT_FIRST_SECONDS`, then
+twice as long each time up to `RECONNECT_MAX_SECONDS`. The server then sends `setup` and the
+recent output again, so a console rebuilds its screen from them. It stops trying when the
+worker no longer exists, when the server refuses the connection (`closed` says why), or when
+the channel is closed. What is written while reconnecting is not sent.
 """
 
 from __future__ import annotations
@@ -15,12 +24,15 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import MASClientError
+from .errors import ConnectionFailed, MASClientError, NotFound
 
 if TYPE_CHECKING:
     from .client import MASClient
 
 Handler = Callable[[str, Any], None]
+
+RECONNECT_FIRST_SECONDS = 0.25
+RECONNECT_MAX_SECONDS = 10.0
 
 
 class Channel:
@@ -35,6 +47,8 @@ class Channel:
         self._ws: Any = None
         self._detach: Callable[[], None] | None = None
         self._task: Any = None
+        self._closing: asyncio.Event | None = None  # set by close(), on the loop
+        self._ended = False  # the worker exited or was deleted: nothing to reconnect to
 
     async def open(self) -> Channel:
         """Connect; the recent output arrives first (after `setup`), then live output."""
@@ -51,10 +65,14 @@ class Channel:
             if replay:
                 self._deliver("stdout", replay)
             return self
-        path = f"sessions/{self.session_id}/workers/{self.worker_id}/channel"
-        self._ws = await transport.websocket(path)
+        self._closing = asyncio.Event()
+        self._ws = await transport.websocket(self._path)
         self._task = asyncio.ensure_future(self._read())
         return self
+
+    @property
+    def _path(self) -> str:
+        return f"sessions/{self.session_id}/workers/{self.worker_id}/channel"
 
     def _deliver(self, kind: str, payload: Any) -> None:
         try:
@@ -62,26 +80,68 @@ class Channel:
         except Exception:  # a handler bug must not kill the connection
             logging.getLogger(__name__).exception("mas console: on_message failed")
 
-    def _closed(self) -> None:
+    def _closed(self, why: str | None = None) -> None:
         if not self.closed.is_set():
             self.closed.set()
-            self._deliver("closed", None)
+            self._deliver("closed", why)
 
     async def _read(self) -> None:
+        closing = self._closing
+        assert closing is not None
+        why = None
+        try:
+            while True:
+                await self._read_connection()
+                if self._ended or closing.is_set():
+                    break
+                why = await self._connect_again(closing)
+                if why is not None or closing.is_set():
+                    break
+        finally:
+            self._closed(why)
+
+    async def _read_connection(self) -> None:
         try:
             while True:
                 message = await self._ws.read_message()
                 if message is None:
-                    break
+                    return
                 try:
                     msg = json.loads(message)
                 except ValueError:
                     continue
                 if isinstance(msg, list) and msg and isinstance(msg[0], str):
+                    if msg[0] in ("exit", "disconnect"):
+                        self._ended = True
                     self._deliver(msg[0], msg[1] if len(msg) > 1 else None)
         finally:
             self._ws.close()  # also when the server closed it: releases the connection
-            self._closed()
+
+    async def _connect_again(self, closing: asyncio.Event) -> str | None:
+        """Connect again after a dropped connection; None once connected (or closed while
+        trying), else why it stopped trying."""
+        delay = RECONNECT_FIRST_SECONDS
+        while True:
+            self._deliver("reconnecting", delay)
+            try:
+                await asyncio.wait_for(closing.wait(), delay)
+                return None  # closed while waiting
+            except asyncio.TimeoutError:
+                pass
+            try:
+                ws = await self.client._transport.websocket(self._path)
+            except NotFound:
+                return "the worker no longer exists"
+            except ConnectionFailed:
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                continue
+            except MASClientError as e:
+                return e.message
+            if closing.is_set():
+                ws.close()
+                return None
+            self._ws = ws
+            return None
 
     def _send_local(self, op: str, *args: Any) -> None:
         manager = self.client._transport.manager
@@ -122,8 +182,13 @@ class Channel:
             self.client._loop.call_soon(detach)
             self._closed()
         if self._ws is not None and not self.closed.is_set():
-            if self.client._loop.call_soon(self._ws.close) and not self.client._loop.here:
+            if self.client._loop.call_soon(self._stop) and not self.client._loop.here:
                 self.closed.wait(timeout)
+
+    def _stop(self) -> None:
+        if self._closing is not None:
+            self._closing.set()  # no reconnecting after this
+        self._ws.close()
 
     def __enter__(self) -> Channel:
         return self

@@ -131,6 +131,10 @@ class HTTPTransport:
         try:
             return await websocket_connect(request, max_message_size=64 * 1024 * 1024)
         except HTTPClientError as e:
+            if e.code in (502, 503, 504, 599):  # closed before an answer, or a proxy's
+                raise ConnectionFailed(
+                    f"cannot reach the Jupyter server at {self.url}: {e}; is it running?"
+                ) from None
             body = e.response.body.decode("utf-8", "replace") if e.response is not None else ""
             try:
                 parsed: object = json.loads(body) if body else None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
+from urllib.parse import urlsplit
 
 from tests.conftest import PLAIN_BASH as SHELL_ARGV  # noqa: F401 (the kernel tests' name)
 
@@ -56,3 +60,71 @@ def text_of(messages: list[dict]) -> str:
         elif msg["msg_type"] == "error":
             out.append(f"{content['ename']}: {content['evalue']}")
     return "\n".join(out)
+
+
+class Proxy:
+    """A TCP proxy in front of the test server that a test can cut (a network blip) and hold
+    down (connections are then accepted and closed at once, as a server restarting does)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.target = (parts.hostname, parts.port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        self.url = parts._replace(netloc=f"127.0.0.1:{port}").geturl()
+        self.down = threading.Event()
+        self.lock = threading.Lock()
+        self.sockets: list = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            if self.down.is_set():
+                downstream.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [downstream, upstream]
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self, hold: bool = False) -> None:
+        """Drop every open connection; with `hold`, refuse new ones until `restore()`."""
+        if hold:
+            self.down.set()
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,7 +8,7 @@ import sys
 
 import pexpect
 import pytest
-from kernel_support import demo_idle
+from kernel_support import Proxy, demo_idle, wait_until
 
 CLI = [sys.executable, "-m", "mas_jupyter.kernel.cli"]
 
@@ -108,11 +108,11 @@ def test_found_from_the_servers_root(server, tmp_path):
     assert p.returncode == 0 and "no sessions" in p.stdout, p.stderr
 
 
-def _spawn(cli, *args):
+def _spawn(cli, *args, env=None):
     child = pexpect.spawn(
         CLI[0],
         [*CLI[1:], *args],
-        env=cli.env,
+        env=env or cli.env,
         encoding="utf-8",
         timeout=20,
         dimensions=(30, 100),
@@ -154,6 +154,39 @@ def test_attach_ends_when_the_worker_exits_and_ctrl_c_reaches_it(cli, client):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_attach_reconnects_after_a_dropped_connection_and_ends_when_the_worker_is_gone(
+    cli, client, server
+):
+    client.create_session("att4", terminal=True)
+    with Proxy(server.url) as proxy:
+        child = _spawn(
+            cli, "attach", "att4", "terminal", env={**cli.env, "MAS_SERVER_URL": proxy.url}
+        )
+        child.expect_exact("detach with Ctrl-]")
+        child.send("echo before-$((6*7))\r")
+        child.expect_exact("before-42")
+
+        proxy.cut()  # a network blip: the worker runs on
+        child.expect_exact("[connection lost; reconnecting...]")
+        child.expect_exact("[reconnected]")
+        child.expect_exact("before-42")  # the replay redraws the screen
+        child.send("echo after-$((6*8))\r")
+        child.expect_exact("after-48")
+
+        # Down for longer, and the worker deleted meanwhile: attach stops trying and says why.
+        proxy.cut(hold=True)
+        child.expect_exact("[connection lost; reconnecting...]")
+        accepted = proxy.accepted
+        wait_until(lambda: proxy.accepted > accepted, 10, "a refused try")
+        client.delete_worker("terminal", session="att4")
+        proxy.restore()
+        child.expect_exact("[the connection to the worker closed: the worker no longer exists]")
+        child.expect(pexpect.EOF)
+        child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in child.before
 
 
 def test_attach_refuses_without_a_terminal(cli, client):

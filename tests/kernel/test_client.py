@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 
 import pytest
-from kernel_support import demo_idle
+from kernel_support import Proxy, demo_idle
 
 from mas_jupyter.kernel import (
     Conflict,
@@ -273,6 +273,31 @@ def test_console_channel(client, server, until):
     channel.write("exit\r")
     until(lambda: done, what="the channel to close")
     assert ("exit", 0) in out
+
+
+def test_a_console_channel_retries_with_backoff_until_closed(server, until):
+    # The server is unreachable after a drop: tries 0.25 s, then twice as long each time.
+    # Closing the channel stops them; the worker was never touched.
+    with Proxy(server.url) as proxy:
+        c = MASClient(HTTPTransport(proxy.url, server.token), LoopThread("test-proxied"))
+        try:
+            c.create_session("retry", terminal=True)
+            out = []
+            channel = c.channel(lambda k, p: out.append((k, p)), worker="terminal", session="retry")
+            until(lambda: ("setup", {}) in out, what="setup")
+            proxy.cut(hold=True)
+            until(lambda: sum(k == "reconnecting" for k, _ in out) >= 3, what="three tries")
+            delays = [p for k, p in out if k == "reconnecting"]
+            assert delays[:3] == [0.25, 0.5, 1.0]
+            assert not channel.closed.is_set()
+            channel.close()
+            assert channel.closed.is_set() and out[-1] == ("closed", None)
+            tries = proxy.accepted
+            proxy.restore()
+            assert c.worker("terminal", session="retry").status == "running"
+            assert proxy.accepted == tries + 1  # that call only: no try after the close
+        finally:
+            c.close()
 
 
 def test_wait_ready_before_the_first_message(client, server):

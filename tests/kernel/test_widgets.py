@@ -165,13 +165,16 @@ def test_console_reconnects_after_a_dropped_connection(client, until):
         until(lambda: console.status == "connected", what="connected")
         console.write("echo before-$((6*7))\r")
         until(lambda: "before-42" in console.output(), what="the first echo")
-        first = console.channel
+        first = console.channel._ws
         resets = sum(m["type"] == "reset" for m in console.sent)
-        client._loop.call_soon(first._ws.close)  # the connection drops; the worker runs on
-        until(lambda: console.channel is not first and console.status == "connected",
+        statuses = []
+        console.observe(lambda change: statuses.append(change["new"]), names="status")
+        client._loop.call_soon(first.close)  # the connection drops; the worker runs on
+        until(lambda: console.channel._ws is not first and console.status == "connected",
               what="reconnected")  # fmt: skip
         until(lambda: sum(m["type"] == "reset" for m in console.sent) > resets, what="replay")
         until(lambda: "before-42" in console.buffer, what="the history replayed")
+        assert statuses[:2] == ["reconnecting", "connected"]  # the bar said so meanwhile
         console.write("echo after-$((6*8))\r")
         until(lambda: "after-48" in console.output(), what="typing after the reconnect")
     finally:

@@ -17,8 +17,6 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..errors import ConnectionFailed, MASClientError, NotFound
-
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 REPLAY_MAX_CHARS = 1024 * 1024  # what a view opened later is sent, like the server's ring
 
@@ -90,45 +88,20 @@ class WorkerConsole(anywidget.AnyWidget):
         self._typing_lock = threading.Lock()
         self.on_msg(self._from_view)
         self._closing = threading.Event()
-        self.channel = self._connect()
-
-    def _connect(self) -> Any:
-        channel = self.client.channel(
-            self._from_worker,
-            worker=self.worker.id,
-            session=self.worker.data["session_id"],
+        self.channel = self.client.channel(
+            self._from_worker, worker=self.worker.id, session=self.worker.data["session_id"]
         )
-        if self.status in ("connecting", "reconnecting"):
+        if self.status == "connecting":
             self.status = "connected"
-        return channel
-
-    def _reconnect(self) -> None:
-        """After a dropped connection (not an exit): connect again, backing off to 10 s, until
-        it works, the worker is gone, or the widget is closed. The replay rebuilds the screen."""
-        delay = 0.25
-        while not self._closing.wait(delay):
-            try:
-                channel = self._connect()
-            except NotFound:
-                self.status = "closed (the worker no longer exists)"
-                return
-            except ConnectionFailed:
-                delay = min(delay * 2, 10.0)
-            except MASClientError as e:
-                self.status = f"closed ({e.message})"
-                return
-            else:
-                self.channel = channel
-                if self._closing.is_set():  # closed while connecting
-                    channel.close()
-                return
 
     def _from_worker(self, kind: str, payload: Any) -> None:
-        # On the client's loop thread: forward, never block. Only one connection is open at
-        # a time: a new one is made after the last one closed.
+        # On the client's loop thread: forward, never block. The channel reconnects by itself
+        # after a dropped connection (see channel.py); its `setup` starts the replay.
         if kind == "setup":
             self.buffer = ""
             self.send({"type": "reset"})
+            if self.status in ("connecting", "reconnecting"):
+                self.status = "connected"
         elif kind == "stdout" and isinstance(payload, str):
             self.buffer = (self.buffer + payload)[-REPLAY_MAX_CHARS:]
             self.send({"type": "stdout", "data": payload})
@@ -139,11 +112,11 @@ class WorkerConsole(anywidget.AnyWidget):
             self.activity = "exited"
         elif kind == "disconnect":
             self.status = "disconnected"
-        elif kind == "closed" and self._closing.is_set():
-            self.status = "closed"
-        elif kind == "closed" and not self.status.startswith(("exited", "disconnected")):
+        elif kind == "reconnecting":
             self.status = "reconnecting"
-            threading.Thread(target=self._reconnect, name="mas-console", daemon=True).start()
+        elif kind == "closed" and not self.status.startswith(("exited", "disconnected")):
+            why = payload if payload and not self._closing.is_set() else None
+            self.status = f"closed ({why})" if why else "closed"
 
     def _from_view(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
