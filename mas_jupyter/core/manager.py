@@ -166,7 +166,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     async def recover(self) -> dict:
         """Finish or undo what a crash left half-done, and reconcile worker processes."""
         self.start()
-        report = {"finished": 0, "undone": 0, "deleted": 0}
+        report: dict = {"finished": 0, "undone": 0, "deleted": 0}
+        if self.store.created:  # a new database: take back the sessions the workspaces hold
+            report["reindexed"] = len((await self.reindex())["added"])
+            self.store.created = False
         for session in self.store.list_sessions(row_state=ROW_CREATING):
             if self._metadata_matches(session):
                 self.store.update_session(session.id, row_state=ROW_READY)

@@ -103,6 +103,9 @@ class Store:
         self.version = 0
         self._lock = threading.RLock()
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # A database made now (the first start, or the old one lost or moved aside): the
+        # manager then rebuilds the sessions found in their workspaces.
+        self.created = not os.path.exists(path)
         try:
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=timeout
@@ -128,8 +131,8 @@ class Store:
             self._close_quietly()
             raise StoreError(
                 f"the state database {path} is damaged ({exc}); it was left untouched. "
-                "Move it aside and start again, then run reindex to rebuild sessions "
-                "from their workspaces"
+                "Move it aside and start again: the sessions are rebuilt from their "
+                "workspaces"
             ) from None
 
     def _close_quietly(self) -> None:

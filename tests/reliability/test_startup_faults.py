@@ -95,6 +95,31 @@ def test_database_damaged(server):
     assert sorted(os.listdir(os.path.dirname(path))) == ["state.sqlite"] or digest(path) == before
 
 
+def test_a_database_moved_aside_is_rebuilt_from_the_workspaces(server):
+    # What the damaged-database message tells the user to do: move it aside, start again.
+    server.start()
+    code, made = server.mas("POST", "sessions", {"name": "kept", "task": "T-9"})
+    assert code == 201, made
+    code, gone = server.mas("POST", "sessions", {"name": "gone"})
+    assert server.mas("DELETE", "sessions/gone")[0] == 204  # its workspace stays, unlisted
+    server.kill()
+    path = db_path(server)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.rename(path + suffix, path + suffix + ".aside")
+    server.start()
+    code, sessions = server.mas("GET", "sessions")
+    assert code == 200
+    assert [(s["name"], s["id"], s["task"]) for s in sessions] == [("kept", made["id"], "T-9")]
+    assert sessions[0]["status"] == "paused"  # its workers were not running any more
+    assert "'reindexed': 1" in server.log()
+    server.kill()
+    server.start()  # the next start does not rebuild again: the database is not new
+    assert [s["name"] for s in server.mas("GET", "sessions")[1]] == ["kept"]
+    last_start = server.log().rsplit("--- start", 1)[-1]
+    assert "recovered {" in last_start and "'reindexed'" not in last_start
+
+
 def test_database_from_a_newer_version(server):
     path = make_db(server)
     db = sqlite3.connect(path)
