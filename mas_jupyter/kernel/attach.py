@@ -128,4 +128,4 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
     if ended.get("reason"):
         return ended["reason"]
     why = ended.get("closed")
-    return f"the connection to the worker closed: {why}" if why else "the connection closed"
+    return "the connection to the worker closed" + (f": {why}" if why else "")

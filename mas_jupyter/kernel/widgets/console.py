@@ -114,9 +114,10 @@ class WorkerConsole(anywidget.AnyWidget):
             self.status = "disconnected"
         elif kind == "reconnecting":
             self.status = "reconnecting"
+        elif kind == "closed" and self._closing.is_set():
+            self.status = "closed"
         elif kind == "closed" and not self.status.startswith(("exited", "disconnected")):
-            why = payload if payload and not self._closing.is_set() else None
-            self.status = f"closed ({why})" if why else "closed"
+            self.status = f"closed ({payload})" if payload else "closed"
 
     def _from_view(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
