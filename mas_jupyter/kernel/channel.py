@@ -47,7 +47,7 @@ class Channel:
         self._ws: Any = None
         self._detach: Callable[[], None] | None = None
         self._task: Any = None
-        self._closing: asyncio.Event | None = None  # set by close(), on the loop
+        self._closing = asyncio.Event()  # set by close(), on the loop: no reconnecting after
         self._ended = False  # the worker exited or was deleted: nothing to reconnect to
 
     async def open(self) -> Channel:
@@ -65,7 +65,6 @@ class Channel:
             if replay:
                 self._deliver("stdout", replay)
             return self
-        self._closing = asyncio.Event()
         self._ws = await transport.websocket(self._path)
         self._task = asyncio.ensure_future(self._read())
         return self
@@ -86,16 +85,14 @@ class Channel:
             self._deliver("closed", why)
 
     async def _read(self) -> None:
-        closing = self._closing
-        assert closing is not None
         why = None
         try:
             while True:
                 await self._read_connection()
-                if self._ended or closing.is_set():
+                if self._ended or self._closing.is_set():
                     break
-                why = await self._connect_again(closing)
-                if why is not None or closing.is_set():
+                why = await self._connect_again()
+                if why is not None or self._closing.is_set():
                     break
         finally:
             self._closed(why)
@@ -117,14 +114,14 @@ class Channel:
         finally:
             self._ws.close()  # also when the server closed it: releases the connection
 
-    async def _connect_again(self, closing: asyncio.Event) -> str | None:
+    async def _connect_again(self) -> str | None:
         """Connect again after a dropped connection; None once connected (or closed while
         trying), else why it stopped trying."""
         delay = RECONNECT_FIRST_SECONDS
         while True:
             self._deliver("reconnecting", delay)
             try:
-                await asyncio.wait_for(closing.wait(), delay)
+                await asyncio.wait_for(self._closing.wait(), delay)
                 return None  # closed while waiting
             except asyncio.TimeoutError:
                 pass
@@ -137,7 +134,7 @@ class Channel:
                 continue
             except MASClientError as e:
                 return e.message
-            if closing.is_set():
+            if self._closing.is_set():
                 ws.close()
                 return None
             self._ws = ws
@@ -186,8 +183,7 @@ class Channel:
                 self.closed.wait(timeout)
 
     def _stop(self) -> None:
-        if self._closing is not None:
-            self._closing.set()  # no reconnecting after this
+        self._closing.set()
         self._ws.close()
 
     def __enter__(self) -> Channel:
