@@ -56,8 +56,14 @@ class Channel:
         if transport.kind == "local":
 
             def listener(kind: str, payload: Any) -> None:
+                if self.closed.is_set():
+                    return
                 self._deliver(kind, payload)
                 if kind in ("exit", "disconnect"):
+                    # Ended: a restart's stop of the exited process says nothing more here.
+                    if self._detach is not None:
+                        detach, self._detach = self._detach, None
+                        detach()
                     self._closed()
 
             replay, self._detach = transport.attach(self.session_id, self.worker_id, listener)

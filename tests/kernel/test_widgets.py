@@ -6,8 +6,9 @@ import json
 import time
 
 import pytest
-from kernel_support import demo_idle, execute, text_of
+from kernel_support import SHELL_ARGV, demo_idle, execute, text_of
 
+import mas_jupyter
 from mas_jupyter.kernel.widgets import ActivityBadge, SessionList, WorkerConsole
 
 
@@ -21,6 +22,14 @@ class RecordingConsole(WorkerConsole):
         return "".join(
             m.get("data", "") for m in self.__dict__.get("sent", []) if m["type"] == "stdout"
         )
+
+
+def connected_console(client, session, until):
+    """A recording console on a new session's terminal, once connected."""
+    client.create_session(session, terminal=True)
+    console = RecordingConsole("terminal", session=session, client=client)
+    until(lambda: console.status == "connected", what="connected")
+    return console
 
 
 def drawn(panel, condition):
@@ -134,10 +143,8 @@ def test_activity_badge(client, until):
 
 
 def test_console_relays_a_worker(client, until):
-    client.create_session("c", terminal=True)
-    console = RecordingConsole("terminal", session="c", client=client)
+    console = connected_console(client, "c", until)
     try:
-        until(lambda: console.status == "connected", what="connected")
         console._from_view(console, {"type": "stdin", "data": "echo relay-$((3*3))\r"}, [])
         until(lambda: "relay-9" in console.output(), what="the echo")
         # Keystrokes the kernel handled out of order are written in the view's order.
@@ -159,10 +166,8 @@ def test_console_relays_a_worker(client, until):
 
 
 def test_console_reconnects_after_a_dropped_connection(client, until):
-    client.create_session("rc", terminal=True)
-    console = RecordingConsole("terminal", session="rc", client=client)
+    console = connected_console(client, "rc", until)
     try:
-        until(lambda: console.status == "connected", what="connected")
         console.write("echo before-$((6*7))\r")
         until(lambda: "before-42" in console.output(), what="the first echo")
         first = console.channel._ws
@@ -180,6 +185,60 @@ def test_console_reconnects_after_a_dropped_connection(client, until):
     finally:
         console.close()
     assert console.channel.closed.is_set() and console.status == "closed"
+
+
+@pytest.fixture(params=["server", "in-process"])
+def any_client(request, tmp_path):
+    """The server's client, or an engine in this process (its consoles are attached directly)."""
+    if request.param == "server":
+        yield request.getfixturevalue("client")
+        return
+    config = {"backends": {"shell": {"argv": SHELL_ARGV}}, "tmux_socket": str(tmp_path / "t")}
+    local = mas_jupyter.connect(local=True, root_dir=str(tmp_path), config=config)
+    yield local
+    local.close()
+
+
+def test_console_follows_its_worker_through_restarts(any_client, until):
+    client = any_client
+    console = connected_console(client, "fr", until)
+    statuses = []
+    console.observe(lambda change: statuses.append(change["new"]), names="status")
+    try:
+        console.write("exit\r")
+        until(lambda: console.status == "exited (0)", what="the exit")
+        until(lambda: console._following is not None, what="waiting for a restart")
+        first = console.channel
+        client.restart("terminal", session="fr")  # the worker had exited: it starts again
+        until(lambda: console.channel is not first and console.status == "connected",
+              what="connected to the restarted worker")  # fmt: skip
+        console.write("echo back-$((5*5))\r")
+        until(lambda: "back-25" in console.output(), what="typing into the new process")
+        second = console.channel
+        client.restart("terminal", session="fr")  # while it runs: exit, then a new process
+        until(lambda: console.channel is not second and console.status == "connected",
+              what="connected after a restart of a running worker")  # fmt: skip
+        console.write("echo again-$((5*6))\r")
+        until(lambda: "again-30" in console.output(), what="typing after the second restart")
+        # Exited by `exit`, then by the restart; nothing else in between (no "disconnected").
+        assert statuses[:3] == ["exited (0)", "connecting", "connected"], statuses
+        assert statuses[3].startswith("exited") and statuses[4:] == ["connecting", "connected"]
+    finally:
+        console.close()
+    assert console._following is None and console.status == "closed"
+
+
+def test_console_of_an_exited_worker_closes_when_it_is_deleted(client, until):
+    console = connected_console(client, "fd", until)
+    try:
+        console.write("exit\r")
+        until(lambda: console._following is not None, what="waiting for a restart")
+        client.delete_worker("terminal", session="fd")
+        until(lambda: console.status == "closed (the worker no longer exists)",
+              what="the console says the worker is gone")  # fmt: skip
+        assert console._following is None
+    finally:
+        console.close()
 
 
 def _comm_messages(kc, predicate, timeout=30.0):

@@ -5,6 +5,10 @@ client (a WebSocket to the server, or the in-process engine) and forwards output
 as custom messages; keystrokes and resizes come back the same way. So it works wherever
 widgets work (JupyterLab, Notebook 7, VS Code) and needs no URL or token in the browser.
 Output streams while the kernel runs other cells; typing is handled when the kernel is idle.
+
+When the worker exits, the console follows it: it watches the event stream and connects
+again once the worker runs again (restarted from anywhere, or its session resumed), as the
+side panel's console does.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 
 import anywidget
 import traitlets
+
+from ..errors import MASClientError, NotFound
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 REPLAY_MAX_CHARS = 1024 * 1024  # what a view opened later is sent, like the server's ring
@@ -88,10 +94,16 @@ class WorkerConsole(anywidget.AnyWidget):
         self._typing_lock = threading.Lock()
         self.on_msg(self._from_view)
         self._closing = threading.Event()
+        self._exited = False  # the channel ended with the worker's exit: follow it
+        self._follow_lock = threading.Lock()
+        self._following: Any = None  # the event subscription while waiting for a restart
+        self._connect()
+
+    def _connect(self) -> None:
         self.channel = self.client.channel(
             self._from_worker, worker=self.worker.id, session=self.worker.data["session_id"]
         )
-        if self.status == "connecting":
+        if self.status == "connecting":  # "connected" once typing reaches this channel
             self.status = "connected"
 
     def _from_worker(self, kind: str, payload: Any) -> None:
@@ -100,7 +112,7 @@ class WorkerConsole(anywidget.AnyWidget):
         if kind == "setup":
             self.buffer = ""
             self.send({"type": "reset"})
-            if self.status in ("connecting", "reconnecting"):
+            if self.status == "reconnecting":  # the same channel, connected again
                 self.status = "connected"
         elif kind == "stdout" and isinstance(payload, str):
             self.buffer = (self.buffer + payload)[-REPLAY_MAX_CHARS:]
@@ -110,6 +122,7 @@ class WorkerConsole(anywidget.AnyWidget):
         elif kind == "exit":
             self.status = f"exited ({payload})"
             self.activity = "exited"
+            self._exited = True
         elif kind == "disconnect":
             self.status = "disconnected"
         elif kind == "reconnecting":
@@ -118,6 +131,72 @@ class WorkerConsole(anywidget.AnyWidget):
             self.status = "closed"
         elif kind == "closed" and not self.status.startswith(("exited", "disconnected")):
             self.status = f"closed ({payload})" if payload else "closed"
+        if kind == "closed" and self._exited and not self._closing.is_set():
+            # Subscribing waits for the event stream: not on the client's loop thread.
+            threading.Thread(target=self._follow, name="mas-console-follow", daemon=True).start()
+
+    def _follow(self) -> None:
+        """Wait, through the event stream, for the exited worker to run again."""
+        try:
+            subscription = self.client.subscribe(self._on_event, on_connect=self._check)
+        except MASClientError:  # no event stream: the console stays as it is
+            return
+        with self._follow_lock:
+            if self._closing.is_set():
+                subscription.close()
+                return
+            self._following = subscription
+        self._check()  # it may have been restarted before the subscription started
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("session_id") != self.worker.data["session_id"]:
+            return
+        kind, wid = event.get("type"), self.worker.id
+        mine = event.get("worker_id") == wid
+        if kind == "session-deleted" or (kind == "worker-deleted" and mine):
+            self._gone()
+            return
+        records = list((event.get("session") or {}).get("workers") or [])
+        records += [event["worker"]] if isinstance(event.get("worker"), dict) else []
+        if any(w.get("id") == wid and w.get("status") == "running" for w in records):
+            self._reconnect()
+
+    def _check(self) -> None:
+        """Read the worker: connect again if it runs, say so if it is gone."""
+        try:
+            record = self.client.worker(self.worker.id, session=self.worker.data["session_id"])
+        except NotFound:
+            self._gone()
+            return
+        except MASClientError:  # unreachable for now: the next connection checks again
+            return
+        if record.status == "running":
+            self._reconnect()
+
+    def _stop_following(self) -> bool:
+        """Stop waiting for a restart; False if this console was not waiting."""
+        with self._follow_lock:
+            subscription, self._following = self._following, None
+        if subscription is None:
+            return False
+        subscription.close()
+        return True
+
+    def _reconnect(self) -> None:
+        if self._closing.is_set() or not self._stop_following():
+            return
+        self._exited = False
+        self.status = "connecting"
+        try:
+            self._connect()
+        except NotFound:
+            self.status = "closed (the worker no longer exists)"
+        except MASClientError as e:
+            self.status = f"closed ({e.message})"
+
+    def _gone(self) -> None:
+        if self._stop_following():
+            self.status = "closed (the worker no longer exists)"
 
     def _from_view(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
@@ -162,6 +241,7 @@ class WorkerConsole(anywidget.AnyWidget):
     def close(self) -> None:
         """Disconnect from the worker (it keeps running) and close the widget."""
         self._closing.set()
+        self._stop_following()
         self.channel.close()
         super().close()
 
