@@ -223,6 +223,14 @@ def test_console_follows_its_worker_through_restarts(any_client, until):
         # Exited by `exit`, then by the restart; nothing else in between (no "disconnected").
         assert statuses[:3] == ["exited (0)", "connecting", "connected"], statuses
         assert statuses[3].startswith("exited") and statuses[4:] == ["connecting", "connected"]
+        third = console.channel
+        client.pause("fr")  # its processes stop: the console waits for the resume
+        until(lambda: console._following is not None, what="waiting while paused")
+        client.resume("fr")
+        until(lambda: console.channel is not third and console.status == "connected",
+              what="connected after the resume")  # fmt: skip
+        console.write("echo resumed-$((5*7))\r")
+        until(lambda: "resumed-35" in console.output(), what="typing after the resume")
     finally:
         console.close()
     assert console._following is None and console.status == "closed"
