@@ -21,7 +21,7 @@ from .errors import ConflictError, TooLargeError
 from .reply import extract_reply
 from .ring import OutputRing
 from .runtimes.pty import PtyProcess
-from .runtimes.tmux import Tmux, TmuxProcess
+from .runtimes.tmux import Pane, Tmux, TmuxProcess
 from .screen import Screen
 from .transcript import Transcript
 
@@ -98,10 +98,10 @@ class LiveWorker:
         await proc.create(argv, cwd, env)
         self.process = proc
 
-    async def reattach_tmux(self, tmux: Tmux) -> None:
-        """Attach to the tmux session a previous server started."""
+    async def reattach_tmux(self, tmux: Tmux, pane: Pane) -> None:
+        """Attach to the tmux session a previous server started (its pane as tmux said)."""
         proc = self._tmux_process(tmux)
-        await proc.attach()
+        await proc.attach(pane)
         self.transcript.note("re-attached after a server restart")
         self.process = proc
 

@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from mas_jupyter.core import processes
+from tests.core.test_workers import screen_text, until
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -84,8 +85,6 @@ async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux)
         tm = manager.get_worker("s", "tm")
         assert tm["status"] == "running" and tm["pid"] == info["tmux"]["pid"]
         manager.write_input("s", "tm", "echo after-crash-$((40+2))\r")
-        from tests.core.test_workers import screen_text, until
-
         await until(lambda: "after-crash-42" in screen_text(manager, "s", "tm"), what="tmux")
         # The restart can be resumed: the stubborn pty worker is restarted on demand.
     restarted = await manager.restart_worker("s", "stubborn")
@@ -94,3 +93,46 @@ async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux)
     assert not os.path.exists(f"/proc/{restarted['pid']}/status") or not processes.is_alive(
         restarted["pid"]
     )
+
+
+@needs_tmux
+async def test_recovery_reads_every_tmux_pane_at_once(make_manager, root):
+    """What happened to tmux workers while no server ran: one ran on, one exited, one's
+    tmux session was killed; later the whole tmux server was."""
+    socket = str(root.parent / "tmux.sock")
+
+    def tmux(*args: str) -> str:
+        done = subprocess.run(["tmux", "-S", socket, *args], capture_output=True, timeout=10)
+        return done.stdout.decode().strip()
+
+    first = make_manager()
+    await first.create_session({"kind": "quick", "name": "s"})
+    made = {}
+    for name in ("runs", "ends", "killed"):
+        spec = {"name": name, "kind": "terminal", "runtime": "tmux"}
+        made[name] = await first.create_worker("s", spec)
+    await first.shutdown()  # the tmux workers live on
+    ends, killed = made["ends"]["tmux_session"], made["killed"]["tmux_session"]
+    tmux("send-keys", "-t", f"={ends}:", "exit 3", "Enter")
+    tmux("kill-session", "-t", f"={killed}")
+    await until(lambda: tmux("display-message", "-p", "-t", f"={ends}:", "#{pane_dead}") == "1",
+                what="the pane to die while no server runs")  # fmt: skip
+
+    second = make_manager()
+    report = await second.recover()
+    assert report["workers"] == {"reattached": 2, "interrupted": 1, "orphans_ended": 0}
+    runs = second.get_worker("s", "runs")
+    assert runs["status"] == "running" and runs["pid"] == made["runs"]["pid"]
+    second.write_input("s", "runs", "echo still-$((40+2))\r")
+    await until(lambda: "still-42" in screen_text(second, "s", "runs"), what="typing")
+    await until(lambda: second.get_worker("s", "ends")["status"] == "exited", what="the exit")
+    assert second.get_worker("s", "ends")["exit_code"] == 3
+    assert second.get_worker("s", "killed")["exit_reason"] == "interrupted"
+    await second.shutdown()
+
+    tmux("kill-server")  # no tmux server at all: nothing to attach to
+    third = make_manager()
+    report = await third.recover()
+    # (its shell may still be dying of the SIGHUP: then it is ended as an orphan too)
+    assert report["workers"]["reattached"] == 0 and report["workers"]["interrupted"] == 1
+    assert third.get_worker("s", "runs")["exit_reason"] == "interrupted"

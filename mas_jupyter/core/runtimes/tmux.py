@@ -31,6 +31,19 @@ def session_name(session_id: str, worker_name: str) -> str:
     return f"mas-{session_id.replace('-', '')[:8]}-{re.sub(r'[.:]', '_', worker_name)}"
 
 
+Pane = tuple[int | None, bool, int | None, int | None]  # pid, dead, exit status, signal
+PANE_FORMAT = "#{pane_pid} #{pane_dead} #{pane_dead_status} #{pane_dead_signal}"
+
+
+def _pane(parts: list[str]) -> Pane:
+    if not parts or not parts[0].isdigit():
+        return None, True, None, None
+    dead = len(parts) > 1 and parts[1] == "1"
+    status = int(parts[2]) if len(parts) > 2 and parts[2].lstrip("-").isdigit() else None
+    sig = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
+    return int(parts[0]), dead, status, sig
+
+
 class Tmux:
     """Runs tmux commands against one tmux server (a socket name or a socket path)."""
 
@@ -69,22 +82,23 @@ class Tmux:
         code, _ = await self.run("has-session", "-t", f"={name}")
         return code == 0
 
-    async def pane(self, name: str) -> tuple[int | None, bool, int | None, int | None]:
+    async def pane(self, name: str) -> Pane:
         """The pane's pid, whether it is dead, and its exit status and signal if so."""
-        code, out = await self.run(
-            "display-message",
-            "-p",
-            "-t",
-            f"={name}:",
-            "#{pane_pid} #{pane_dead} #{pane_dead_status} #{pane_dead_signal}",
-        )
-        parts = out.split() if code == 0 else []
-        if not parts or not parts[0].isdigit():
-            return None, True, None, None
-        dead = len(parts) > 1 and parts[1] == "1"
-        status = int(parts[2]) if len(parts) > 2 and parts[2].lstrip("-").isdigit() else None
-        sig = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
-        return int(parts[0]), dead, status, sig
+        code, out = await self.run("display-message", "-p", "-t", f"={name}:", PANE_FORMAT)
+        return _pane(out.split() if code == 0 else [])
+
+    async def panes(self) -> dict[str, Pane]:
+        """Every session's pane (as `pane` says it), by session name, in one tmux call."""
+        if not available():
+            return {}
+        code, out = await self.run("list-panes", "-a", "-F", "#{session_name}\t" + PANE_FORMAT)
+        if code != 0:  # no tmux server (no session left): nothing to attach to
+            return {}
+        panes: dict[str, Pane] = {}
+        for line in out.splitlines():
+            name, _, rest = line.partition("\t")
+            panes.setdefault(name, _pane(rest.split()))  # a worker's session has one pane
+        return panes
 
     async def new_session(
         self, name: str, argv: list[str], cwd: str, env: dict[str, str], cols: int, rows: int
@@ -152,9 +166,10 @@ class TmuxProcess(PtyProcess):
         await self.tmux.new_session(self.name, argv, cwd, env, self.cols, self.rows)
         await self.attach()
 
-    async def attach(self) -> None:
-        """Attach to the existing tmux session and watch its pane's process."""
-        pane_pid, dead, status, sig = await self.tmux.pane(self.name)
+    async def attach(self, pane: Pane | None = None) -> None:
+        """Attach to the existing tmux session and watch its pane's process (`pane`: as
+        `Tmux.pane` said it just now, if known)."""
+        pane_pid, dead, _status, _sig = pane or await self.tmux.pane(self.name)
         if pane_pid is None:
             raise UnavailableError(f"the tmux session {self.name} is gone")
         self.spawn()
