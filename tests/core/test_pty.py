@@ -120,6 +120,28 @@ async def test_a_stream_is_passed_on_in_large_chunks_and_an_answer_to_input_at_o
     proc.close()
 
 
+async def test_held_output_goes_on_once_the_stream_is_quiet_or_held_long_enough(monkeypatch):
+    # Quiet: a piece followed by silence goes on after HOLD_SECONDS, not at the longest hold.
+    monkeypatch.setattr(pump, "HOLD_MAX_SECONDS", 3600)
+    monkeypatch.setattr(pump, "RELEASES_PER_SECOND", 1e-6)  # as if very many PTYs held output
+    quiet = Collector()
+    proc = quiet.spawn(["sh", "-c", "printf piece; exec sleep 30"])
+    await quiet.until(lambda: quiet.data == b"piece")
+    proc.close()
+    await processes.end_tree(proc.pid, 2.0, proc.watcher.done)
+
+    # Held long enough: a stream never quiet for HOLD_SECONDS still goes on, in chunks.
+    monkeypatch.setattr(pump, "HOLD_SECONDS", 3600)
+    monkeypatch.setattr(pump, "HOLD_MAX_SECONDS", 0.05)
+    steady = Collector()
+    proc = steady.spawn(["sh", "-c", "while :; do printf x; sleep 0.005; done"])
+    await steady.until(lambda: len(steady.chunks) >= 3)
+    assert len(steady.chunks) < len(steady.data)  # held, not passed on piece by piece
+    proc.close()
+    await processes.end_tree(proc.pid, 2.0, proc.watcher.done)
+    assert pump.pump().holding == 0
+
+
 async def test_missing_program_is_a_clear_error():
     with pytest.raises(UnavailableError, match="cannot start 'no-such-program-xyz'"):
         Collector().spawn(["no-such-program-xyz"])

@@ -21,10 +21,11 @@ import pexpect
 
 from ..errors import TooLargeError, UnavailableError
 from ..processes import reset_signals
+from . import pump as pumps
 from .pump import pump
 
 READ_SIZE = 65536
-HOLD_BYTES = 64 * 1024  # a stream's held output is passed on at once when this much is held
+HOLD_BYTES = 256 * 1024  # a stream's held output is passed on at once when this much is held
 
 
 class ExitWatcher:
@@ -109,6 +110,7 @@ class PtyProcess:
         self._held: list[bytes] = []  # output read but not passed on yet
         self._held_bytes = 0
         self._release_timer: asyncio.TimerHandle | None = None
+        self._held_at = self._held_until = 0.0  # loop times: last piece held, latest release
         self._child: pexpect.spawn | None = None
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -180,18 +182,22 @@ class PtyProcess:
         """Output of a PTY someone is answering goes on at once; a stream's is held a moment.
 
         While a PTY streams, each read brings a few KiB and each chunk passed on costs the
-        engine and every console (a frame, for the server and for the client): holding a
-        stream's output for the pump's `hold_seconds()` (20-100 ms, longer when many PTYs
-        hold output), or until `HOLD_BYTES` are held, passes it on in fewer, larger chunks.
-        A keystroke's echo or an answer to input is never held.
+        engine and every console (a frame, for the server and for the client). A stream's
+        output is held until it printed nothing more for `HOLD_SECONDS` (20 ms: the end of a
+        command's output is not kept waiting), for at most the pump's `hold_seconds()`
+        (20-250 ms, longer when many PTYs hold output), or until `HOLD_BYTES` are held: fewer,
+        larger chunks. A keystroke's echo or an answer to input is never held.
         """
         if self._held_bytes + len(data) < HOLD_BYTES and not self._pump.interactive(self):
             self._held.append(data)
             self._held_bytes += len(data)
+            now = self._pump.loop.time()
+            self._held_at = now
             if self._release_timer is None:
                 self._pump.holding += 1
-                self._release_timer = self._pump.loop.call_later(
-                    self._pump.hold_seconds(), self.release
+                self._held_until = now + self._pump.hold_seconds()
+                self._release_timer = self._pump.loop.call_at(
+                    min(now + pumps.HOLD_SECONDS, self._held_until), self._release_when_due
                 )
             return
         if self._held:
@@ -211,6 +217,15 @@ class PtyProcess:
             self._release_timer.cancel()
             self._release_timer = None
             self._pump.holding -= 1
+
+    def _release_when_due(self) -> None:
+        # Due once the stream printed nothing for `HOLD_SECONDS` (its command may be done),
+        # or once its output was held for as long as the pump allows.
+        due = min(self._held_at + pumps.HOLD_SECONDS, self._held_until)
+        if self._pump.loop.time() >= due:
+            self.release()
+        else:
+            self._release_timer = self._pump.loop.call_at(due, self._release_when_due)
 
     def release(self) -> None:
         """Pass on the output held so far."""

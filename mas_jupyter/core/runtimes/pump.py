@@ -23,8 +23,9 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
   then floods it (the PTY typed into is the stream) is read at full speed.
 
 - A PTY that nobody is answering holds its output back a moment before passing it on
-  (`PtyProcess._pass_on`): 20 ms, or up to 100 ms when many do, so that they pass output on
-  about a thousand times a second in all, whatever their number.
+  (`PtyProcess._pass_on`): until it was quiet for 20 ms, and for at most 20 ms, or up to
+  250 ms when many hold output, so that while they stream they pass output on about 250
+  times a second in all, whatever their number.
 
 The pump watches its PTYs through an epoll of its own, edge-triggered, which the loop watches
 as one fd: a PTY is reported once when output arrives, not again and again while it waits in
@@ -50,8 +51,8 @@ TYPING_SECONDS = 1.0
 YIELD_SECONDS = 0.001
 ECHO_BYTES = 64 * 1024
 HOLD_SECONDS = 0.02
-HOLD_MAX_SECONDS = 0.1
-RELEASES_PER_SECOND = 1000
+HOLD_MAX_SECONDS = 0.25
+RELEASES_PER_SECOND = 250
 
 
 class Readable(Protocol):
