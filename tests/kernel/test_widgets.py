@@ -249,6 +249,19 @@ def test_console_of_an_exited_worker_closes_when_it_is_deleted(client, until):
         console.close()
 
 
+def test_console_closed_while_waiting_for_a_restart_stays_closed(client, until):
+    console = connected_console(client, "fc", until)
+    console.write("exit\r")
+    until(lambda: console._following is not None, what="waiting for a restart")
+    first = console.channel
+    console.close()
+    assert console._following is None and console.status == "closed"
+    with client.events() as events:
+        client.restart("terminal", session="fc")
+        assert events.wait_for(lambda e: e["type"] == "session-updated", 10) is not None
+    assert console.channel is first and console.status == "closed"
+
+
 def _comm_messages(kc, predicate, timeout=30.0):
     """iopub messages until one matches predicate (returned last); bounded."""
     seen = []

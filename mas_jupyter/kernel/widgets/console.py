@@ -193,6 +193,9 @@ class WorkerConsole(anywidget.AnyWidget):
             self.status = "closed (the worker no longer exists)"
         except MASClientError as e:
             self.status = f"closed ({e.message})"
+        else:
+            if self._closing.is_set():  # closed by the user while connecting
+                self.channel.close()
 
     def _gone(self) -> None:
         if self._stop_following():
@@ -243,6 +246,7 @@ class WorkerConsole(anywidget.AnyWidget):
         self._closing.set()
         self._stop_following()
         self.channel.close()
+        self.status = "closed"  # also when its channel had ended already (an exited worker)
         super().close()
 
 
