@@ -469,7 +469,8 @@ class Supervisor:
         records = [
             r for r in store.list_workers() if r.status != "exited" and r.id not in self.live
         ]
-        # One tmux call for all (a call per worker made a restart with 200 workers take ~6 s).
+        # One tmux call for all: two per worker made a restart with 200 tmux workers take
+        # 6.3-6.7 s instead of 3.9-4.4 (docs/performance.md, eighth pass).
         panes = await self.tmux.panes() if any(r.runtime == "tmux" for r in records) else {}
         for record in records:
             session = store.get_session(record.session_id)

@@ -42,7 +42,7 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
         )
     wake_r, wake_w = os.pipe()
     ended: dict[str, Any] = {}
-    link = {"setups": 0, "lost": False}
+    link = {"lost": False}  # a `reconnecting` came: the next `setup` is a reconnection
 
     def show(text: str) -> None:
         data = text.encode("utf-8", "replace")
@@ -60,11 +60,9 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
         # On the client's loop thread: write output straight to the terminal.
         if kind == "stdout" and isinstance(payload, str):
             show(payload)
-        elif kind == "setup":
-            link["setups"] += 1
-            if link["setups"] > 1:  # reconnected: the replay that follows redraws the screen
-                link["lost"] = False
-                show(CLEAR_SCREEN + "[reconnected]\r\n")
+        elif kind == "setup" and link["lost"]:
+            link["lost"] = False  # reconnected: the replay that follows redraws the screen
+            show(CLEAR_SCREEN + "[reconnected]\r\n")
         elif kind == "reconnecting" and not link["lost"]:
             link["lost"] = True
             show("\r\n[connection lost; reconnecting...]\r\n")
