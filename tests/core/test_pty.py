@@ -142,6 +142,28 @@ async def test_held_output_goes_on_once_the_stream_is_quiet_or_held_long_enough(
     assert pump.pump().holding == 0
 
 
+async def test_the_end_of_a_commands_output_is_not_held(monkeypatch, tmp_path):
+    # A stream's output is held for an hour here: only the end of its command releases it.
+    monkeypatch.setattr(pump, "HOLD_SECONDS", 3600)
+    monkeypatch.setattr(pump, "HOLD_MAX_SECONDS", 3600)
+    c = Collector()
+    proc = c.spawn(PLAIN_BASH, cwd=str(tmp_path))
+    size = 4 * pump.ECHO_BYTES  # more than an answer to input: a stream, held
+    proc.write(f"head -c {size} /dev/zero | tr '\\0' x; echo __END$((6*7))__\r".encode())
+    await c.until(lambda: b"__END42__" in c.data)
+    assert c.data.count(b"x") >= size
+    assert any(len(chunk) > pump.ECHO_BYTES for chunk in c.chunks)  # it was held
+    # A program that runs no command keeps its terminal: its output is held as before.
+    quiet = Collector()
+    held = quiet.spawn(["sh", "-c", "printf piece; exec sleep 30"])
+    await until(lambda: held._held_bytes == len(b"piece"), 10, "the output read", 0.005)
+    assert quiet.data == b""
+    for p in (proc, held):
+        p.close()
+        await processes.end_tree(p.pid, 2.0, p.watcher.done)
+    assert pump.pump().holding == 0
+
+
 async def test_missing_program_is_a_clear_error():
     with pytest.raises(UnavailableError, match="cannot start 'no-such-program-xyz'"):
         Collector().spawn(["no-such-program-xyz"])

@@ -111,6 +111,8 @@ class PtyProcess:
         self._held_bytes = 0
         self._release_timer: asyncio.TimerHandle | None = None
         self._held_at = self._held_until = 0.0  # loop times: last piece held, latest release
+        self._command_running = False  # output read while a command of it had the terminal
+        self._printed_since_command: int | None = None  # since one ended (see _command_ended)
         self._child: pexpect.spawn | None = None
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -186,9 +188,14 @@ class PtyProcess:
         output is held until it printed nothing more for `HOLD_SECONDS` (20 ms: the end of a
         command's output is not kept waiting), for at most the pump's `hold_seconds()`
         (20-250 ms, longer when many PTYs hold output), or until `HOLD_BYTES` are held: fewer,
-        larger chunks. A keystroke's echo or an answer to input is never held.
+        larger chunks. A keystroke's echo or an answer to input is never held, and neither is
+        the end of a command's output (`_command_ended`).
         """
-        if self._held_bytes + len(data) < HOLD_BYTES and not self._pump.interactive(self):
+        if (
+            self._held_bytes + len(data) < HOLD_BYTES
+            and not self._pump.interactive(self)
+            and not self._command_ended(len(data))
+        ):
             self._held.append(data)
             self._held_bytes += len(data)
             now = self._pump.loop.time()
@@ -204,6 +211,31 @@ class PtyProcess:
             self._held.append(data)
             data = self._take_held()
         self.on_output(data)
+
+    def _command_ended(self, size: int) -> bool:
+        """Whether this output is a shell's, after a command of it that printed has ended (the
+        rest of the command line, the prompt): the command's output is complete, and it goes
+        on now with what follows, not after the quiet time. Up to `ECHO_BYTES` of it, as for
+        an answer to input.
+
+        A shell with job control gives the terminal's foreground to each command it runs and
+        takes it back when the command ends; a program that runs nothing in the foreground
+        (an agent, `tmux attach`) keeps it, and its output is held as before.
+        """
+        try:
+            foreground = os.tcgetpgrp(self.fd)  # type: ignore[arg-type]
+        except OSError:
+            return False
+        if foreground != self.pid:
+            self._command_running = True
+            return False
+        if self._command_running:
+            self._command_running = False
+            self._printed_since_command = 0
+        if self._printed_since_command is None:
+            return False
+        self._printed_since_command += size
+        return self._printed_since_command <= pumps.ECHO_BYTES
 
     def _take_held(self) -> bytes:
         data = b"".join(self._held)

@@ -23,7 +23,8 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
   then floods it (the PTY typed into is the stream) is read at full speed.
 
 - A PTY that nobody is answering holds its output back a moment before passing it on
-  (`PtyProcess._pass_on`): until it was quiet for 20 ms, and for at most 20 ms, or up to
+  (`PtyProcess._pass_on`): until it was quiet for 20 ms or its command ended (a shell took
+  the terminal back), and for at most 20 ms, or up to
   250 ms when many hold output, so that while they stream they pass output on about 250
   times a second in all, whatever their number.
 
@@ -49,7 +50,7 @@ INTERACTIVE_SECONDS = 0.5
 URGENT_PER_TURN = 4
 TYPING_SECONDS = 1.0
 YIELD_SECONDS = 0.001
-ECHO_BYTES = 64 * 1024
+ECHO_BYTES = 16 * 1024  # more than a screenful answering input is a stream
 HOLD_SECONDS = 0.02
 HOLD_MAX_SECONDS = 0.25
 RELEASES_PER_SECOND = 250
