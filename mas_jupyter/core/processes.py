@@ -103,23 +103,27 @@ async def _wait_until_gone(sid: int, timeout: float, gone: asyncio.Event | None)
     return not await asyncio.to_thread(session_members, sid)
 
 
+# Signals a server may ignore or handle, which its workers must see with default dispositions.
+DEFAULT_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
+
+
 def reset_signals() -> None:
     """Run in the child before exec: default signal dispositions and an empty signal mask.
 
     A server started in the background inherits SIGINT ignored; without this its workers would
     inherit that too, and Ctrl-C would do nothing in them.
     """
-    for sig in (
-        signal.SIGINT,
-        signal.SIGQUIT,
-        signal.SIGPIPE,
-        signal.SIGXFSZ,
-        signal.SIGHUP,
-        signal.SIGTERM,
-        signal.SIGTSTP,
-        signal.SIGTTIN,
-        signal.SIGTTOU,
-        signal.SIGCHLD,
-    ):
+    for sig in DEFAULT_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])

@@ -152,9 +152,18 @@ async def test_attach_replays_history_then_streams_without_gap(manager):
     detach()
 
 
-async def test_resize_changes_the_terminal_size(manager):
+@pytest.mark.parametrize("runtime", ["pty", pytest.param("tmux", marks=needs_tmux)])
+async def test_resize_changes_the_terminal_size(manager, runtime):
+    # tmux: the attach client's terminal is resized, which must signal the client (its
+    # controlling terminal), which resizes the pane.
     await manager.create_session({"kind": "quick", "name": "s"})
-    await manager.create_worker("s", {"name": "sh", "kind": "terminal", "cols": 80, "rows": 24})
+    await manager.create_worker(
+        "s", {"name": "sh", "kind": "terminal", "cols": 80, "rows": 24, "runtime": runtime}
+    )
+    if runtime == "tmux":  # its terminal controls the attach client: resizing signals it
+        worker = manager.get_worker("s", "sh")
+        proc = manager.supervisor.live[worker["id"]].process
+        assert os.tcgetpgrp(proc.fd) == proc.client_pid
     manager.resize_worker("s", "sh", 100, 30)
     manager.write_input("s", "sh", "stty size\r")
     await until(lambda: "30 100" in screen_text(manager, "s", "sh"), what="new size")

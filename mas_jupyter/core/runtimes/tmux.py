@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable
 
 from ..errors import UnavailableError
-from .pty import ExitWatcher, PtyProcess
+from .pty import ExitWatcher, PtyProcess, spawn_in_terminal
 
 
 def available() -> bool:
@@ -178,6 +178,11 @@ class TmuxProcess(PtyProcess):
             self._finishing = asyncio.ensure_future(self._finish())
         else:
             self.pane_watcher = ExitWatcher(pane_pid, self._pane_gone, reap=False)
+
+    def _start(self) -> tuple[int, int]:
+        # The attach client needs no cwd (`/` above is not used): spawned, not forked, as a
+        # restart attaches hundreds of them.
+        return spawn_in_terminal(self.argv, self.env, self.rows, self.cols)
 
     @property
     def alive(self) -> bool:
