@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -170,6 +171,23 @@ async def test_resize_changes_the_terminal_size(manager, runtime):
     assert manager.get_screen("s", "sh")["cols"] == 100
     with pytest.raises(InvalidError):
         manager.resize_worker("s", "sh", 0, 30)
+
+
+@needs_tmux
+async def test_a_tmux_attach_client_holds_no_other_terminal(manager):
+    # A terminal stays open while any process holds its master: a leaked one would keep a
+    # deleted worker's terminal from hanging up.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "p", "kind": "terminal"})
+    await manager.create_worker("s", {"name": "t", "kind": "terminal", "runtime": "tmux"})
+    worker = manager.get_worker("s", "t")
+    client = manager.supervisor.live[worker["id"]].process.client_pid
+    fds = {}
+    for fd in os.listdir(f"/proc/{client}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # one tmux closed meanwhile
+            fds[fd] = os.readlink(f"/proc/{client}/fd/{fd}")
+    assert "/dev/ptmx" not in fds.values(), fds
+    assert fds["0"].startswith("/dev/pts/"), fds
 
 
 async def test_restart_continues_the_agent_conversation(manager):

@@ -55,11 +55,14 @@ def spawn_in_terminal(
     master, slave = os.openpty()  # neither is inherited by the child
     try:
         set_size(slave, rows, cols)
-        actions = [
+        actions: list[tuple] = [
             (os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
             (os.POSIX_SPAWN_DUP2, 0, 1),
             (os.POSIX_SPAWN_DUP2, 0, 2),
         ]
+        # Python opens files close-on-exec; close any other fd the server was given, as a
+        # fork by pexpect does.
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd > 2]
         pid = os.posix_spawn(
             program,
             argv,
@@ -75,6 +78,15 @@ def spawn_in_terminal(
     finally:
         os.close(slave)
     return pid, master
+
+
+def _inheritable_fds() -> list[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+            if os.get_inheritable(int(name)):
+                found.append(int(name))
+    return found
 
 
 class ExitWatcher:
@@ -194,6 +206,7 @@ class PtyProcess:
         except OSError as exc:
             raise UnavailableError(f"cannot start {self.argv[0]!r}: {exc.strerror}") from None
         self._child = child
+        os.set_inheritable(child.child_fd, False)  # no other child holds this terminal open
         return child.pid, child.child_fd
 
     @property
