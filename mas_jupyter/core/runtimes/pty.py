@@ -172,8 +172,7 @@ class PtyProcess:
         self._held_bytes = 0
         self._release_timer: asyncio.TimerHandle | None = None
         self._held_at = self._held_until = 0.0  # loop times: last piece held, latest release
-        self._command_running = False  # output read while a command of it had the terminal
-        self._printed_since_command: int | None = None  # since one ended (see _command_ended)
+        self._printed_since_command: int | None = None  # by the process (see _command_ended)
         self._child: pexpect.spawn | None = None
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -291,13 +290,10 @@ class PtyProcess:
             foreground = os.tcgetpgrp(self.fd)  # type: ignore[arg-type]
         except OSError:
             return False
-        if foreground != self.pid:
-            self._command_running = True
-            return False
-        if self._command_running:
-            self._command_running = False
+        if foreground != self.pid:  # a command has the terminal: count from its end
             self._printed_since_command = 0
-        if self._printed_since_command is None:
+            return False
+        if self._printed_since_command is None:  # no command has printed yet
             return False
         self._printed_since_command += size
         return self._printed_since_command <= pumps.ECHO_BYTES
