@@ -148,7 +148,10 @@ async def test_the_end_of_a_commands_output_is_not_held(monkeypatch, tmp_path):
     monkeypatch.setattr(pump, "HOLD_MAX_SECONDS", 3600)
     c = Collector()
     proc = c.spawn(PLAIN_BASH, cwd=str(tmp_path))
-    size = 4 * pump.ECHO_BYTES  # more than an answer to input: a stream, held
+    # A stream, held; larger than the terminal holds, so it is read while `tr` runs. The last
+    # of it may be read after `tr` ended (up to what the terminal held), and goes on with the
+    # sentinel.
+    size = 16 * pty.TERMINAL_BUFFER
     proc.write(f"head -c {size} /dev/zero | tr '\\0' x; echo __END$((6*7))__\r".encode())
     await c.until(lambda: b"__END42__" in c.data)
     assert c.data.count(b"x") >= size

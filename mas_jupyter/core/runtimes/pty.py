@@ -30,6 +30,9 @@ from .pump import pump
 
 READ_SIZE = 65536
 HOLD_BYTES = 256 * 1024  # a stream's held output is passed on at once when this much is held
+# What a terminal holds of a program's output before its reader reads it: ~17 KiB on Linux 6.x
+# (4 KiB line discipline, the rest in the tty's buffers), up to 64 KiB on older kernels.
+TERMINAL_BUFFER = 64 * 1024
 
 
 def set_size(fd: int, rows: int, cols: int) -> None:
@@ -280,7 +283,8 @@ class PtyProcess:
         """Whether this output is a shell's, after a command of it that printed has ended (the
         rest of the command line, the prompt): the command's output is complete, and it goes
         on now with what follows, not after the quiet time. Up to `ECHO_BYTES` of it, as for
-        an answer to input.
+        an answer to input, after what the terminal still held of the command's output when
+        the command ended (up to `TERMINAL_BUFFER`).
 
         A shell with job control gives the terminal's foreground to each command it runs and
         takes it back when the command ends; a program that runs nothing in the foreground
@@ -296,7 +300,8 @@ class PtyProcess:
         if self._printed_since_command is None:  # no command has printed yet
             return False
         self._printed_since_command += size
-        return self._printed_since_command <= pumps.ECHO_BYTES
+        # The command's last output may still have been in the terminal when it ended.
+        return self._printed_since_command <= TERMINAL_BUFFER + pumps.ECHO_BYTES
 
     def _take_held(self) -> bytes:
         data = b"".join(self._held)
