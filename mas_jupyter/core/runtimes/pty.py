@@ -30,8 +30,8 @@ from .pump import pump
 
 READ_SIZE = 65536
 HOLD_BYTES = 256 * 1024  # a stream's held output is passed on at once when this much is held
-# What a terminal holds of a program's output before its reader reads it: ~17 KiB on Linux 6.x
-# (4 KiB line discipline, the rest in the tty's buffers), up to 64 KiB on older kernels.
+# What a terminal may hold of a program's output that its reader has not read: 17,408 bytes
+# measured here (Linux 6.18); the bound leaves room for kernels that buffer more.
 TERMINAL_BUFFER = 64 * 1024
 
 
@@ -300,7 +300,6 @@ class PtyProcess:
         if self._printed_since_command is None:  # no command has printed yet
             return False
         self._printed_since_command += size
-        # The command's last output may still have been in the terminal when it ended.
         return self._printed_since_command <= TERMINAL_BUFFER + pumps.ECHO_BYTES
 
     def _take_held(self) -> bytes:
