@@ -162,3 +162,26 @@ async def test_the_more_ptys_hold_output_the_longer_each_may_hold_it():
     assert pump.hold_seconds() == 50 / pumps.RELEASES_PER_SECOND  # together ~250 releases/s
     pump.holding = 1000
     assert pump.hold_seconds() == pumps.HOLD_MAX_SECONDS
+
+
+async def test_the_pump_closes_its_epoll_once_it_watches_nothing():
+    loop = asyncio.get_running_loop()
+    first = pumps.pump()
+    a, b = Pipe("first", 10), Pipe("second", 20)
+    try:
+        first.watch(a)
+        first.watch(b)
+        fd = first.epoll.fileno()
+        first.forget(a)
+        assert not first.closed and pumps.pump() is first  # b is still watched
+        first.forget(b)
+        assert first.closed and not loop.remove_reader(fd)  # the loop no longer watches it
+        second = pumps.pump()  # the loop's next PTY starts a new pump, which reads
+        assert second is not first and not second.closed
+        second.watch(b)
+        await until(lambda: b.got == 20, what="the new pump reads")
+        second.forget(b)
+        assert second.closed
+    finally:
+        a.close()
+        b.close()

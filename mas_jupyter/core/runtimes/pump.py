@@ -31,7 +31,8 @@ chunk read then costs the engine (ring, screen, transcript) and every console (o
 The pump watches its PTYs through an epoll of its own, edge-triggered, which the loop watches
 as one fd: a PTY is reported once when output arrives, not again and again while it waits in
 the queue, and nothing is registered or unregistered per read (a read that stops before the
-PTY is empty puts it back in the queue itself).
+PTY is empty puts it back in the queue itself). The pump lives while it watches PTYs: when the
+last one is forgotten, its epoll is closed and the loop's next PTY starts a new pump.
 """
 
 from __future__ import annotations
@@ -100,6 +101,27 @@ class ReadPump:
         self.queued.discard(pty)
         if pty is self.typist:
             self.typist = None
+        if not self.ptys:
+            self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.epoll.closed
+
+    def close(self) -> None:
+        """Stop watching: the epoll's fd is closed, and the loop gets a new pump if needed."""
+        if self.epoll.closed:
+            return
+        if self.next_turn is not None:
+            self.next_turn.cancel()
+        self.scheduled = False
+        self.queue.clear()
+        self.queued.clear()
+        with contextlib.suppress(RuntimeError):  # the loop was closed already
+            self.loop.remove_reader(self.epoll.fileno())
+        self.epoll.close()
+        if _pumps.get(self.loop) is self:
+            del _pumps[self.loop]
 
     def hold_seconds(self) -> float:
         """How long a stream's output may be held: `HOLD_SECONDS`, longer when many PTYs hold
@@ -185,6 +207,6 @@ def pump() -> ReadPump:
     """The read pump of the running loop."""
     loop = asyncio.get_running_loop()
     found = _pumps.get(loop)
-    if found is None:
+    if found is None or found.closed:
         found = _pumps[loop] = ReadPump(loop)
     return found
