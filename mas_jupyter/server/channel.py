@@ -43,7 +43,6 @@ CLOSE_TOO_SLOW = 4008
 CLOSE_GONE = 4004
 FRAME_CHARS = 64 * 1024  # the largest stdout frame: bounds how long one write holds the loop
 MIN_PROGRESS = 32 * 1024  # bytes a client must take per stall period while any are unsent
-FRAME_HEADER = 4  # the WebSocket header of a frame under 64 KiB, in bytes
 CLOSE = "close"  # a queue item that closes the socket once everything before it is sent
 
 
@@ -159,7 +158,7 @@ class ClientQueue:
         except WebSocketClosedError:
             self.closed = True
             return
-        self.sent += len(frame) + FRAME_HEADER
+        self.sent += len(frame) + _header_size(len(frame))
         if future.done():  # all in the kernel's buffers already: watch the client take it
             self._watch()
             return
@@ -246,6 +245,12 @@ def _frame(kind: str, payload: Any) -> bytes:
     # orjson: output is escaped at ~8x the speed of the json module (docs/performance.md).
     # tornado sends bytes as a text frame unless told it is binary.
     return orjson.dumps(payload if kind == "event" else [kind, payload])
+
+
+def _header_size(length: int) -> int:
+    """Bytes of the header of a server's WebSocket frame of `length` bytes (RFC 6455 5.2:
+    unmasked, no extensions)."""
+    return 2 if length < 126 else 4 if length < 65536 else 10
 
 
 def _consume(future: asyncio.Future) -> None:

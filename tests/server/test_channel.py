@@ -222,3 +222,19 @@ async def test_a_stalled_client_is_dropped_while_another_keeps_receiving(
         await pump()
     assert reader.ws.close_code is None
     stalled.ws.close()
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536, 300_000])
+def test_the_bytes_counted_per_frame_are_the_bytes_on_the_wire(length):
+    # What a stalled client has taken is judged from the bytes sent: count a frame as tornado
+    # writes it (a server's frame: unmasked, no compression).
+    from tornado.websocket import WebSocketProtocol13
+
+    from mas_jupyter.server.channel import _header_size
+
+    written = []
+    protocol = WebSocketProtocol13.__new__(WebSocketProtocol13)
+    protocol.mask_outgoing, protocol._wire_bytes_out = False, 0
+    protocol.stream = type("Stream", (), {"write": lambda self, frame: written.append(frame)})()
+    protocol._write_frame(True, 0x1, b"x" * length)
+    assert len(written[0]) == length + _header_size(length)
