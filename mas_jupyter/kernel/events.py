@@ -52,6 +52,7 @@ class Feed:
             if self.task is None:
                 self.task = self.client._loop.submit(self._run())
         if not self.connected.wait(CONNECT_TIMEOUT):
+            self.remove(q)  # else, once connected, events would pile up in it unread
             raise self.error or ConnectionFailed("could not connect to the event stream")
         return q
 

@@ -319,3 +319,20 @@ def test_wait_ready_before_the_first_message(client, server):
 def test_env_and_persona_need_an_agent(client, server):
     with pytest.raises(ValueError, match="need agent="):
         client.create_session("x", env={"A": "1"})
+
+
+def test_a_subscription_that_could_not_connect_leaves_nothing_behind(monkeypatch):
+    # The feed goes on trying; the failed subscriber's queue must not be filled once it
+    # connects (it would fill up unread and log a warning per event).
+    from mas_jupyter.kernel import events
+
+    monkeypatch.setattr(events, "CONNECT_TIMEOUT", 0.5)
+    loop = LoopThread("t")
+    gone = MASClient(HTTPTransport("http://127.0.0.1:9/", "x"), loop)
+    try:
+        with pytest.raises(ConnectionFailed, match="cannot reach"):
+            gone.events()
+        assert gone._feed.queues == []
+    finally:
+        gone.close()
+        loop.stop()
