@@ -236,6 +236,38 @@ def test_console_follows_its_worker_through_restarts(any_client, until):
     assert console._following is None and console.status == "closed"
 
 
+def test_console_waits_again_when_the_server_cannot_be_reached_as_it_reconnects(
+    client, until, monkeypatch
+):
+    from mas_jupyter.kernel.errors import ConnectionFailed
+
+    console = connected_console(client, "fu", until)
+    statuses = []
+    console.observe(lambda change: statuses.append(change["new"]), names="status")
+    try:
+        console.write("exit\r")
+        until(lambda: console._following is not None, what="waiting for a restart")
+        real, refused = client._transport.websocket, []
+
+        async def unreachable_once(path):  # the server goes away just as the worker runs
+            if path.endswith("/channel") and not refused:
+                refused.append(path)
+                raise ConnectionFailed("cannot reach the server (test)")
+            return await real(path)
+
+        monkeypatch.setattr(client._transport, "websocket", unreachable_once)
+        first = console.channel
+        client.restart("terminal", session="fu")
+        until(lambda: console.channel is not first and console.status == "connected",
+              what="connected once the server answers again")  # fmt: skip
+        assert refused and "reconnecting" in statuses, statuses
+        assert not any(s.startswith("closed") for s in statuses), statuses
+        console.write("echo back-$((6*7))\r")
+        until(lambda: "back-42" in console.output(), what="typing into the restarted worker")
+    finally:
+        console.close()
+
+
 def test_console_of_an_exited_worker_closes_when_it_is_deleted(client, until):
     console = connected_console(client, "fd", until)
     try:

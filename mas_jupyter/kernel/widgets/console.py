@@ -8,7 +8,8 @@ Output streams while the kernel runs other cells; typing is handled when the ker
 
 When the worker exits, the console follows it: it watches the event stream and connects
 again once the worker runs again (restarted from anywhere, or its session resumed), as the
-side panel's console does.
+side panel's console does. If the server cannot be reached just then, it looks again after
+`RETRY_FIRST_SECONDS`, then twice as long each time up to `RETRY_MAX_SECONDS`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..errors import MASClientError, NotFound
+from ..errors import ConnectionFailed, MASClientError, NotFound
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 REPLAY_MAX_CHARS = 1024 * 1024  # what a view opened later is sent, like the server's ring
+RETRY_FIRST_SECONDS = 0.5  # the server was not reachable while following: look again then
+RETRY_MAX_SECONDS = 10.0
 
 
 def _umd(source: str, name: str) -> str:
@@ -97,6 +100,7 @@ class WorkerConsole(anywidget.AnyWidget):
         self._exited = False  # the channel ended with the worker's exit: follow it
         self._follow_lock = threading.Lock()
         self._following: Any = None  # the event subscription while waiting for a restart
+        self._retry_seconds = RETRY_FIRST_SECONDS
         self._connect()
 
     def _connect(self) -> None:
@@ -139,10 +143,13 @@ class WorkerConsole(anywidget.AnyWidget):
         """Wait, through the event stream, for the exited worker to run again."""
         try:
             subscription = self.client.subscribe(self._on_event, on_connect=self._check)
+        except ConnectionFailed:  # the server is not reachable for now
+            self._retry(self._follow)
+            return
         except MASClientError:  # no event stream: the console stays as it is
             return
         with self._follow_lock:
-            if self._closing.is_set():
+            if self._closing.is_set() or self._following is not None:
                 subscription.close()
                 return
             self._following = subscription
@@ -163,15 +170,29 @@ class WorkerConsole(anywidget.AnyWidget):
 
     def _check(self) -> None:
         """Read the worker: connect again if it runs, say so if it is gone."""
+        if self._following is None:  # connected again, or closed, meanwhile
+            return
         try:
             record = self.client.worker(self.worker.id, session=self.worker.data["session_id"])
         except NotFound:
             self._gone()
             return
-        except MASClientError:  # unreachable for now: the next connection checks again
+        except ConnectionFailed:  # unreachable for now: look again later
+            self._retry(self._check)
+            return
+        except MASClientError:  # refused: the event stream's next connection checks again
             return
         if record.status == "running":
             self._reconnect()
+
+    def _retry(self, action: Any) -> None:
+        """Do `action` again later, with a growing delay, unless closed meanwhile."""
+        delay = self._retry_seconds
+        self._retry_seconds = min(2 * delay, RETRY_MAX_SECONDS)
+        if not self._closing.is_set():
+            timer = threading.Timer(delay, lambda: self._closing.is_set() or action())
+            timer.daemon = True
+            timer.start()
 
     def _stop_following(self) -> bool:
         """Stop waiting for a restart; False if this console was not waiting."""
@@ -191,9 +212,14 @@ class WorkerConsole(anywidget.AnyWidget):
             self._connect()
         except NotFound:
             self.status = "closed (the worker no longer exists)"
+        except ConnectionFailed:  # not reachable just now: wait for the worker again
+            self._exited = True
+            self.status = "reconnecting"
+            self._retry(self._follow)
         except MASClientError as e:
             self.status = f"closed ({e.message})"
         else:
+            self._retry_seconds = RETRY_FIRST_SECONDS
             if self._closing.is_set():  # closed by the user while connecting
                 self.channel.close()
 
