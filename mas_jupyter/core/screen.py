@@ -29,6 +29,7 @@ import codecs
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 
 import pyte
 
@@ -38,6 +39,7 @@ REPLAY_BYTES = 64 * 1024
 _ALT_MODES = {1049, 1047, 47}
 # Private mode sets/resets that matter after a skip: alternate screen and cursor visibility.
 _MODE_RE = re.compile(rb"\x1b\[\?(1049|1047|47|25)([hl])")
+_MODE_MAX = len(b"\x1b[?1049h") - 1  # a sequence split between chunks has this many on a side
 # An OSC sequence: ESC ] payload, ended by BEL or ST (ESC \), or unterminated at the end.
 _OSC_RE = re.compile(rb"\x1b\][^\x07\x1b]*(\x07|\x1b\\)?")
 _OSC_END_RE = re.compile(rb"\x07|\x1b\\|\x1b")
@@ -46,6 +48,19 @@ _OSC_START_RE = re.compile(rb"\x1b\]")
 # without them only ever scrolls, so its last `rows` lines are enough to paint the screen.
 _ADDRESSING_RE = re.compile(rb"\x1b\[[0-9;?]*[HfAFdrJSTLM]|\x1b[M78]")
 _BOUNDARY_RE = re.compile(rb"[\n\x1b]")
+
+
+def _apply_modes(modes: tuple[bool, bool], found: Iterable[re.Match]) -> tuple[bool, bool]:
+    """(alternate screen, hidden cursor) after the mode sequences found, in order."""
+    alternate, hidden = modes
+    for m in found:
+        on = m.group(2) == b"h"
+        if m.group(1) == b"25":
+            hidden = not on
+        else:
+            alternate = on
+    return alternate, hidden
+
 
 # Escape sequences for strip_ansi: CSI, OSC, DCS/SOS/PM/APC strings, then two-byte escapes.
 _ANSI_RE = re.compile(
@@ -139,6 +154,7 @@ class Screen:
         # Modes (alternate screen, hidden cursor) of output already dropped from the queue by
         # _trim(), to apply when the emulator is next reset.
         self._carry: tuple[bool, bool] | None = None
+        self._mode_tail = b""  # the last bytes _trim() dropped: a mode sequence may start there
         self._in_osc = False
         self._lines_cache: list[str] | None = None
         self.bell_count = 0
@@ -175,13 +191,28 @@ class Screen:
             self._trim()
 
     def _trim(self) -> None:
-        """Bound the queue when nobody reads the screen: keep its tail and the modes before."""
-        data = b"".join(self._pending)
-        cut = len(data) - self.backlog_limit
-        self._carry = self._modes(data, cut)
-        self.skipped_bytes += cut
-        self._pending = [data[cut:]]
-        self._pending_bytes = len(data) - cut
+        """Bound the queue when nobody reads the screen: keep its last `backlog_limit` bytes
+        and the modes set before them.
+
+        Whole chunks are dropped from the front and only the one cut in two is copied: a
+        flood nobody watches passes here every 3 x `backlog_limit` bytes, and joining the
+        queue cost a copy of every byte and fresh pages for it.
+        """
+        pending, excess, k = self._pending, self._pending_bytes - self.backlog_limit, 0
+        dropped = []
+        while excess > 0:
+            chunk = pending[k]
+            if len(chunk) > excess:
+                dropped.append(chunk[:excess])
+                pending[k] = chunk[excess:]
+                break
+            dropped.append(chunk)
+            excess -= len(chunk)
+            k += 1
+        del pending[:k]
+        self._carry = self._modes_after(dropped)
+        self.skipped_bytes += self._pending_bytes - self.backlog_limit
+        self._pending_bytes = self.backlog_limit
 
     def _count_bells(self, data: bytes) -> None:
         """Count BEL bytes that ring, not those ending an OSC sequence (e.g. a window title).
@@ -246,6 +277,7 @@ class Screen:
                 cut = line_start + 1
         alternate, hidden = self._modes(data, cut)
         self._carry = None
+        self._mode_tail = b""
         self.skipped_bytes += cut
         self._emulator.reset()
         self._stream._initialize_parser()
@@ -254,18 +286,36 @@ class Screen:
         return prefix + data[cut:]
 
     def _modes(self, data: bytes, end: int) -> tuple[bool, bool]:
-        """(alternate screen, hidden cursor) after the emulator's state and data[:end]."""
+        """(alternate screen, hidden cursor) after the emulator's state and data[:end] (the
+        queue, which goes on from what `_trim` dropped)."""
+        found = [*self._split_modes(data), *_MODE_RE.finditer(data, 0, max(end, 0))]
+        return _apply_modes(self._modes_before(), found)
+
+    def _modes_after(self, chunks: list[bytes]) -> tuple[bool, bool]:
+        """The same after the chunks, read as one stream that goes on from what was dropped
+        before: a sequence split between chunks counts, each sequence once."""
+        modes = self._modes_before()
+        for chunk in chunks:
+            found = self._split_modes(chunk)
+            at = chunk.find(b"\x1b")  # memchr first: much output has no escape at all
+            if at >= 0:
+                found += _MODE_RE.finditer(chunk, at)
+            modes = _apply_modes(modes, found)
+            self._mode_tail = (self._mode_tail + chunk[-_MODE_MAX:])[-_MODE_MAX:]
+        return modes
+
+    def _split_modes(self, chunk: bytes) -> list[re.Match]:
+        """Mode sequences that begin in the last bytes dropped and end in `chunk`."""
+        tail = self._mode_tail
+        if not tail:
+            return []
+        window = tail + chunk[:_MODE_MAX]
+        return [m for m in _MODE_RE.finditer(window) if m.start() < len(tail) < m.end()]
+
+    def _modes_before(self) -> tuple[bool, bool]:
         if self._carry is not None:
-            alternate, hidden = self._carry
-        else:
-            alternate, hidden = self._emulator.alternate, self._emulator.cursor.hidden
-        for m in _MODE_RE.finditer(data, 0, max(end, 0)):
-            on = m.group(2) == b"h"
-            if m.group(1) == b"25":
-                hidden = not on
-            else:
-                alternate = on
-        return alternate, hidden
+            return self._carry
+        return self._emulator.alternate, self._emulator.cursor.hidden
 
     def lines(self) -> list[str]:
         """The rendered rows, right-stripped."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 from mas_jupyter.core.screen import Screen, strip_ansi
@@ -230,3 +231,32 @@ def test_skip_does_not_disturb_bell_counting_of_a_split_osc():
     screen.lines()  # a sync with a skip happens between the two halves of the OSC
     screen.feed(b" split\x07")
     assert screen.bell_count == 0
+
+
+def test_trimming_keeps_the_exact_tail_and_modes_split_between_chunks():
+    # The queue is trimmed chunk by chunk: what is kept must still be the stream's last
+    # `backlog_limit` bytes, and a mode sequence cut between chunks (even between three)
+    # must count as it does in the joined stream.
+    rng = random.Random(7)
+    pieces = [b"\x1b[?1049h", b"\x1b[?1049l", b"\x1b[?25l", b"\x1b[?25h", b"\x1b[?47h"]
+    screen = Screen(cols=40, rows=5, backlog_limit=1_000, replay_bytes=200)
+    for chunk in [b"y" * 50, b"\x1b[?10", b"49", b"h", b"\x1b", b"[?25l", *[b"z" * 700] * 10]:
+        screen.feed(chunk)
+    assert screen._carry == (True, True)  # alternate screen, hidden cursor
+    for _ in range(200):
+        screen = Screen(cols=40, rows=5, backlog_limit=1_000, replay_bytes=200)
+        stream = b"".join(
+            rng.choice(pieces) if rng.random() < 0.03 else b"y" * rng.randrange(1, 40)
+            for _ in range(400)
+        )
+        at, fed = 0, []
+        while at < len(stream):
+            size = rng.choice([1, 2, 3, 5, 50, 700])
+            fed.append(stream[at : at + size])
+            screen.feed(stream[at : at + size])
+            at += size
+        kept = b"".join(screen._pending)
+        assert kept == stream[-len(kept) :] and len(kept) <= 4_000
+        assert screen.skipped_bytes == len(stream) - len(kept)
+        expected = Screen(cols=40, rows=5)._modes(stream, len(stream) - len(kept))
+        assert screen._carry == expected, fed
