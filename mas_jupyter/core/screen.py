@@ -29,7 +29,6 @@ import codecs
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 
 import pyte
 
@@ -48,18 +47,6 @@ _OSC_START_RE = re.compile(rb"\x1b\]")
 # without them only ever scrolls, so its last `rows` lines are enough to paint the screen.
 _ADDRESSING_RE = re.compile(rb"\x1b\[[0-9;?]*[HfAFdrJSTLM]|\x1b[M78]")
 _BOUNDARY_RE = re.compile(rb"[\n\x1b]")
-
-
-def _apply_modes(modes: tuple[bool, bool], found: Iterable[re.Match]) -> tuple[bool, bool]:
-    """(alternate screen, hidden cursor) after the mode sequences found, in order."""
-    alternate, hidden = modes
-    for m in found:
-        on = m.group(2) == b"h"
-        if m.group(1) == b"25":
-            hidden = not on
-        else:
-            alternate = on
-    return alternate, hidden
 
 
 # Escape sequences for strip_ansi: CSI, OSC, DCS/SOS/PM/APC strings, then two-byte escapes.
@@ -210,7 +197,7 @@ class Screen:
             excess -= len(chunk)
             k += 1
         del pending[:k]
-        self._carry = self._modes_after(dropped)
+        self._carry = self._modes(dropped)
         self.skipped_bytes += self._pending_bytes - self.backlog_limit
         self._pending_bytes = self.backlog_limit
 
@@ -275,7 +262,7 @@ class Screen:
                 line_start = found
             else:
                 cut = line_start + 1
-        alternate, hidden = self._modes(data, cut)
+        alternate, hidden = self._modes([data[:cut]])
         self._carry = None
         self._mode_tail = b""
         self.skipped_bytes += cut
@@ -285,37 +272,31 @@ class Screen:
         prefix = (b"\x1b[?1049h" if alternate else b"") + (b"\x1b[?25l" if hidden else b"")
         return prefix + data[cut:]
 
-    def _modes(self, data: bytes, end: int) -> tuple[bool, bool]:
-        """(alternate screen, hidden cursor) after the emulator's state and data[:end] (the
-        queue, which goes on from what `_trim` dropped)."""
-        found = [*self._split_modes(data), *_MODE_RE.finditer(data, 0, max(end, 0))]
-        return _apply_modes(self._modes_before(), found)
-
-    def _modes_after(self, chunks: list[bytes]) -> tuple[bool, bool]:
-        """The same after the chunks, read as one stream that goes on from what was dropped
-        before: a sequence split between chunks counts, each sequence once."""
-        modes = self._modes_before()
+    def _modes(self, chunks: list[bytes]) -> tuple[bool, bool]:
+        """(alternate screen, hidden cursor) after the emulator's state and the chunks, read
+        as one stream that goes on from what `_trim` dropped before: a sequence split
+        between chunks counts, each sequence once."""
+        if self._carry is not None:
+            alternate, hidden = self._carry
+        else:
+            alternate, hidden = self._emulator.alternate, self._emulator.cursor.hidden
         for chunk in chunks:
-            found = self._split_modes(chunk)
-            at = chunk.find(b"\x1b")  # memchr first: much output has no escape at all
+            # Those that begin in the stream's last bytes before the chunk and end in it,
+            # then those inside it; memchr first: much output has no escape at all.
+            tail = self._mode_tail
+            window = tail + chunk[:_MODE_MAX]
+            found = [m for m in _MODE_RE.finditer(window) if m.start() < len(tail) < m.end()]
+            at = chunk.find(b"\x1b")
             if at >= 0:
                 found += _MODE_RE.finditer(chunk, at)
-            modes = _apply_modes(modes, found)
-            self._mode_tail = (self._mode_tail + chunk[-_MODE_MAX:])[-_MODE_MAX:]
-        return modes
-
-    def _split_modes(self, chunk: bytes) -> list[re.Match]:
-        """Mode sequences that begin in the last bytes dropped and end in `chunk`."""
-        tail = self._mode_tail
-        if not tail:
-            return []
-        window = tail + chunk[:_MODE_MAX]
-        return [m for m in _MODE_RE.finditer(window) if m.start() < len(tail) < m.end()]
-
-    def _modes_before(self) -> tuple[bool, bool]:
-        if self._carry is not None:
-            return self._carry
-        return self._emulator.alternate, self._emulator.cursor.hidden
+            for m in found:
+                on = m.group(2) == b"h"
+                if m.group(1) == b"25":
+                    hidden = not on
+                else:
+                    alternate = on
+            self._mode_tail = (tail + chunk[-_MODE_MAX:])[-_MODE_MAX:]
+        return alternate, hidden
 
     def lines(self) -> list[str]:
         """The rendered rows, right-stripped."""

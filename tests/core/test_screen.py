@@ -258,5 +258,5 @@ def test_trimming_keeps_the_exact_tail_and_modes_split_between_chunks():
         kept = b"".join(screen._pending)
         assert kept == stream[-len(kept) :] and len(kept) <= 4_000
         assert screen.skipped_bytes == len(stream) - len(kept)
-        expected = Screen(cols=40, rows=5)._modes(stream, len(stream) - len(kept))
+        expected = Screen(cols=40, rows=5)._modes([stream[: len(stream) - len(kept)]])
         assert screen._carry == expected, fed
