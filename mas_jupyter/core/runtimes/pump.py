@@ -106,6 +106,7 @@ class ReadPump:
 
     @property
     def closed(self) -> bool:
+        """Whether the pump stopped watching (its last PTY was forgotten)."""
         return self.epoll.closed
 
     def close(self) -> None:
@@ -117,8 +118,7 @@ class ReadPump:
         self.scheduled = False
         self.queue.clear()
         self.queued.clear()
-        with contextlib.suppress(RuntimeError):  # the loop was closed already
-            self.loop.remove_reader(self.epoll.fileno())
+        self.loop.remove_reader(self.epoll.fileno())  # a closed loop watches nothing already
         self.epoll.close()
         if _pumps.get(self.loop) is self:
             del _pumps[self.loop]
