@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 
+import orjson
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
@@ -114,7 +115,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         super().__init__(**kwargs)
         self.events = EventBus()
         self._store: Store | None = None
-        self._cache: tuple[int, float, list[dict]] | None = None
+        self._cache: _Listing | None = None
         self._encoded: tuple[tuple, bytes, str] | None = None
         self.workspaces = self._workspaces()
         self.supervisor = Supervisor(self)
@@ -257,27 +258,41 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         """
         rows = self.list_sessions(status=status, kind=kind, task=task)
         assert self._cache is not None
-        key = (self._cache[0], self._cache[1], status, kind, task)
+        key = (self._cache.version, self._cache.at, status, kind, task)
         if self._encoded is None or self._encoded[0] != key:
-            body = json.dumps(rows).encode()
+            body = orjson.dumps(rows)
             self._encoded = (key, body, f'"{hashlib.sha1(body).hexdigest()}"')
         return self._encoded[1], self._encoded[2]
 
     def _listing(self) -> list[dict]:
-        # Every session with its workers, rebuilt only when the store changed (any write,
-        # activity changes included) or a second passed (active_seconds moves on).
+        # Every session with its workers, rebuilt when the store changed (any write, activity
+        # changes included) or the personas did. In between, only the active sessions'
+        # `active_seconds` move on: refreshed at most once a second, without a rebuild (which
+        # asks the store and formats every worker: the request that paid for it every second
+        # was the listing's p99).
         at = time.monotonic()
-        key = self.store.version
-        if self._cache is None or self._cache[0] != key or at - self._cache[1] > 1.0:
+        version, personas = self.store.version, self.supervisor.personas()
+        cache = self._cache
+        if cache is None or cache.version != version or cache.personas is not personas:
             workers = self.supervisor.worker_dicts_by_session()
-            out = []
-            for session in self.store.list_sessions():
+            sessions = self.store.list_sessions()
+            rows = []
+            for session in sessions:
                 data = session.to_dict()
                 data["workspace_path"] = self.workspaces.browser_path(session.workspace)
                 data["workers"] = workers.get(session.id, [])
-                out.append(data)
-            self._cache = (key, at, out)
-        return self._cache[2]
+                rows.append(data)
+            self._cache = _Listing(version, personas, at, sessions, rows)
+        elif at - cache.at > 1.0:
+            wall = now()
+            cache.rows = [
+                {**data, "active_seconds": round(session.total_active_seconds(wall), 3)}
+                if session.status == "active" and session.active_since is not None
+                else data
+                for session, data in zip(cache.sessions, cache.rows, strict=True)
+            ]
+            cache.at = at
+        return self._cache.rows
 
     async def create_session(self, spec: dict) -> dict:
         """Create a session and its workspace (and its initial workers); all input checked first."""
@@ -546,3 +561,14 @@ def _ignore_in_outer_repo(root: str) -> None:
     if not os.path.exists(path):
         with open(path, "w") as fh:
             fh.write("# mas_jupyter workspaces; each is its own folder or git worktree\n*\n")
+
+
+@dataclass
+class _Listing:
+    """The session listing as last built: see `MASManager._listing`."""
+
+    version: int
+    personas: dict  # the supervisor's personas when built (a new dict when they change)
+    at: float  # time.monotonic() of the last build or refresh
+    sessions: list[Session]
+    rows: list[dict]  # shared with callers, who serialize them and never change them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +28,12 @@ def iso(ts: float | None) -> str | None:
     """An epoch timestamp as ISO 8601 UTC text, as the API shows it."""
     if ts is None:
         return None
+    return _iso(ts)
+
+
+@functools.lru_cache(maxsize=16384)
+def _iso(ts: float) -> str:
+    # The same few timestamps are formatted again each time the listing is rebuilt.
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 

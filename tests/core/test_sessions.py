@@ -306,3 +306,53 @@ async def test_listing_json_follows_every_change(manager):
     changed, new_tag = manager.list_sessions_json()
     assert json.loads(changed)[0]["task"] == "U" and new_tag != tag
     assert json.loads(manager.list_sessions_json(task="T")[0]) == []
+
+
+async def test_listing_active_time_moves_on_without_asking_the_store(manager, monkeypatch):
+    import time as real_time
+    import types
+
+    import mas_jupyter.core.manager as manager_module
+
+    await manager.create_session({"kind": "quick", "name": "on"})
+    await manager.create_session({"kind": "quick", "name": "off"})
+    await manager.pause_session("off")
+    before = {s["name"]: s for s in manager.list_sessions()}
+    queries = []
+    real_list = manager.store.list_sessions
+    monkeypatch.setattr(
+        manager.store, "list_sessions", lambda *a, **k: queries.append(1) or real_list(*a, **k)
+    )
+    # A minute later on the wall clock, two seconds later for the listing's refresh.
+    later = real_time.time() + 60
+    monkeypatch.setattr(manager_module, "now", lambda: later)
+    monotonic = real_time.monotonic
+    monkeypatch.setattr(
+        manager_module, "time", types.SimpleNamespace(monotonic=lambda: monotonic() + 2)
+    )
+
+    after = {s["name"]: s for s in manager.list_sessions()}
+    assert queries == []  # refreshed, not rebuilt
+    assert after["on"]["active_seconds"] >= before["on"]["active_seconds"] + 59
+    assert after["off"] == before["off"]  # paused time does not count
+    assert before["on"]["active_seconds"] < 59  # the rows handed out earlier did not change
+    assert json.loads(manager.list_sessions_json()[0]) == list(after.values())
+
+    manager.update_session("off", {"task": "T"})  # a store change: rebuilt from the store
+    assert [s["task"] for s in manager.list_sessions()] == [None, "T"]
+    assert queries == [1]
+
+
+async def test_listing_follows_a_new_persona_file(make_manager, tmp_path):
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    manager = make_manager(personas_dir=str(folder))
+    await manager.create_session(
+        {
+            "name": "s",
+            "workers": [{"name": "pm", "backend": "demo", "persona": "pm"}],
+        }
+    )
+    assert manager.list_sessions()[0]["workers"][0]["persona_icon"] != "🦉"
+    (folder / "pm.md").write_text("icon: 🦉\nYou plan the work.\n")
+    assert manager.list_sessions()[0]["workers"][0]["persona_icon"] == "🦉"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -41,6 +42,18 @@ async def test_listing_has_an_etag_and_answers_304_while_unchanged(jp_fetch, api
     await api("PATCH", "sessions", "alpha", body={"task": "T"})
     code, listed = await api("GET", "sessions", headers={"If-None-Match": tag})
     assert code == 200 and listed[0]["task"] == "T"
+
+
+async def test_listing_is_utf8_json_with_text_beyond_ascii(jp_fetch, api):
+    # The listing's body is encoded once per change, as UTF-8 (not \u escapes).
+    task = "données → résumé ✓ 数据"
+    await api("POST", "sessions", body={"name": "alpha", "task": task})
+    resp = await jp_fetch("api", "mas", "sessions")
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert task.encode() in resp.body
+    assert json.loads(resp.body.decode("utf-8"))[0]["task"] == task
+    code, listed = await api("GET", "sessions", params={"task": task})
+    assert code == 200 and [s["name"] for s in listed] == ["alpha"]
 
 
 @pytest.mark.parametrize(
