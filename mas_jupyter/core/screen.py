@@ -48,7 +48,6 @@ _OSC_START_RE = re.compile(rb"\x1b\]")
 _ADDRESSING_RE = re.compile(rb"\x1b\[[0-9;?]*[HfAFdrJSTLM]|\x1b[M78]")
 _BOUNDARY_RE = re.compile(rb"[\n\x1b]")
 
-
 # Escape sequences for strip_ansi: CSI, OSC, DCS/SOS/PM/APC strings, then two-byte escapes.
 _ANSI_RE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"

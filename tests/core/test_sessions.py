@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+import types
 
 import pytest
 
+from mas_jupyter.core import manager as manager_module
 from mas_jupyter.core.errors import ConflictError, InvalidError, LimitError, NotFoundError
 from mas_jupyter.core.manager import MASManager
 
@@ -295,8 +298,6 @@ def test_an_unusable_sessions_root_is_a_clear_error(tmp_path):
 
 
 async def test_listing_json_follows_every_change(manager):
-    import json
-
     await manager.create_session({"kind": "quick", "name": "a", "task": "T"})
     first, tag = manager.list_sessions_json()
     assert json.loads(first) == manager.list_sessions()
@@ -309,11 +310,6 @@ async def test_listing_json_follows_every_change(manager):
 
 
 async def test_listing_active_time_moves_on_without_asking_the_store(manager, monkeypatch):
-    import time as real_time
-    import types
-
-    import mas_jupyter.core.manager as manager_module
-
     await manager.create_session({"kind": "quick", "name": "on"})
     await manager.create_session({"kind": "quick", "name": "off"})
     await manager.pause_session("off")
@@ -324,9 +320,9 @@ async def test_listing_active_time_moves_on_without_asking_the_store(manager, mo
         manager.store, "list_sessions", lambda *a, **k: queries.append(1) or real_list(*a, **k)
     )
     # A minute later on the wall clock, two seconds later for the listing's refresh.
-    later = real_time.time() + 60
+    later = time.time() + 60
     monkeypatch.setattr(manager_module, "now", lambda: later)
-    monotonic = real_time.monotonic
+    monotonic = time.monotonic
     monkeypatch.setattr(
         manager_module, "time", types.SimpleNamespace(monotonic=lambda: monotonic() + 2)
     )
