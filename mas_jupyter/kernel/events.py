@@ -10,6 +10,7 @@ so that is the moment to re-read the state.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import queue
@@ -30,40 +31,60 @@ CONNECT_TIMEOUT = 15.0
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+class _Run:
+    """One period of the feed, from its first subscriber to the last one leaving.
+
+    Each period has its own connection, state and task, so a period that is ending (closing
+    its WebSocket) never touches the next one's.
+    """
+
+    def __init__(self) -> None:
+        self.connected = threading.Event()
+        self.error: MASClientError | None = None
+        self.stopping = False
+        self.ws: Any = None
+        self.task: concurrent.futures.Future | None = None
+        self.unsubscribe: Callable[[], None] | None = None
+
+
 class Feed:
-    """The one connection to the event stream of a client, kept open while subscribed."""
+    """The one connection to the event stream of a client, open while anyone is subscribed:
+    the first subscriber opens it, the last one to leave closes it."""
 
     def __init__(self, client: MASClient) -> None:
         self.client = client
         self.queues: list[queue.Queue] = []
         self.lock = threading.Lock()
-        self.connected = threading.Event()
-        self.error: MASClientError | None = None
-        self.task: asyncio.Future | None = None
-        self._ws: Any = None
-        self._closing = False
-        self._unsubscribe: Callable[[], None] | None = None
+        self.run: _Run | None = None
 
     def add(self) -> queue.Queue:
         """A new subscriber queue; starts the feed and waits for it to be connected."""
         q: queue.Queue = queue.Queue(QUEUE_MAX)
         with self.lock:
             self.queues.append(q)
-            if self.task is None:
-                self.task = self.client._loop.submit(self._run())
-        if not self.connected.wait(CONNECT_TIMEOUT):
+            run = self.run
+            if run is None:
+                run = self.run = _Run()
+                run.task = self.client._loop.submit(self._run(run))
+        if not run.connected.wait(CONNECT_TIMEOUT):
             self.remove(q)  # else, once connected, events would pile up in it unread
-            raise self.error or ConnectionFailed("could not connect to the event stream")
+            raise run.error or ConnectionFailed("could not connect to the event stream")
         return q
 
     def remove(self, q: queue.Queue) -> None:
-        """Forget a subscriber queue."""
+        """Forget a subscriber queue; the last one to go closes the connection."""
         with self.lock:
             if q in self.queues:
                 self.queues.remove(q)
+            if self.queues or self.run is None:
+                return
+            run, self.run = self.run, None
+        self._stop(run)
 
-    def _dispatch(self, event: dict) -> None:
+    def _dispatch(self, run: _Run, event: dict) -> None:
         with self.lock:
+            if run is not self.run:
+                return  # a period that is ending: the next one's subscribers get theirs
             queues = list(self.queues)
         for q in queues:
             try:
@@ -71,35 +92,37 @@ class Feed:
             except queue.Full:  # a subscriber that reads nothing loses events, not memory
                 log.warning("mas events: a subscriber is not reading; event dropped")
 
-    async def _run(self) -> None:
+    async def _run(self, run: _Run) -> None:
         transport = self.client._transport
         if transport.kind == "local":
-            self._unsubscribe = transport.subscribe(self._dispatch)
-            self.connected.set()
-            self._dispatch(CONNECTED)
+            run.unsubscribe = transport.subscribe(lambda event: self._dispatch(run, event))
+            run.connected.set()
+            self._dispatch(run, CONNECTED)
             return
         attempt = 0
-        while not self._closing:
+        while not run.stopping:
             try:
-                self._ws = await transport.websocket("events")
+                run.ws = await transport.websocket("events")
             except MASClientError as e:
-                self.error = e
-                self.connected.clear()
+                run.error = e
+                run.connected.clear()
                 await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
                 attempt += 1
                 continue
             attempt = 0
-            self.error = None
-            self.connected.set()
-            self._dispatch(CONNECTED)
+            run.error = None
             try:
-                await self._read(self._ws)
+                if run.stopping:  # the last subscriber left while this connected
+                    return
+                run.connected.set()
+                self._dispatch(run, CONNECTED)
+                await self._read(run, run.ws)
             finally:
-                self.connected.clear()
-                self._ws.close()  # also when the server closed it: releases the connection
-                self._ws = None
+                run.connected.clear()
+                run.ws.close()  # also when the server closed it: releases the connection
+                run.ws = None
 
-    async def _read(self, ws: Any) -> None:
+    async def _read(self, run: _Run, ws: Any) -> None:
         while True:
             message = await ws.read_message()
             if message is None:
@@ -109,31 +132,45 @@ class Feed:
             except ValueError:
                 continue
             if isinstance(event, dict):
-                self._dispatch(event)
+                self._dispatch(run, event)
+
+    def _stop(self, run: _Run) -> None:
+        """End a period without waiting: its WebSocket is closed on the client's loop."""
+        run.stopping = True
+        loop = self.client._loop
+        if run.unsubscribe is not None:
+            loop.call_soon(run.unsubscribe)
+            run.unsubscribe = None
+        loop.call_soon(self._close_ws, run)
+
+    @staticmethod
+    def _close_ws(run: _Run) -> None:
+        if run.ws is not None:
+            run.ws.close()  # the read loop then ends and the task with it
+        elif run.task is not None:
+            run.task.cancel()  # waiting to retry a connection: nothing to close
 
     def drop_connection(self) -> None:
         """Close the current WebSocket (the feed reconnects): for tests and after a sleep."""
-        ws = self._ws
+        run = self.run
+        ws = run.ws if run is not None else None
         if ws is not None:
             self.client._loop.call_soon(ws.close)
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop the feed; the WebSocket is closed cleanly (bounded) before this returns."""
-        self._closing = True
-        if self._unsubscribe is not None:
-            self.client._loop.call_soon(self._unsubscribe)
-            self._unsubscribe = None
-        task, self.task = self.task, None
-        if task is None:
+        with self.lock:
+            self.queues.clear()
+            run, self.run = self.run, None
+        if run is None:
             return
-        self.drop_connection()
-        if self.client._loop.here:
-            task.cancel()
+        self._stop(run)
+        if self.client._loop.here or run.task is None:
             return
         try:
-            task.result(timeout)  # ends once the close handshake is done
+            run.task.result(timeout)  # ends once the close handshake is done
         except BaseException:  # timed out, cancelled or failed: stop it anyway
-            task.cancel()
+            run.task.cancel()
 
 
 class EventStream:

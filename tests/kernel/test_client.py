@@ -254,6 +254,38 @@ def test_event_iterator_and_callback_with_reconnect(client, server, until):
     sub.close()
 
 
+def _server_holds(port: int) -> bool:
+    """Whether a TCP connection from this local port is still established (/proc/net/tcp:
+    state 01), as the server's side sees it."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.readlines()[1:]:
+                fields = row.split()
+                if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
+
+
+def test_the_event_feed_closes_its_websocket_when_the_last_subscriber_leaves(client, server, until):
+    first = client.events(timeout=15)
+    second = client.subscribe(lambda event: None)
+    port = client._feed.run.ws.protocol.stream.socket.getsockname()[1]
+    assert _server_holds(port)
+    first.close()
+    assert client._feed.run is not None and _server_holds(port)  # one subscriber is left
+    second.close()
+    until(lambda: not _server_holds(port), what="the feed's WebSocket to close")
+    assert client._feed.run is None
+    # The next subscriber opens a connection of its own and sees each event once.
+    with client.events(timeout=15) as events:
+        assert client._feed.run.ws.protocol.stream.socket.getsockname()[1] != port
+        client.create_session("feed-again", terminal=True)
+        seen = []
+        events.wait_for(lambda e: seen.append(e) or e["type"] == "worker-created", 15)
+        created = [e for e in seen if e["type"] == "session-created"]
+        assert [e["session"]["name"] for e in created] == ["feed-again"]
+
+
 def test_console_channel(client, server, until):
     client.create_session("con", terminal=True)
     out = []
