@@ -353,18 +353,22 @@ def test_env_and_persona_need_an_agent(client, server):
         client.create_session("x", env={"A": "1"})
 
 
-def test_a_subscription_that_could_not_connect_leaves_nothing_behind(monkeypatch):
-    # The feed goes on trying; the failed subscriber's queue must not be filled once it
-    # connects (it would fill up unread and log a warning per event).
+def test_a_subscription_that_could_not_connect_leaves_nothing_behind(monkeypatch, until):
+    # The failed subscriber's queue must not be filled later (it would fill up unread and
+    # log a warning per event), and nothing goes on trying for it.
     from mas_jupyter.kernel import events
 
     monkeypatch.setattr(events, "CONNECT_TIMEOUT", 0.5)
+    runs, real_run = [], events._Run
+    monkeypatch.setattr(events, "_Run", lambda: runs.append(real_run()) or runs[-1])
     loop = LoopThread("t")
     gone = MASClient(HTTPTransport("http://127.0.0.1:9/", "x"), loop)
     try:
         with pytest.raises(ConnectionFailed, match="cannot reach"):
             gone.events()
-        assert gone._feed.queues == []
+        assert gone._feed.queues == [] and gone._feed.run is None
+        # It was the only subscriber: the feed stops trying to connect.
+        until(lambda: runs[0].task.done(), what="the feed to stop trying")
     finally:
         gone.close()
         loop.stop()
