@@ -96,6 +96,9 @@ class Feed:
         transport = self.client._transport
         if transport.kind == "local":
             run.unsubscribe = transport.subscribe(lambda event: self._dispatch(run, event))
+            if run.stopping:  # ended before it started: `_end` ran already and found nothing
+                self._end(run)
+                return
             run.connected.set()
             self._dispatch(run, CONNECTED)
             return
@@ -135,20 +138,20 @@ class Feed:
                 self._dispatch(run, event)
 
     def _stop(self, run: _Run) -> None:
-        """End a period without waiting: its WebSocket is closed on the client's loop."""
+        """End a period without waiting: the rest is done on the client's loop."""
         run.stopping = True
-        loop = self.client._loop
-        if run.unsubscribe is not None:
-            loop.call_soon(run.unsubscribe)
-            run.unsubscribe = None
-        loop.call_soon(self._close_ws, run)
+        self.client._loop.call_soon(self._end, run)
 
     @staticmethod
-    def _close_ws(run: _Run) -> None:
+    def _end(run: _Run) -> None:
+        # On the client's loop, like everything that sets `ws` and `unsubscribe`.
+        if run.unsubscribe is not None:
+            run.unsubscribe()
+            run.unsubscribe = None
         if run.ws is not None:
             run.ws.close()  # the read loop then ends and the task with it
         elif run.task is not None:
-            run.task.cancel()  # waiting to retry a connection: nothing to close
+            run.task.cancel()  # connecting or waiting to retry: nothing to close
 
     def drop_connection(self) -> None:
         """Close the current WebSocket (the feed reconnects): for tests and after a sleep."""

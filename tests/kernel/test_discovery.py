@@ -137,8 +137,12 @@ def test_in_process_engine_with_every_kind_of_call(tmp_path, monkeypatch, until)
                     if event["type"] == "session-updated":
                         return event
 
+        bus = client._transport.manager.events
+        listening = len(bus._listeners)
         event = asyncio.run(events_from_a_loop())
         assert event["session"]["name"] == "p2"
+        # The stream was the feed's only subscriber: the feed leaves the engine's bus.
+        until(lambda: len(bus._listeners) == listening, what="the feed to unsubscribe")
         client.rename("p", session="p2")
         assert client.transcript(session="p").data["total"] > 0
         assert client.screen(session="p").activity == "idle"
