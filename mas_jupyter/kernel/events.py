@@ -1,7 +1,8 @@
 """The event subscription: WS /api/mas/events (or the in-process bus), reconnecting.
 
 One feed per client runs on the client's loop and hands every event to each subscription's
-own queue; a subscription is read as an iterator (`client.events()`) or calls a callback in
+own queue; the first subscription opens its connection and the last one to close closes it.
+A subscription is read as an iterator (`client.events()`) or calls a callback in
 its own thread (`client.subscribe(cb)`), so callbacks may make synchronous client calls.
 After every (re)connection, callbacks' `on_connect` is called: events may have been missed,
 so that is the moment to re-read the state.
