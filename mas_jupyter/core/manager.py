@@ -287,7 +287,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             wall = now()
             cache.rows = [
                 {**data, "active_seconds": round(session.total_active_seconds(wall), 3)}
-                if session.status == "active" and session.active_since is not None
+                if session.accruing
                 else data
                 for session, data in zip(cache.sessions, cache.rows, strict=True)
             ]

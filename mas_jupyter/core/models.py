@@ -57,11 +57,16 @@ class Session:
     active_since: float | None = None
     row_state: str = ROW_READY
 
+    @property
+    def accruing(self) -> bool:
+        """Whether active time is counting now (active, with a start time)."""
+        return self.status == "active" and self.active_since is not None
+
     def total_active_seconds(self, at: float | None = None) -> float:
         """Time spent active so far, paused and stopped time excluded."""
         extra = 0.0
-        if self.status == "active" and self.active_since is not None:
-            extra = max(0.0, (at or now()) - self.active_since)
+        if self.accruing:
+            extra = max(0.0, (at or now()) - self.active_since)  # type: ignore[operator]
         return self.active_seconds + extra
 
     def to_dict(self) -> dict:
