@@ -282,12 +282,20 @@ class Workspaces:
         return rescued
 
     async def undo_worktree(self, session: Session) -> None:
-        """Undo a half-made worktree: remove it and its branch if nothing was committed on it."""
+        """Undo a half-made worktree: remove it, and its branch if this create made the branch
+        and nothing was committed on it.
+
+        The branch is this create's only when it is checked out in the session's worktree:
+        `git worktree add -b` makes both or neither. A create refused because the branch
+        already existed (or a crash before the worktree was made) leaves the user's branch
+        alone, even when it points at the base.
+        """
         if not session.repo or not os.path.isdir(session.repo):
             return
         async with self._lock(session.repo):
+            made_branch = await self._checked_out_here(session)
             await self._drop_worktree(session)
-            if session.branch and session.base:
+            if made_branch and session.branch and session.base:
                 tip = await git(
                     "rev-parse",
                     "--verify",
@@ -305,6 +313,22 @@ class Workspaces:
                 )
                 if tip.ok and base.ok and tip.out.strip() == base.out.strip():
                     await git("branch", "-D", "--end-of-options", session.branch, cwd=session.repo)
+
+    async def _checked_out_here(self, session: Session) -> bool:
+        """Whether the session's branch is checked out in the session's own worktree."""
+        assert session.repo
+        if not session.branch or not os.path.isdir(session.workspace):
+            return False
+        res = await git("worktree", "list", "--porcelain", cwd=session.repo)
+        if not res.ok:
+            return False
+        here = os.path.realpath(session.workspace)
+        for block in res.out.split("\n\n"):
+            lines = block.splitlines()
+            path = next((ln[9:] for ln in lines if ln.startswith("worktree ")), None)
+            if path is not None and os.path.realpath(path) == here:
+                return f"branch refs/heads/{session.branch}" in lines
+        return False
 
     async def prune(self, repo: str) -> None:
         """Forget worktrees whose directories are gone."""

@@ -66,6 +66,41 @@ async def test_bad_branch_and_base_create_nothing(manager, make_repo, extra, err
     assert run_git("worktree", "list", cwd=repo).count("\n") == 1
 
 
+async def test_a_refused_create_never_deletes_the_users_branch(manager, make_repo):
+    repo = make_repo()
+    run_git("checkout", "-q", "-b", "topic", cwd=repo)
+    with open(os.path.join(repo, "precious.txt"), "w") as f:
+        f.write("work\n")
+    run_git("add", "precious.txt", cwd=repo)
+    run_git("commit", "-q", "-m", "precious work", cwd=repo)
+    run_git("checkout", "-q", "main", cwd=repo)
+    run_git("branch", "mas/s", cwd=repo)  # at the base (HEAD), as a create would make it
+    tips = run_git("show-ref", "--heads", cwd=repo)
+    # Each is refused because the branch exists; each branch points at the base asked for.
+    for spec in ({"branch": "topic", "base": "topic"}, {"name": "s"}, {"branch": "mas/s"}):
+        with pytest.raises(ConflictError, match="already exists"):
+            await manager.create_session({"kind": "worktree", "repo": repo, **spec})
+    assert run_git("show-ref", "--heads", cwd=repo) == tips
+    assert manager.store.count_sessions() == 0
+
+
+async def test_a_create_that_fails_after_git_made_its_branch_removes_it(
+    manager, make_repo, monkeypatch
+):
+    repo = make_repo()
+    branches = run_git("branch", "--list", cwd=repo)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(manager.workspaces, "write_metadata", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        await manager.create_session({"kind": "worktree", "repo": repo, "name": "s"})
+    assert run_git("branch", "--list", cwd=repo) == branches
+    assert run_git("worktree", "list", cwd=repo).count("\n") == 1
+    assert manager.store.count_sessions() == 0
+
+
 async def test_a_failed_create_leaves_no_gap_in_generated_names(manager, make_repo):
     repo = make_repo()
     with pytest.raises(InvalidError, match="is not a commit"):
