@@ -22,6 +22,14 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 # A revision may use ~ and ^ (main~2, HEAD^) but nothing that would read as an option or range.
 _REV_RE = re.compile(r"^[A-Za-z0-9._/@{}~^-]+$")
+# What an id looks like: {sid} and {wid} take an id or a name, so no name may look like one.
+_UUID_RE = re.compile(
+    r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+)
+# Branch names that read as a ref path: git would nest them (refs/heads/refs/heads/x) and a
+# short name such as heads/x resolves to refs/heads/x before refs/heads/heads/x.
+_REF_PATH_PREFIXES = ("refs/", "heads/", "tags/", "remotes/")
+ENV_VALUE_MAX = 32768
 
 # Environment keys that change how a program or its interpreter loads code.
 _ENV_DENY = {
@@ -72,6 +80,12 @@ def name(value: object, what: str = "name") -> str:
             f"{what} {value!r} is not allowed: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, without '..' and not ending in '.' or '.lock'"
         )
+    if _UUID_RE.fullmatch(value):
+        raise InvalidError(
+            f"{what} {value!r} is not allowed: it looks like an id (a UUID), and a URL takes "
+            "an id or a name in the same place, so it could reach another session or worker; "
+            "choose a name that is not shaped like a UUID"
+        )
     return value
 
 
@@ -86,7 +100,7 @@ def task(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidError("task must be a string or null")
-    value = value.strip()
+    value = unicode_text(value, "task").strip()
     if not value:
         return None
     if len(value) > TASK_MAX:
@@ -117,9 +131,17 @@ def branch(value: object) -> str:
     """A new branch name, by git's rules for `git check-ref-format --branch`."""
     if not isinstance(value, str) or not value:
         raise InvalidError("branch must be a non-empty string")
+    unicode_text(value, "branch")
     problem = _ref_problem(value)
     if value.startswith("-") or value == "HEAD":
         problem = "it must not start with '-' or be HEAD"
+    elif not problem and value.startswith(_REF_PATH_PREFIXES):
+        short = value.removeprefix("refs/")
+        short = short.split("/", 1)[1] if short.startswith(_REF_PATH_PREFIXES) else short
+        problem = (
+            f"it reads as a full ref (git would make refs/heads/{value}); give the branch's "
+            f"short name{f', such as {short!r}' if short else ''}"
+        )
     if problem:
         raise InvalidError(f"branch {value!r} is not a valid git branch name: {problem}")
     return value
@@ -158,6 +180,7 @@ def path_text(value: object, what: str) -> str:
     """A path string: non-empty text without NUL or control characters."""
     if not isinstance(value, str) or not value:
         raise InvalidError(f"{what} must be a non-empty string")
+    unicode_text(value, what)
     if _CONTROL_RE.search(value):
         raise InvalidError(f"{what} must not contain NUL or control characters")
     if len(value) > 4096:
@@ -207,10 +230,57 @@ def env(value: object) -> dict[str, str]:
                 f"environment key {key!r} is refused: it can change which code a program "
                 "loads or reveal server secrets"
             )
-        if not isinstance(val, str) or "\x00" in val or len(val) > 32768:
+        if not isinstance(val, str):
+            raise InvalidError(f"environment value of {key!r} must be a string")
+        if len(val) > ENV_VALUE_MAX:
+            raise InvalidError(
+                f"environment value of {key!r} is longer than {ENV_VALUE_MAX} characters"
+            )
+        if "\x00" in val:
             raise InvalidError(f"environment value of {key!r} must be a string without NUL")
+        unicode_text(val, f"environment value of {key!r}")
+        try:  # what execve needs; refused here, a child that fails to exec would be far worse
+            os.fsencode(val)
+        except UnicodeError:
+            raise InvalidError(
+                f"environment value of {key!r} cannot be passed to a program in this "
+                "server's filesystem encoding"
+            ) from None
         clean[key] = val
     return clean
+
+
+def unicode_text(value: str, what: str) -> str:
+    """Text that has a UTF-8 encoding: no lone surrogate (a \\ud800-\\udfff escape without
+    its pair, which JSON allows), so it can be stored, typed into a terminal or passed to a
+    program."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidError(
+                f"{what} is not valid Unicode: character {e.start} is a lone surrogate "
+                f"({value[e.start]!r}, half of a UTF-16 pair); send UTF-8 text"
+            ) from None
+    return value
+
+
+def unicode_body(data: object, what: str = "the body") -> None:
+    """Refuse a parsed JSON document any of whose strings (keys or values, at any depth) is
+    not valid Unicode, naming where it is. Walked without recursion: JSON may nest deeply."""
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                unicode_text(item, f"field {where} in {what}" if where else f"text in {what}")
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and not key.isascii():
+                    unicode_text(key, f"a field name in {what}")
+                stack.append((value, f"{where}.{key}" if where else key))
+        elif isinstance(item, list):
+            stack.extend((value, f"{where}[{i}]") for i, value in enumerate(item))
 
 
 def closed_fields(body: dict, allowed: set[str], what: str) -> None:

@@ -92,3 +92,103 @@ def test_closed_fields():
 def test_integers_are_integers(value):
     with pytest.raises(InvalidError):
         validate.integer(value, "n", 0, 10)
+
+
+# A lone surrogate: what json.loads makes of "\ud800", a str that has no UTF-8 encoding.
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda v: validate.task(v),
+        lambda v: validate.path_text(v, "path"),
+        lambda v: validate.branch("mas/" + v),
+        lambda v: validate.env({"A": v}),
+        lambda v: validate.unicode_text(v, "data"),
+    ],
+    ids=["task", "path", "branch", "env", "text"],
+)
+@pytest.mark.parametrize("value", [LONE, "x\udfff", "\udc80", "ok" + LONE + "ok"])
+def test_text_with_a_lone_surrogate_is_refused(check, value):
+    with pytest.raises(InvalidError, match="not valid Unicode"):
+        check(value)
+
+
+def test_text_beyond_ascii_is_fine():
+    text = "données → résumé ✓ 数据 \U0001f600"
+    assert validate.unicode_text(text, "data") == text
+    assert validate.task(text) == text
+    assert validate.env({"A": text}) == {"A": text}
+
+
+def test_lone_surrogates_are_found_anywhere_in_a_body():
+    validate.unicode_body({"a": ["b", {"c": "é", "d": [1, None, True, 2.5]}]})
+    for body in (
+        {"task": LONE},
+        {LONE: 1},
+        {"workers": [{"env": {"A": "x" + LONE}}]},
+        {"workers": [{"env": {"x" + LONE: "v"}}]},
+        {"a": [[[["\udfff"]]]]},
+    ):
+        with pytest.raises(InvalidError, match="not valid Unicode"):
+            validate.unicode_body(body)
+    # Deep nesting is walked without recursion.
+    deep: list = [LONE]
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InvalidError, match="not valid Unicode"):
+        validate.unicode_body({"a": deep})
+
+
+def test_environment_values_name_the_key_and_the_limit():
+    with pytest.raises(InvalidError, match="'MY_VAR'.*not valid Unicode"):
+        validate.env({"MY_VAR": "a" + LONE})
+    with pytest.raises(InvalidError, match="'MY_VAR'.*32768"):
+        validate.env({"MY_VAR": "x" * 32769})
+    assert validate.env({"MY_VAR": "x" * 32768}) == {"MY_VAR": "x" * 32768}
+    with pytest.raises(InvalidError, match="'MY_VAR'.*must be a string"):
+        validate.env({"MY_VAR": 5})
+    with pytest.raises(InvalidError, match="not a valid variable name"):
+        validate.env({"A" + LONE: "x"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["123e4567-e89b-12d3-a456-426614174000", "123E4567-E89B-12D3-A456-426614174000",
+     "00000000-0000-0000-0000-000000000000"],
+)  # fmt: skip
+def test_names_shaped_like_an_id_are_refused(value):
+    # {sid} and {wid} take an id or a name: a name that looks like an id would be ambiguous.
+    with pytest.raises(InvalidError, match="looks like an id"):
+        validate.name(value)
+    with pytest.raises(InvalidError, match="looks like an id"):
+        validate.name(value, "worker name")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "123e4567",
+        "123e4567-e89b",
+        "123e4567-e89b-12d3-a456-42661417400",
+        "g23e4567-e89b-12d3-a456-426614174000",
+    ],
+)
+def test_names_that_merely_resemble_an_id_pass(value):
+    assert validate.name(value) == value
+
+
+@pytest.mark.parametrize(
+    "value", ["refs/heads/x", "refs/x", "heads/x", "tags/v1", "remotes/origin/x", "refs/mas/y"]
+)
+def test_branch_names_that_read_as_a_ref_path_are_refused(value):
+    # `git branch refs/heads/x` makes refs/heads/refs/heads/x, which `refs/heads/x` and
+    # `git checkout x` no longer reach the way a user expects.
+    with pytest.raises(InvalidError, match="full ref"):
+        validate.branch(value)
+
+
+@pytest.mark.parametrize("value", ["mas/refs", "feature/heads", "headsup", "refsx/y", "tagsy"])
+def test_branch_names_merely_containing_ref_words_pass(value):
+    assert validate.branch(value) == value
