@@ -94,6 +94,7 @@ class WorkerOperations:
         """Type raw keystrokes into a worker."""
         if not isinstance(data, str):
             raise InvalidError("data must be a string")
+        validate.unicode_text(data, "data")
         self._live(key, wkey).write(data, self.max_input_bytes)
 
     async def send_message(
@@ -102,6 +103,7 @@ class WorkerOperations:
         """Type a message and submit it; with wait, return the reply once the agent is done."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidError("text must be a non-empty string")
+        validate.unicode_text(text, "text")
         if not isinstance(wait, bool):
             raise InvalidError("wait must be true or false")
         limit = 3600.0

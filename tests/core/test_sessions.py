@@ -352,3 +352,27 @@ async def test_listing_follows_a_new_persona_file(make_manager, tmp_path):
     assert manager.list_sessions()[0]["workers"][0]["persona_icon"] != "🦉"
     (folder / "pm.md").write_text("icon: 🦉\nYou plan the work.\n")
     assert manager.list_sessions()[0]["workers"][0]["persona_icon"] == "🦉"
+
+
+# What json.loads makes of "\ud800": a str with no UTF-8 encoding.
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"task": LONE},
+        {"task": "x" + LONE},
+        {"kind": "dir", "path": LONE},
+        {"kind": "worktree", "repo": LONE},
+        {"kind": "worktree", "repo": "repo", "branch": "b" + LONE},
+    ],
+)
+async def test_text_that_is_not_unicode_creates_nothing(manager, make_repo, spec):
+    make_repo()
+    with pytest.raises(InvalidError, match="not valid Unicode"):
+        await manager.create_session(spec)
+    assert manager.store.count_sessions() == 0
+    await manager.create_session({"name": "s"})
+    with pytest.raises(InvalidError, match="not valid Unicode"):
+        manager.update_session("s", {"task": LONE})

@@ -365,3 +365,15 @@ async def test_tmux_worker_streams_and_can_be_attached_by_a_person(manager, root
     # tmux sometimes marks the pane dead without ever recording its exit status (seen under
     # load with tmux 3.3a); then the code is unknown (null), never a wrong number.
     assert manager.get_worker("s", "sh")["exit_code"] in (4, None)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "x\udfff", "\udc80", "ok\ud800ok"])
+async def test_input_that_is_not_unicode_is_refused(manager, text):
+    # "\udc80" would otherwise reach the terminal as the raw byte 0x80.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    with pytest.raises(InvalidError, match="data is not valid Unicode"):
+        manager.write_input("s", "sh", text)
+    with pytest.raises(InvalidError, match="text is not valid Unicode"):
+        await manager.send_message("s", "sh", text)
+    assert manager.get_worker("s", "sh")["status"] == "running"
