@@ -172,6 +172,24 @@ async def test_missing_program_is_a_clear_error():
         Collector().spawn(["no-such-program-xyz"])
 
 
+@pytest.mark.parametrize(
+    "argv, env",
+    [
+        (["sh", "-c", "exit 0"], {"A": "\ud800"}),
+        (["sh", "-c", "exit 0"], {"A\ud800": "x"}),
+        (["sh", "-c", "echo \ud800"], {}),
+        (["sh", "-c", "echo a\0b"], {}),
+    ],
+)
+async def test_text_exec_cannot_take_is_refused_before_the_fork(argv, env):
+    # Before, the forked child raised UnicodeEncodeError (not an OSError) in exec and ran on
+    # with a copy of the parent: here, pytest's own run; in a server, its event loop.
+    parent = os.getpid()
+    with pytest.raises(UnavailableError, match="cannot start 'sh'"):
+        Collector().spawn(argv, env={**os.environ, **env})
+    assert os.getpid() == parent
+
+
 async def test_input_queue_is_bounded_when_the_program_does_not_read():
     c = Collector()
     proc = c.spawn(["sleep", "30"], max_input_queue=64 * 1024)

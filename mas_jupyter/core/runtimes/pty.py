@@ -143,6 +143,24 @@ class ExitWatcher:
             self._fd = None
 
 
+def _check_exec_args(argv: list[str], cwd: str, env: dict[str, str]) -> None:
+    """Refuse, before the fork, what exec could not take.
+
+    pexpect's child reports only an OSError from exec to the parent. Any other error there
+    (a string with a lone surrogate cannot be encoded; one with NUL is a ValueError) would
+    go up the forked child's stack, which is a copy of the server's, and run its event loop.
+    """
+    texts = [*argv, cwd, *env, *env.values()]
+    for text in texts:
+        try:
+            encoded = os.fsencode(text)
+        except (UnicodeError, TypeError):
+            problem = f"{text!r} is not valid text"
+            raise UnavailableError(f"cannot start {argv[0]!r}: {problem}") from None
+        if b"\0" in encoded:
+            raise UnavailableError(f"cannot start {argv[0]!r}: {text!r} contains NUL")
+
+
 class PtyProcess:
     """One argv running in a PTY, with non-blocking output, input and exit callbacks."""
 
@@ -192,6 +210,7 @@ class PtyProcess:
 
     def _start(self) -> tuple[int, int]:
         """Fork and exec the argv in a new PTY, in its cwd: (pid, the PTY's master fd)."""
+        _check_exec_args(self.argv, self.cwd, self.env)
         try:
             child = pexpect.spawn(
                 self.argv[0],
