@@ -31,6 +31,7 @@ ROW_DELETING = "deleting"
 ROW_PURGING = "purging"
 CREATE_FIELDS = {"name", "kind", "template", "repo", "branch", "base", "path", "task", "workers"}
 UPDATE_FIELDS = {"name", "task"}
+NULLABLE_FIELDS = {"task"}  # null is "no task"; any other field given as null is a 400
 
 
 class MASManager(WorkerOperations, LoggingConfigurable):
@@ -299,6 +300,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         if not isinstance(spec, dict):
             raise InvalidError("the session spec must be an object")
         validate.closed_fields(spec, CREATE_FIELDS, "a session")
+        validate.no_nulls(spec, NULLABLE_FIELDS, "a session")
         kind = validate.session_kind(spec.get("kind", "quick"))
         name = validate.optional_name(spec.get("name"), "name")
         task = validate.task(spec.get("task"))
@@ -308,9 +310,9 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             "dir": {"path"},
         }[kind]
         for field in ("template", "repo", "branch", "base", "path"):
-            if spec.get(field) is not None and field not in allowed:
+            if field in spec and field not in allowed:
                 raise InvalidError(f"{field!r} does not apply to a {kind} session")
-        worker_specs = spec.get("workers") or []
+        worker_specs = spec.get("workers", [])
         if not isinstance(worker_specs, list):
             raise InvalidError("workers must be a list of worker specs")
         checked_workers = [
@@ -334,18 +336,17 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         )
         template_dir = None
         if kind == "quick":
-            session.template = spec.get("template") or "default"
+            session.template = spec.get("template", "default")
             template_dir = self.supervisor.template_dir(session.template)
         elif kind == "worktree":
-            if spec.get("repo") is None:
+            if "repo" not in spec:
                 raise InvalidError("a worktree session needs 'repo', the repository to branch")
-            branch = spec.get("branch")
-            if branch is not None:
-                validate.branch(branch)
-            session.base = validate.revision(spec.get("base") or "HEAD")
+            if "branch" in spec:
+                validate.branch(spec["branch"])
+            session.base = validate.revision(spec.get("base", "HEAD"))
             session.repo = self.workspaces.resolve_repo(spec["repo"])
         else:
-            if spec.get("path") is None:
+            if "path" not in spec:
                 raise InvalidError("a dir session needs 'path', an existing directory")
             session.workspace = self.workspaces.resolve_dir(spec["path"])
 
@@ -353,7 +354,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             if s.kind != "dir":
                 s.workspace = self.workspaces.plan_path(s.name, s.id)
             if s.kind == "worktree":
-                s.branch = spec.get("branch") or validate.branch(f"mas/{s.name}")
+                s.branch = spec["branch"] if "branch" in spec else validate.branch(f"mas/{s.name}")
 
         self.store.insert_session(
             session, generate_name=name is None, plan=plan, limit=self.max_sessions
@@ -462,6 +463,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
 
     async def stop_session(self, key: str, force: bool = False) -> dict:
         """End a session: refused on blocking problems unless forced; the workspace is kept."""
+        validate.boolean(force, "force")
         session = self._session(key)
         if session.status == "stopped":
             raise ConflictError(f"session {session.name!r} is already stopped")
@@ -482,6 +484,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
 
     async def delete_session(self, key: str, purge: bool = False, force: bool = False) -> dict:
         """Stop everything and forget the session; purge also removes its workspace."""
+        validate.boolean(purge, "purge")
+        validate.boolean(force, "force")
         session = self._session(key)
         if purge and not force:
             await self.workspaces.require_clean(session)  # before anything is stopped

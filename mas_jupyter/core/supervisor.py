@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .models import Session
 
 SPEC_FIELDS = {"name", "kind", "backend", "persona", "runtime", "cols", "rows", "env"}
+SPEC_NULLABLE = {"persona"}  # null is "no persona"; any other field given as null is a 400
 # Variables a worker never inherits from the server: Jupyter's tokens and our own internals.
 _PRIVATE_PREFIXES = ("JUPYTER", "JPY_", "JUPYTERHUB_", "MAS_FAULT", "TMUX")
 
@@ -115,14 +116,20 @@ class Supervisor:
         if not isinstance(spec, dict):
             raise InvalidError(f"worker spec #{index + 1} must be an object")
         validate.closed_fields(spec, SPEC_FIELDS, "a worker")
+        validate.no_nulls(spec, SPEC_NULLABLE, "a worker")
         kind = spec.get("kind")
         if kind is not None:
             validate.worker_kind(kind)
-        backend_name = spec.get("backend") or ("shell" if kind in (None, "terminal") else None)
-        if backend_name is None:
+        if "backend" in spec:
+            backend_name = spec["backend"]
+            if not isinstance(backend_name, str) or not backend_name:
+                raise InvalidError(
+                    "backend must be a non-empty string, a name from GET /api/mas/backends"
+                )
+        elif kind in (None, "terminal"):
+            backend_name = "shell"
+        else:
             raise InvalidError("an agent worker needs 'backend' (see GET /api/mas/backends)")
-        if not isinstance(backend_name, str):
-            raise InvalidError("backend must be a string")
         backend = self.backend(backend_name)
         ok, reason = backend.availability()
         if not ok:
@@ -135,12 +142,12 @@ class Supervisor:
                     f"no persona named {persona!r}; available: {', '.join(sorted(self.personas()))}"
                 )
         runtime = validate.choice(
-            spec.get("runtime") or self.manager.default_runtime, ("pty", "tmux"), "runtime"
+            spec.get("runtime", self.manager.default_runtime), ("pty", "tmux"), "runtime"
         )
         if runtime == "tmux" and not tmux_runtime.available():
             raise UnavailableError("the tmux runtime needs tmux installed; use runtime 'pty'")
         return {
-            "name": validate.name(spec.get("name") or backend_name, "worker name"),
+            "name": validate.name(spec.get("name", backend_name), "worker name"),
             "kind": kind or backend.kind,
             "backend": backend_name,
             "persona": persona,

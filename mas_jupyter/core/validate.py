@@ -283,6 +283,23 @@ def unicode_body(data: object, what: str = "the body") -> None:
             stack.extend((value, f"{where}[{i}]") for i, value in enumerate(item))
 
 
+def no_nulls(body: dict, nullable: set[str], what: str) -> None:
+    """Refuse null for fields that may not be null: a field given as null is not taken as
+    "not given" (the default) unless the API says so for that field."""
+    for key, value in body.items():
+        if value is None and key not in nullable:
+            raise InvalidError(
+                f"{key!r} must not be null in {what}: give a value or leave the field out"
+            )
+
+
+def boolean(value: object, what: str) -> bool:
+    """true or false, nothing else (no null, 0, 1 or strings)."""
+    if not isinstance(value, bool):
+        raise InvalidError(f"{what} must be true or false")
+    return value
+
+
 def closed_fields(body: dict, allowed: set[str], what: str) -> None:
     """Refuse fields a request does not define, so typos and injections are not ignored."""
     unknown = sorted(set(body) - allowed)

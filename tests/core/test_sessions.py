@@ -376,3 +376,55 @@ async def test_text_that_is_not_unicode_creates_nothing(manager, make_repo, spec
     await manager.create_session({"name": "s"})
     with pytest.raises(InvalidError, match="not valid Unicode"):
         manager.update_session("s", {"task": LONE})
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"workers": {}}, "workers must be a list"),
+        ({"workers": 0}, "workers must be a list"),
+        ({"workers": False}, "workers must be a list"),
+        ({"template": False}, "template must be a string"),
+        ({"template": ""}, "template must not be empty"),
+        ({"kind": "worktree", "repo": "repo", "base": ""}, "base must be a non-empty string"),
+        ({"kind": "worktree", "repo": "repo", "base": False}, "base must be a non-empty string"),
+        ({"kind": "worktree", "repo": "repo", "branch": False}, "branch must be a non-empty"),
+        ({"kind": "worktree", "repo": "repo", "branch": "refs/heads/x"}, "full ref"),
+        ({"kind": "worktree", "repo": "repo", "branch": "heads/x"}, "full ref"),
+        # null is "not given" only where the API says a field may be null (task).
+        ({"name": None}, "'name' must not be null"),
+        ({"template": None}, "'template' must not be null"),
+        ({"workers": None}, "'workers' must not be null"),
+        ({"kind": "worktree", "repo": "repo", "base": None}, "'base' must not be null"),
+        ({"kind": "quick", "repo": None}, "'repo' must not be null"),
+    ],
+)
+async def test_wrong_types_are_refused_not_defaulted(manager, make_repo, spec, message):
+    make_repo()
+    with pytest.raises(InvalidError, match=message):
+        await manager.create_session(spec)
+    assert manager.store.count_sessions() == 0
+
+
+async def test_null_task_is_no_task(manager):
+    session = await manager.create_session({"name": "s", "task": None})
+    assert session["task"] is None
+
+
+async def test_a_name_shaped_like_an_id_is_refused(manager):
+    other = await manager.create_session({"name": "other"})
+    with pytest.raises(InvalidError, match="looks like an id"):
+        await manager.create_session({"name": other["id"]})
+    await manager.create_session({"name": "s"})
+    with pytest.raises(InvalidError, match="looks like an id"):
+        manager.update_session("s", {"name": other["id"].upper()})
+    assert manager.get_session(other["id"])["name"] == "other"
+    assert [s["name"] for s in manager.list_sessions()] == ["other", "s"]
+
+
+@pytest.mark.parametrize("force", [None, "yes", 1])
+async def test_stop_force_must_be_a_boolean(manager, force):
+    await manager.create_session({"name": "s"})
+    with pytest.raises(InvalidError, match="force must be true or false"):
+        await manager.stop_session("s", force=force)
+    assert manager.get_session("s")["status"] == "active"

@@ -367,6 +367,48 @@ async def test_tmux_worker_streams_and_can_be_attached_by_a_person(manager, root
     assert manager.get_worker("s", "sh")["exit_code"] in (4, None)
 
 
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "", "kind": "terminal"}, "worker name must not be empty"),
+        ({"name": "w", "backend": ""}, "backend must be a non-empty string"),
+        ({"name": "w", "backend": False}, "backend must be a non-empty string"),
+        ({"name": "w", "kind": "terminal", "runtime": ""}, "runtime must be one of"),
+        ({"name": "w", "kind": "terminal", "runtime": False}, "runtime must be one of"),
+        # null is "not given" only where the API says a field may be null (persona).
+        ({"name": None, "kind": "terminal"}, "'name' must not be null"),
+        ({"name": "w", "kind": None}, "'kind' must not be null"),
+        ({"name": "w", "backend": None}, "'backend' must not be null"),
+        ({"name": "w", "kind": "terminal", "runtime": None}, "'runtime' must not be null"),
+        ({"name": "w", "kind": "terminal", "env": None}, "'env' must not be null"),
+        ({"name": "w", "kind": "terminal", "cols": None}, "'cols' must not be null"),
+        (
+            {"name": "123e4567-e89b-12d3-a456-426614174000", "kind": "terminal"},
+            "looks like an id",
+        ),
+        # Before it was refused, "\ud800" made the forked child fail in exec and go on
+        # running the server's event loop.
+        ({"name": "w", "kind": "terminal", "env": {"A": "\ud800"}}, "'A' is not valid Unicode"),
+        ({"name": "w", "kind": "terminal", "env": {"A": "\udc80"}}, "'A' is not valid Unicode"),
+        ({"name": "w", "kind": "terminal", "env": {"A": "x" * 40000}}, "'A' is longer than"),
+    ],
+)
+async def test_wrong_values_in_a_worker_spec_are_refused_not_defaulted(manager, spec, message):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    with pytest.raises(InvalidError, match=message):
+        await manager.create_worker("s", spec)
+    with pytest.raises(InvalidError, match=message):
+        await manager.create_session({"name": "t", "workers": [spec]})
+    assert manager.list_workers("s") == []
+    assert [s["name"] for s in manager.list_sessions()] == ["s"]
+
+
+async def test_null_persona_is_no_persona(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    worker = await manager.create_worker("s", {"name": "w", "kind": "terminal", "persona": None})
+    assert worker["persona"] is None
+
+
 @pytest.mark.parametrize("text", ["\ud800", "x\udfff", "\udc80", "ok\ud800ok"])
 async def test_input_that_is_not_unicode_is_refused(manager, text):
     # "\udc80" would otherwise reach the terminal as the raw byte 0x80.
