@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -27,8 +26,12 @@ def available() -> bool:
 
 
 def session_name(session_id: str, worker_name: str) -> str:
-    """The tmux session name of a worker: `mas-<8 hex>-<worker>` (tmux forbids '.' and ':')."""
-    return f"mas-{session_id.replace('-', '')[:8]}-{re.sub(r'[.:]', '_', worker_name)}"
+    """The tmux session name of a worker: `mas-<8 hex>-<worker>`, its '.' written as '+'.
+
+    tmux forbids '.' and ':' in a name; '+' is in no worker name, so two workers never get
+    one tmux session (`x.y` and `x_y` did, when '.' became '_').
+    """
+    return f"mas-{session_id.replace('-', '')[:8]}-{worker_name.replace('.', '+')}"
 
 
 Pane = tuple[int | None, bool, int | None, int | None]  # pid, dead, exit status, signal

@@ -1,0 +1,36 @@
+"""tmux workers: each worker has a tmux session of its own."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from mas_jupyter.core.runtimes.tmux import session_name
+from tests.conftest import until
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+def test_every_worker_name_has_its_own_tmux_name():
+    sid = "0123abcd-0000-4000-8000-000000000000"
+    names = ["x.y", "x_y", "x-y", "x.y.z", "x_y_z", "x.y_z", "x_y.z", "x._y", "x_.y"]
+    tmux_names = [session_name(sid, n) for n in names]
+    assert len(set(tmux_names)) == len(names), tmux_names
+    assert all("." not in t and ":" not in t for t in tmux_names)  # tmux refuses both
+
+
+@needs_tmux
+async def test_a_new_worker_never_ends_another_workers_tmux_session(manager):
+    # Before, "x.y" and "x_y" both became "mas-<id>-x_y": creating the second killed the first.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    spec = {"kind": "terminal", "runtime": "tmux"}
+    first = await manager.create_worker("s", {"name": "x.y", **spec})
+    second = await manager.create_worker("s", {"name": "x_y", **spec})
+    assert first["tmux_session"] != second["tmux_session"]
+    await manager.delete_worker("s", "x_y")
+    assert manager.get_worker("s", "x.y")["status"] == "running"
+    manager.write_input("s", "x.y", "echo alive-$((6*7))\r")
+    await until(
+        lambda: "alive-42" in "\n".join(manager.get_screen("s", "x.y")["lines"]), what="echo"
+    )
