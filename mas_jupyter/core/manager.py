@@ -19,7 +19,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from . import faults, validate
-from .errors import ConflictError, InvalidError, NotFoundError
+from .errors import ConflictError, InvalidError, LimitError, NotFoundError
 from .events import EventBus
 from .models import ROW_CREATING, ROW_READY, Session, now
 from .store import Store, StoreError
@@ -322,7 +322,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         if len(set(names)) != len(names):
             raise InvalidError("worker names must be unique within a session")
         if len(checked_workers) > self.max_workers_per_session:
-            raise InvalidError(f"a session may have at most {self.max_workers_per_session} workers")
+            # The limit POST .../workers meets: the same error (429), not bad input.
+            raise LimitError(
+                f"a session may have at most {self.max_workers_per_session} workers "
+                f"(MASManager.max_workers_per_session); {len(checked_workers)} were given"
+            )
 
         session = Session(
             id=str(uuid.uuid4()),

@@ -422,6 +422,15 @@ async def test_a_name_shaped_like_an_id_is_refused(manager):
     assert [s["name"] for s in manager.list_sessions()] == ["other", "s"]
 
 
+async def test_more_initial_workers_than_a_session_may_have_is_the_limit_error(make_manager):
+    # The same error (429 over HTTP) as adding one worker too many to a session.
+    manager = make_manager(max_workers_per_session=1)
+    workers = [{"kind": "terminal", "name": f"t{i}"} for i in range(2)]
+    with pytest.raises(LimitError, match="at most 1 worker.*max_workers_per_session"):
+        await manager.create_session({"name": "s", "workers": workers})
+    assert manager.store.count_sessions() == 0
+
+
 @pytest.mark.parametrize("force", [None, "yes", 1])
 async def test_stop_force_must_be_a_boolean(manager, force):
     await manager.create_session({"name": "s"})
