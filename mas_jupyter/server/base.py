@@ -11,7 +11,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from ..core.errors import InvalidError, MASError, TooLargeError
-from ..core.validate import closed_fields
+from ..core.validate import closed_fields, unicode_body
 
 if TYPE_CHECKING:
     from ..core.manager import MASManager
@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 AUTH_RESOURCE = "mas"
 _INT_RE = re.compile(r"^[0-9]{1,18}$")
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
+# A \ud800-\udfff escape: the only way a JSON body can hold a lone surrogate.
+_SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F]")
 # Reasons for the errors tornado and jupyter_server raise themselves.
-_REASONS = {
+REASONS = {
     400: "invalid",
     403: "forbidden",
     404: "not_found",
@@ -74,6 +76,8 @@ class MASAPIHandler(MASMixin, APIHandler):
                 data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise InvalidError(f"the body is not valid UTF-8 JSON: {e}") from None
+            if _SURROGATE_ESCAPE_RE.search(body):
+                unicode_body(data, f"the body of {what}")
         if not isinstance(data, dict):
             raise InvalidError(f"the body of {what} must be a JSON object")
         if allowed is not None:
@@ -122,7 +126,7 @@ class MASAPIHandler(MASMixin, APIHandler):
             self.finish(json.dumps(exc.to_dict()))
             return
         if isinstance(exc, web.HTTPError):
-            reason = _REASONS.get(status_code, "error")
+            reason = REASONS.get(status_code, "error")
             message = exc.log_message or self._reason
             if exc.args and exc.log_message:
                 try:

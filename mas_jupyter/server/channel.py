@@ -32,7 +32,7 @@ from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..core.errors import MASError, TooLargeError
-from .base import MASMixin
+from .base import REASONS, MASMixin
 
 # Close codes (RFC 6455 and the 4000-4999 private range).
 CLOSE_NORMAL = 1000
@@ -75,7 +75,8 @@ class MASWebSocket(MASMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
             self.set_status(exc.status)
             self.finish(json.dumps(exc.to_dict()))
         else:
-            self.finish(json.dumps({"message": self._reason, "reason": "refused"}))
+            reason = REASONS.get(status_code, "error")  # the words of the REST API
+            self.finish(json.dumps({"message": self._reason, "reason": reason}))
 
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
         """Expected refusals (unknown worker) without a traceback."""

@@ -93,7 +93,7 @@ class SessionActionHandler(MASAPIHandler):
         """Run the lifecycle action; stop honours `force`."""
         if self.action == "stop":
             body = self.json_body({"force"}, "stop")
-            force = bool(_field(body, "force", bool))
+            force = body.get("force", False)  # the manager checks it (null is not false)
             self.reply(await self.manager.stop_session(sid, force=force))
         else:
             self.json_body(set(), self.action)
@@ -177,7 +177,7 @@ class SendHandler(MASAPIHandler):
         """Type and submit `text`; with `wait`, answer when the agent is idle or waiting."""
         body = self.json_body({"text", "wait", "timeout"}, "send")
         text = _field(body, "text", str, required=True)
-        wait, timeout = bool(_field(body, "wait", bool)), _field(body, "timeout", (int, float))
+        wait, timeout = body.get("wait", False), body.get("timeout")  # the manager checks them
         self.reply(await self.manager.send_message(sid, wid, text, wait=wait, timeout=timeout))
 
 
