@@ -2,7 +2,10 @@
 
 It talks to a running Jupyter server, found like the Python client finds it (--url/--token,
 MAS_SERVER_URL/MAS_TOKEN, else the running server whose root contains the working
-directory). Errors print one line and exit with status 1.
+directory). A command line that cannot be read (an unknown command or option, the wrong
+number of arguments) prints what is wrong and the usage, and exits with status 2; any other
+error prints `jupyter mas COMMAND: message` (then indented details, if the server gave
+reasons) and exits with status 1.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import sys
 from typing import Any
 
 from jupyter_core.application import JupyterApp, base_aliases, base_flags
-from traitlets import Bool, Enum, Float, Unicode
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode
+from traitlets.config.loader import KVArgParseConfigLoader
 
 from .._version import __version__
 from .errors import MASClientError
@@ -25,6 +29,27 @@ _COMMON_ALIASES = {
 _COMMON_FLAGS = {**base_flags}
 
 
+class _Loader(KVArgParseConfigLoader):
+    """The command-line loader of a subcommand: what argparse refuses (an option without its
+    value) and an unknown `--option=value` (which traitlets would only warn about, and
+    ignore) are usage errors in the CLI's format."""
+
+    app: MASCommand
+
+    def _create_parser(self) -> None:
+        super()._create_parser()
+        self.parser.error = self._parse_error  # argparse reports through self.error(message)
+
+    def _parse_error(self, message: str) -> None:
+        # argparse names an option by its trait (--ListCommand.status): use the option's name.
+        for option, target in self.app.options().items():
+            message = message.replace(f"--{target}:", f"--{option}:")
+        self.app.usage_error(message)
+
+    def _handle_unrecognized_alias(self, arg: str) -> None:
+        self.app.usage_error(f"unrecognized option --{arg}")
+
+
 class MASCommand(JupyterApp):
     """What every `jupyter mas` subcommand shares: finding the server, printing errors."""
 
@@ -33,6 +58,56 @@ class MASCommand(JupyterApp):
     token = Unicode("", help="The server's token (default: discovered).").tag(config=True)
     aliases = _COMMON_ALIASES
     flags = _COMMON_FLAGS
+    usage = ""  # the arguments, for usage lines: "SESSION [--force]"
+
+    def _create_loader(
+        self, argv: list[str] | None, aliases: dict, flags: dict, classes: Any
+    ) -> KVArgParseConfigLoader:
+        """traitlets' command-line loader, with the CLI's usage errors."""
+        loader = _Loader(
+            argv, aliases, flags, classes=classes, log=self.log, subcommands=self.subcommands
+        )
+        loader.app = self
+        return loader
+
+    def update_config(self, config: Any) -> None:
+        """Load options; a value a trait refuses is one line in the CLI's format, status 1
+        (traitlets would log `[ListCommand] CRITICAL | Bad config encountered ...`)."""
+        try:
+            super().update_config(config)
+        except TraitError as e:
+            self.fail(self._bad_value(config) or str(e))
+
+    def options(self) -> dict[str, str]:
+        """Each option's name on the command line and the trait it sets, as argparse names
+        it (`{"status": "ListCommand.status"}`)."""
+        options = {}
+        for option, target in self.aliases.items():
+            name = (target[0] if isinstance(target, tuple) else target).rpartition(".")[2]
+            options[option] = f"{type(self).__name__}.{name}"
+        return options
+
+    def _bad_value(self, config: Any) -> str | None:
+        """`--status must be one of active, paused, stopped, not 'bogus'`, for the first
+        option whose value its trait refuses."""
+        options = {target.rpartition(".")[2]: option for option, target in self.options().items()}
+        traits = self.traits(config=True)
+        for cls in type(self).__mro__:
+            for name, value in (config.get(cls.__name__) or {}).items():
+                trait = traits.get(name)
+                if trait is None:
+                    continue
+                try:
+                    trait.validate(self, value)
+                except TraitError:
+                    option = "--" + options.get(name, name)
+                    if isinstance(trait, Enum):
+                        choices = ", ".join(str(v) for v in trait.values or ())
+                        return f"{option} must be one of {choices}, not {value!r}"
+                    if isinstance(trait, (Float, Int)):
+                        return f"{option} must be a number, not {value!r}"
+                    return None
+        return None
 
     def client(self) -> Any:
         """A client of the server (never an in-process engine: it would end with the CLI)."""
@@ -50,15 +125,24 @@ class MASCommand(JupyterApp):
         return MASClient(HTTPTransport(found.url, found.token), LoopThread(), found.how)
 
     def fail(self, message: str) -> None:
-        """Print one line to stderr and exit 1."""
+        """Print `jupyter mas NAME: message` (and any indented details) to stderr, exit 1."""
         print(f"jupyter mas {self.name}: {message}", file=sys.stderr)
         self.exit(1)
 
-    def args(self, least: int, most: int, usage: str) -> list[str]:
+    def usage_error(self, message: str) -> None:
+        """A command line that cannot be read: what is wrong and the usage, exit 2."""
+        print(f"jupyter mas {self.name}: {message}", file=sys.stderr)
+        print(f"usage: jupyter mas {self.name} {self.usage}".rstrip(), file=sys.stderr)
+        self.exit(2)
+
+    def args(self, least: int, most: int) -> list[str]:
         """The positional arguments, checked against their count."""
         args = list(self.extra_args)
-        if not least <= len(args) <= most:
-            self.fail(f"usage: jupyter mas {self.name} {usage}")
+        if len(args) < least:
+            self.usage_error(f"expected {_count(least, 'argument')}, got {len(args)}")
+        if len(args) > most:
+            extra = " ".join(args[most:])
+            self.usage_error(f"unexpected argument{'s' * (len(args) - most > 1)}: {extra}")
         return args
 
     def start(self) -> None:
@@ -68,6 +152,8 @@ class MASCommand(JupyterApp):
         except MASClientError as e:
             lines = [e.message] + [f"  error: {x}" for x in e.errors if x not in e.message]
             lines += [f"  warning: {w}" for w in e.warnings]
+            if self.name == "stop" and e.errors:
+                lines.append("  (jupyter mas stop --force stops it anyway)")
             self.fail("\n".join(lines))
 
     def run(self) -> None:
@@ -79,6 +165,7 @@ class ListCommand(MASCommand):
     """List sessions and their workers."""
 
     name = "list"
+    usage = "[--status=S] [--kind=K] [--task=T] [--json]"
     description = "List sessions and their workers (--json for machine-readable output)."
     status = Enum(["active", "paused", "stopped"], None, allow_none=True).tag(config=True)
     kind = Enum(["quick", "worktree", "dir"], None, allow_none=True).tag(config=True)
@@ -94,7 +181,7 @@ class ListCommand(MASCommand):
 
     def run(self) -> None:
         """Print the sessions."""
-        self.args(0, 0, "[--status=S] [--kind=K] [--task=T] [--json]")
+        self.args(0, 0)
         table = self.client().sessions(status=self.status, kind=self.kind, task=self.task)
         print(json.dumps([s.data for s in table], indent=2) if self.as_json else repr(table))
 
@@ -103,6 +190,10 @@ class NewCommand(MASCommand):
     """Create a session."""
 
     name = "new"
+    usage = (
+        "[NAME] [--agent=BACKEND] [--persona=P] [--kind=quick|worktree|dir] [--template=T] "
+        "[--repo=R] [--branch=B] [--base=REV] [--path=P] [--task=T] [--terminal] [--no-wait]"
+    )
     description = "Create a session: jupyter mas new [NAME] [--agent=BACKEND] [--kind=...]"
     kind = Enum(["quick", "worktree", "dir"], "quick").tag(config=True)
     template = Unicode(None, allow_none=True).tag(config=True)
@@ -132,7 +223,7 @@ class NewCommand(MASCommand):
 
     def run(self) -> None:
         """Create it and print it."""
-        args = self.args(0, 1, "[NAME] [--agent=BACKEND] [--kind=quick|worktree|dir] ...")
+        args = self.args(0, 1)
         if self.persona and not self.agent:
             self.fail("--persona needs --agent=BACKEND")
         client = self.client()
@@ -160,6 +251,7 @@ class SendCommand(MASCommand):
     """Send a message to an agent and print its reply."""
 
     name = "send"
+    usage = "SESSION [TEXT...] [--worker=W] [--no-wait] [--timeout=S]"
     description = (
         "Send a message and print the reply: jupyter mas send SESSION [TEXT...] "
         "(the text from stdin when not given)"
@@ -181,27 +273,28 @@ class SendCommand(MASCommand):
 
     def run(self) -> None:
         """Send and print the reply (the text is read from stdin when not given)."""
-        args = self.args(1, 10_000, "SESSION [TEXT...] [--worker=W] [--no-wait] [--timeout=S]")
+        args = self.args(1, 10_000)
         text = " ".join(args[1:]) if len(args) > 1 else sys.stdin.read()
         if not text.strip():
             self.fail("nothing to send")
         reply = self.client().send(
             text, worker=self.worker, session=args[0], wait=not self.no_wait, timeout=self.timeout
         )
-        print(repr(reply))
+        print(repr(reply).rstrip("\n"))
 
 
 class AttachCommand(MASCommand):
     """Take over a worker's console from this terminal."""
 
     name = "attach"
+    usage = "SESSION [WORKER]"
     description = "Connect this terminal to a worker's console; detach with Ctrl-]."
 
     def run(self) -> None:
         """Attach until detached or the worker exits."""
         from .attach import attach
 
-        args = self.args(1, 2, "SESSION [WORKER]")
+        args = self.args(1, 2)
         client = self.client()
         how = attach(client, args[0], args[1] if len(args) > 1 else None)
         print(f"\r\n[{how}]")
@@ -211,13 +304,14 @@ class StopCommand(MASCommand):
     """Stop a session."""
 
     name = "stop"
+    usage = "SESSION [--force]"
     description = "Stop a session; refused (with the reasons) on busy agents unless --force."
     force = Bool(False).tag(config=True)
     flags = {**_COMMON_FLAGS, "force": ({"StopCommand": {"force": True}}, "Stop anyway.")}
 
     def run(self) -> None:
         """Stop it and print the warnings."""
-        args = self.args(1, 1, "SESSION [--force]")
+        args = self.args(1, 1)
         session = self.client().stop(args[0], force=self.force)
         print(f"stopped {session.name}")
         for warning in session.data.get("warnings") or []:
@@ -227,9 +321,11 @@ class StopCommand(MASCommand):
 class _SessionCommand(MASCommand):
     """A command on one session that prints the session after: the client method `name`."""
 
+    usage = "SESSION"
+
     def run(self) -> None:
         """Call the client method named like the command and print the session."""
-        args = self.args(1, 1, "SESSION")
+        args = self.args(1, 1)
         print(repr(getattr(self.client(), self.name)(args[0])))
 
 
@@ -251,13 +347,14 @@ class RestartCommand(MASCommand):
     """Restart a worker."""
 
     name = "restart"
+    usage = "SESSION [WORKER]"
     description = (
         "Restart a worker (default: the session's agent); an agent continues its conversation."
     )
 
     def run(self) -> None:
         """Restart it."""
-        args = self.args(1, 2, "SESSION [WORKER]")
+        args = self.args(1, 2)
         worker = args[1] if len(args) > 1 else None
         print(repr(self.client().restart(worker, session=args[0])))
 
@@ -266,6 +363,7 @@ class DeleteCommand(MASCommand):
     """Delete a session."""
 
     name = "delete"
+    usage = "SESSION [--purge] [--force]"
     description = "Delete a session; --purge also removes its workspace."
     purge = Bool(False).tag(config=True)
     force = Bool(False).tag(config=True)
@@ -277,7 +375,7 @@ class DeleteCommand(MASCommand):
 
     def run(self) -> None:
         """Delete it."""
-        args = self.args(1, 1, "SESSION [--purge] [--force]")
+        args = self.args(1, 1)
         self.client().delete(args[0], purge=self.purge, force=self.force)
         print(f"deleted {args[0]}" + (" and its workspace" if self.purge else ""))
 
@@ -304,12 +402,18 @@ class MASApp(JupyterApp):
     }
 
     def start(self) -> None:
-        """Run the subcommand, or print the list of them."""
+        """Run the subcommand; without one (or with an unknown one), the usage and status 2."""
         if self.subapp is None:
-            print(f"usage: jupyter mas {{{','.join(self.subcommands)}}} [options]")
-            print("       jupyter mas SUBCOMMAND --help")
+            if self.extra_args:
+                print(f"jupyter mas: unknown command {self.extra_args[0]!r}", file=sys.stderr)
+            print(f"usage: jupyter mas {{{','.join(self.subcommands)}}} [options]", file=sys.stderr)
+            print("       jupyter mas SUBCOMMAND --help", file=sys.stderr)
             self.exit(2)
         self.subapp.start()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("s" if n != 1 else "")
 
 
 main = MASApp.launch_instance

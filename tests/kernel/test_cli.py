@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -11,6 +13,7 @@ import pytest
 from kernel_support import Proxy, demo_idle, wait_until
 
 CLI = [sys.executable, "-m", "mas_jupyter.kernel.cli"]
+DOCS = pathlib.Path(__file__).parent.parent.parent / "docs"
 
 
 @pytest.fixture
@@ -80,26 +83,102 @@ def test_pause_resume_and_restart(cli, client):
     code, _, err = cli("restart", "cli-2", "nosuch")
     assert code == 1 and "no worker" in err and "Traceback" not in err
     code, _, err = cli("pause")
-    assert code == 1 and "usage: jupyter mas pause SESSION" in err
+    assert code == 2 and "usage: jupyter mas pause SESSION" in err
     client.delete("cli-2", purge=True)
 
 
-def test_errors_are_one_line(cli, tmp_path, server):
+def test_errors_first_line_then_details_and_the_exit_status(cli, tmp_path, server):
+    # 1: the command ran and could not do it; one line in the CLI's format.
     code, out, err = cli("delete", "nosuch")
     assert code == 1 and err.strip() == ("jupyter mas delete: no session with id or name 'nosuch'")
-    code, _, err = cli("send")
-    assert code == 1 and "usage: jupyter mas send SESSION" in err
-    code, _, err = cli("new", "two", "names")
-    assert code == 1 and "usage: jupyter mas new" in err
     code, _, err = cli("new", "--persona=pm")
     assert code == 1 and "--persona needs --agent" in err
-    code, out, _ = cli()
-    assert code == 2 and "list,new,send,attach,pause,resume,restart,stop,delete" in out
+    # A bad option value is the CLI's line too (not traitlets' "CRITICAL | Bad config ...").
+    code, out, err = cli("list", "--status=bogus")
+    assert (code, out) == (1, "")
+    assert err == "jupyter mas list: --status must be one of active, paused, stopped, not 'bogus'\n"
+    code, _, err = cli("send", "x", "hi", "--timeout=soon")
+    assert code == 1 and err == "jupyter mas send: --timeout must be a number, not 'soon'\n"
+    code, _, err = cli("list", "--log-level=loud")
+    assert code == 1 and err.startswith("jupyter mas list: --log-level must be one of ")
+    # 2: the command line cannot be read; what is wrong, then the usage.
+    code, _, err = cli("send")
+    assert code == 2 and err == (
+        "jupyter mas send: expected 1 argument, got 0\n"
+        "usage: jupyter mas send SESSION [TEXT...] [--worker=W] [--no-wait] [--timeout=S]\n"
+    )
+    code, _, err = cli("new", "two", "names")
+    assert code == 2 and err.startswith("jupyter mas new: unexpected argument: names\n")
+    assert "\nusage: jupyter mas new [NAME] [--agent=BACKEND]" in err
+    code, _, err = cli("list", "extra", "more")
+    assert code == 2 and err.startswith("jupyter mas list: unexpected arguments: extra more\n")
+    # An unknown --option=value is refused, not ignored (it would list every session).
+    code, out, err = cli("list", "--stauts=paused")
+    assert (code, out) == (2, "")
+    assert err == (
+        "jupyter mas list: unrecognized option --stauts\n"
+        "usage: jupyter mas list [--status=S] [--kind=K] [--task=T] [--json]\n"
+    )
+    code, _, err = cli("list", "--status")
+    assert code == 2 and err.startswith("jupyter mas list: argument --status: expected one")
+    code, out, err = cli("bogus")
+    assert (code, out) == (2, "")
+    assert err.startswith("jupyter mas: unknown command 'bogus'\nusage: jupyter mas {list,")
+    code, out, err = cli()
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: jupyter mas {list,new,send,attach,pause,resume,restart,stop,")
+    code, out, err = cli("list", "--help")
+    assert code == 0 and "--status" in out and err == ""
     env = {k: v for k, v in cli.env.items() if not k.startswith("MAS_")}
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "none")
     p = subprocess.run([*CLI, "list"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 1 and "no running Jupyter server found" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def _page_examples(heading: str) -> list[tuple[str, str]]:
+    """The `$ command` lines of the console block under `heading` in docs/cli.md, each with
+    the output the page shows for it."""
+    text = DOCS.joinpath("cli.md").read_text()
+    section = text[text.index(f"\n## {heading}\n") :]
+    block = re.search(r"```console\n(.*?)```", section, re.S).group(1)
+    steps: list[tuple[str, str]] = []
+    for line in block.splitlines(keepends=True):
+        if line.startswith("$ "):
+            steps.append((line[2:].strip(), ""))
+        else:
+            steps[-1] = (steps[-1][0], steps[-1][1] + line)
+    return steps
+
+
+@pytest.mark.parametrize("heading", ["Examples", "Errors and exit status"])
+def test_the_pages_examples_print_what_the_page_shows(cli, client, tmp_path, heading):
+    """docs/cli.md's console examples, run as written (through a shell, `jupyter` a stand-in
+    that runs this CLI), print exactly what the page shows."""
+    for session in client.sessions():
+        client.delete(session.id, purge=True, force=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "jupyter"
+    shim.write_text(
+        f'#!/bin/sh\n[ "$1" = mas ] || exit 99\nshift\nexec {CLI[0]} -m {CLI[2]} "$@"\n'
+    )
+    shim.chmod(0o755)
+    env = {**cli.env, "PATH": f"{bin_dir}:{cli.env.get('PATH', '')}"}
+    steps = _page_examples(heading)
+    assert len(steps) >= 6
+    for command, shown in steps:
+        p = subprocess.run(
+            ["bash", "-c", command],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+        assert p.stdout == shown, f"$ {command}"
+    assert client.sessions() == []
 
 
 def test_found_from_the_servers_root(server, tmp_path):
