@@ -135,10 +135,13 @@ def test_the_daily_commands(mas, server_env, until):
     assert error is None and "not waiting" in out
     out, err, error = mas("%mas stop")
     assert isinstance(error, UsageError)
-    text = str(error)
-    assert "was not stopped" in text and "demo" in text and "--force" in text
+    lines = str(error).splitlines()
+    assert lines[0].startswith("%mas stop: session 'churn' was not stopped: agent 'demo' is busy")
+    assert lines[-1] == "  (%mas stop --force stops it anyway)"
+    assert any(x.startswith("  warning: ") and "running worker(s)" in x for x in lines[1:-1])
     out, _, error = mas("%mas stop --force")
-    assert error is None and "stopped" in out
+    assert error is None and "<Session churn quick stopped" in out
+    assert "\nwarning: " in out and "running worker(s) will be stopped:" in out
 
     out, _, error = mas("%mas sessions")
     assert error is None and "SessionList" in out
