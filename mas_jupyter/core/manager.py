@@ -8,10 +8,12 @@ Workers are run by the `Supervisor` it holds (`supervisor.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
@@ -118,6 +120,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self._store: Store | None = None
         self._cache: _Listing | None = None
         self._encoded: tuple[tuple, bytes, str] | None = None
+        self._changes: dict[str, list] = {}  # session id -> [its lock, how many hold or wait]
         self.workspaces = self._workspaces()
         self.supervisor = Supervisor(self)
 
@@ -217,6 +220,35 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         if session is None:
             raise NotFoundError(f"no session with id or name {key!r}")
         return session
+
+    @contextlib.asynccontextmanager
+    async def _one_change(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session for one change (see `_changing`)."""
+        entry = self._changes.get(session_id)
+        if entry is None:
+            entry = self._changes[session_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._changes[session_id]
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, key: object) -> AsyncIterator[Session]:
+        """The session, for one change at a time: pause, resume, stop, delete, a worker's
+        creation, restart or deletion.
+
+        Each waits for the change before it and then sees the session as that change left it:
+        a pause racing a new worker, or a delete racing a pause, no longer interleave (a
+        worker left running in a paused session, a purged workspace written again), and the
+        second of two deletes is a 404.
+        """
+        session = self._session(key)
+        async with self._one_change(session.id):
+            yield self._session(session.id)
 
     def session_dict(self, session: Session, workers: list[dict] | None = None) -> dict:
         """A session as the API shows it, with its workers (found unless given)."""
@@ -327,6 +359,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 f"a session may have at most {self.max_workers_per_session} workers "
                 f"(MASManager.max_workers_per_session); {len(checked_workers)} were given"
             )
+        if checked_workers and self.store.count_workers() + len(checked_workers) > self.max_workers:
+            raise LimitError(
+                f"{len(checked_workers)} more workers would pass the limit of "
+                f"{self.max_workers} workers (MASManager.max_workers); delete a worker first"
+            )
 
         session = Session(
             id=str(uuid.uuid4()),
@@ -387,8 +424,16 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self.events.emit("session-created", session.id, session=created)
         if not checked_workers:
             return {**created, "workers": []}
-        for worker_spec in checked_workers:
-            await self.supervisor.create_worker(session, worker_spec)
+        async with self._one_change(session.id):
+            try:
+                for worker_spec in checked_workers:
+                    await self.supervisor.create_worker(session, worker_spec)
+            except BaseException:
+                # All or nothing: a session whose workers could not all start is not left
+                # half-made (a retry would meet its name).
+                self.store.update_session(session.id, row_state=ROW_PURGING)
+                await self._finish_delete(session, purge=True, force=True)
+                raise
         return self.session_dict(self._session(session.id))
 
     def update_session(self, key: str, changes: dict) -> dict:
@@ -420,10 +465,14 @@ class MASManager(WorkerOperations, LoggingConfigurable):
 
     async def pause_session(self, key: str) -> dict:
         """Stop a session's processes, keeping its workspace and what its agents need to resume."""
-        session = self._session(key)
+        async with self._changing(key) as session:
+            return await self._pause(session)
+
+    async def _pause(self, session: Session) -> dict:
         if session.status != "active":
             raise ConflictError(f"session {session.name!r} is {session.status}, not active")
         await self.supervisor.stop_all(session, reason="paused")
+        session = self._session(session.id)  # renamed meanwhile, perhaps
         self._set_status(session, "paused")
         self._log(session, "paused")
         self.events.emit("session-updated", session.id, session=self.session_dict(session))
@@ -431,7 +480,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
 
     async def resume_session(self, key: str) -> dict:
         """Make a paused or stopped session active again; agents continue their conversation."""
-        session = self._session(key)
+        async with self._changing(key) as session:
+            return await self._resume(session)
+
+    async def _resume(self, session: Session) -> dict:
         if session.status == "active":
             raise ConflictError(f"session {session.name!r} is already active")
         if not os.path.isdir(session.workspace):
@@ -468,7 +520,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     async def stop_session(self, key: str, force: bool = False) -> dict:
         """End a session: refused on blocking problems unless forced; the workspace is kept."""
         validate.boolean(force, "force")
-        session = self._session(key)
+        async with self._changing(key) as session:
+            return await self._stop(session, force)
+
+    async def _stop(self, session: Session, force: bool) -> dict:
         if session.status == "stopped":
             raise ConflictError(f"session {session.name!r} is already stopped")
         problems = await self._stop_problems(session)
@@ -480,6 +535,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 reason="stop_refused",
             )
         await self.supervisor.stop_all(session, reason="stopped")
+        session = self._session(session.id)  # renamed meanwhile, perhaps
         self._set_status(session, "stopped")
         self._log(session, "stopped", forced=bool(force and problems["errors"]))
         data = self.session_dict(session)
@@ -490,12 +546,12 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         """Stop everything and forget the session; purge also removes its workspace."""
         validate.boolean(purge, "purge")
         validate.boolean(force, "force")
-        session = self._session(key)
-        if purge and not force:
-            await self.workspaces.require_clean(session)  # before anything is stopped
-        self.store.update_session(session.id, row_state=ROW_PURGING if purge else ROW_DELETING)
-        faults.point("session:deleting")
-        return await self._finish_delete(session, purge=purge, force=force)
+        async with self._changing(key) as session:
+            if purge and not force:
+                await self.workspaces.require_clean(session)  # before anything is stopped
+            self.store.update_session(session.id, row_state=ROW_PURGING if purge else ROW_DELETING)
+            faults.point("session:deleting")
+            return await self._finish_delete(session, purge=purge, force=force)
 
     async def _finish_delete(self, session: Session, purge: bool, force: bool) -> dict:
         await self.supervisor.forget_all(session)

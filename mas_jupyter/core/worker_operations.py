@@ -8,6 +8,7 @@ live work to the supervisor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from . import validate
@@ -35,6 +36,8 @@ class WorkerOperations:
 
         def _session(self, key: object, any_state: bool = False) -> Session: ...
 
+        def _changing(self, key: object) -> AbstractAsyncContextManager[Session]: ...
+
         def _log(
             self, session: Session, type: str, worker_id: str | None = None, **detail: object
         ) -> None: ...
@@ -49,8 +52,10 @@ class WorkerOperations:
 
     async def create_worker(self, key: str, spec: dict) -> dict:
         """Start a new worker (agent or terminal) in a session."""
-        session = self._session(key)
-        return await self.supervisor.create_worker(session, self.supervisor.check_spec(spec))
+        self._session(key)  # an unknown session is a 404 before the spec is looked at
+        checked = self.supervisor.check_spec(spec)
+        async with self._changing(key) as session:
+            return await self.supervisor.create_worker(session, checked)
 
     def list_workers(self, key: str) -> list[dict]:
         """A session's workers."""
@@ -63,13 +68,13 @@ class WorkerOperations:
 
     async def delete_worker(self, key: str, wkey: str) -> None:
         """Kill a worker's processes and forget it."""
-        session = self._session(key)
-        await self.supervisor.delete_worker(session, self._worker(session, wkey))
+        async with self._changing(key) as session:
+            await self.supervisor.delete_worker(session, self._worker(session, wkey))
 
     async def restart_worker(self, key: str, wkey: str) -> dict:
         """Restart a worker; an agent continues its previous conversation."""
-        session = self._session(key)
-        return await self.supervisor.restart_worker(session, self._worker(session, wkey))
+        async with self._changing(key) as session:
+            return await self.supervisor.restart_worker(session, self._worker(session, wkey))
 
     def resize_worker(self, key: str, wkey: str, cols: object, rows: object) -> dict:
         """Set a worker's terminal size."""

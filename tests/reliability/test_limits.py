@@ -68,8 +68,14 @@ async def test_exactly_max_workers_succeed(api):
     # A session created with more workers than allowed is refused before anything is made.
     many = [{"kind": "terminal", "name": f"m{i}"} for i in range(3)]
     code, body = await api.mas("POST", "sessions", {"name": "c", "workers": many})
-    assert code == 400 and "at most 2 workers" in body["message"]
+    assert code == 429 and "at most 2 workers" in body["message"]
     code, _ = await api.mas("GET", "sessions/c")
+    assert code == 404
+    # Within the session's limit but over the server's: refused, and nothing is left behind
+    # (before, the session was made with its first worker and a retry met its name).
+    code, body = await api.mas("POST", "sessions", {"name": "d", "workers": many[:1]})
+    assert code == 429 and "max_workers" in body["message"]
+    code, _ = await api.mas("GET", "sessions/d")
     assert code == 404
 
 
