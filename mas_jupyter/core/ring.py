@@ -105,3 +105,12 @@ class OutputRing:
         """Forget the kept bytes; `total` stays, so offsets remain absolute."""
         self._chunks.clear()
         self._skip = self._size = 0
+
+
+def first_character(data: bytes) -> int:
+    """Where the first whole UTF-8 character of `data` starts: a ring that dropped its oldest
+    bytes may begin inside a character, with up to three of its continuation bytes."""
+    start = 0
+    while start < min(len(data), 3) and 0x80 <= data[start] < 0xC0:
+        start += 1
+    return start

@@ -19,7 +19,7 @@ from . import processes
 from .activity import ActivityRules, terminal_activity
 from .errors import ConflictError, TooLargeError
 from .reply import extract_reply
-from .ring import OutputRing
+from .ring import OutputRing, first_character
 from .runtimes.pty import PtyProcess
 from .runtimes.tmux import Pane, Tmux, TmuxProcess
 from .screen import Screen
@@ -161,11 +161,7 @@ class LiveWorker:
         pending = self._decoder.getstate()[0]
         if pending:
             data = data[: len(data) - len(pending)]
-        # The ring may start inside a character: skip its continuation bytes.
-        start = 0
-        while start < min(len(data), 4) and 0x80 <= data[start] < 0xC0:
-            start += 1
-        replay = data[start:].decode("utf-8", "replace")
+        replay = data[first_character(data) :].decode("utf-8", "replace")
         self._listeners.append(listener)
 
         def detach() -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import validate
 from .errors import InvalidError, NotFoundError
 from .models import Session, Worker
+from .ring import first_character
 from .transcript import read_transcript
 from .worker import transcript_path
 
@@ -145,7 +146,9 @@ class WorkerOperations:
             n = validate.integer(tail, "tail", 0, self.output_buffer_bytes)
             data = ring.tail(n)
             start = ring.total - len(data)
-        return {"data": data.decode("utf-8", "replace"), "start": start, "end": ring.total}
+        skip = first_character(data)  # no U+FFFD for a character the ring or tail cut
+        text = data[skip:].decode("utf-8", "replace")
+        return {"data": text, "start": start + skip, "end": ring.total}
 
     def get_transcript(self, key: str, wkey: str, offset: object = 0, limit: object = 500) -> dict:
         """A page of a worker's transcript records."""

@@ -149,6 +149,9 @@ class ClientQueue:
         self.items.clear()
         self.chars = 0
         self.task.cancel()
+        # On Python 3.11 a cancel that meets a write finishing inside wait_for can be lost:
+        # the writer then finds `closed` when it wakes, rather than waiting for ever.
+        self.wake.set()
         if self.check is not None:
             self.check.cancel()
             self.check = None
@@ -209,6 +212,8 @@ class ClientQueue:
             while True:
                 await self.wake.wait()
                 self.wake.clear()
+                if self.closed:
+                    return
                 while True:
                     if self.inflight is not None:
                         try:
@@ -314,7 +319,9 @@ class ChannelHandler(MASWebSocket):
     def _finish_exited(self) -> None:
         try:
             replay = self.manager.get_output(self.session_id, self.worker_id)["data"]
-            code = self.manager.get_worker(self.session_id, self.worker_id)["exit_code"]
+            worker = self.manager.get_worker(self.session_id, self.worker_id)
+            # As live clients were told: the code, or minus the signal that ended it.
+            code = worker["exit_code"] if worker["exit_signal"] is None else -worker["exit_signal"]
         except MASError:
             replay, code = "", None
         if self.queue is not None:

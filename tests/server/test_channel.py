@@ -141,6 +141,45 @@ async def test_exited_worker_console_shows_its_output_then_exit(demo_session, co
     assert await c.closed() == 1000
 
 
+async def test_a_late_console_is_told_the_signal_that_ended_the_worker(
+    shell_session, console, api, until
+):
+    await shell_session()
+    await api("POST", "sessions", "s", "workers", "sh", "input", body={"data": "kill -9 $$\r"})
+
+    async def exited():
+        return (await api("GET", "sessions", "s", "workers", "sh"))[1]["status"] == "exited"
+
+    await until(exited, what="exit")
+    c = await console()
+    await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
+    assert c.messages[-1] == ["exit", -9]  # as live consoles were told; before, null
+
+
+@pytest.fixture
+def small_ring(mas_config):
+    mas_config["MASManager"] = {"output_buffer_bytes": 4096}
+
+
+async def test_recent_output_never_starts_with_half_a_character(
+    small_ring, shell_session, api, until
+):
+    await shell_session()
+    # 3-byte characters through a 4096-byte ring: one of three paddings cuts one in two.
+    for pad in ("", "x", "xx"):
+        command = f"printf '\\342\\202\\254%.0s' $(seq 1 2000); echo {pad}end{len(pad)}\r"
+        await api("POST", "sessions", "s", "workers", "sh", "input", body={"data": command})
+
+        async def printed(pad=pad):
+            _, out = await api("GET", "sessions", "s", "workers", "sh", "output")
+            return f"end{len(pad)}" in out["data"].split("seq 1 2000")[-1]
+
+        await until(printed, what="the output")
+        _, out = await api("GET", "sessions", "s", "workers", "sh", "output")
+        assert out["data"][0] == "\u20ac" and "\ufffd" not in out["data"], out["data"][:20]
+        assert out["end"] - out["start"] == len(out["data"].encode())
+
+
 async def test_deleting_the_worker_disconnects_its_consoles(shell_session, console, api):
     await shell_session()
     c = await console()
