@@ -393,6 +393,8 @@ class Supervisor:
                 self.manager.store.update_worker(record.id, status="exited", exit_reason=reason)
             return
         live.stop_reason = reason  # type: ignore[attr-defined]
+        if reason == "deleted":
+            live.deleting()
         await live.stop(self.manager.kill_timeout)
 
     async def stop_all(self, session: Session, reason: str) -> None:

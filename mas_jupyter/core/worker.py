@@ -218,6 +218,12 @@ class LiveWorker:
             listener("activity", state)
         self.hooks.activity_changed(self, old, state)
 
+    def deleting(self) -> None:
+        """Tell who listens that the worker (or its session) is being deleted, before its
+        process is ended: consoles then say it is gone (`disconnect`), not that it exited."""
+        for listener in list(self._listeners):
+            listener("disconnect", 1)
+
     def evaluate_soon(self) -> None:
         """Look at the screen again shortly (after a restart, a resize)."""
         self._schedule_check(CHECK_DELAY)

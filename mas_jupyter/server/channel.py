@@ -335,6 +335,8 @@ class ChannelHandler(MASWebSocket):
             return
         if kind == "exit":
             self._finish("exit", payload, CLOSE_NORMAL, "worker exited")
+        elif kind == "disconnect":  # deleted: said before its process is ended
+            self._finish("disconnect", payload, CLOSE_GONE, "worker deleted")
         else:
             self.queue.put(kind, payload)
 

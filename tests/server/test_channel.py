@@ -183,10 +183,22 @@ async def test_recent_output_never_starts_with_half_a_character(
 async def test_deleting_the_worker_disconnects_its_consoles(shell_session, console, api):
     await shell_session()
     c = await console()
+    other = await console()
     assert (await api("DELETE", "sessions", "s", "workers", "sh"))[0] == 204
-    # Its process ends first ("exit"), or the deletion is seen first ("disconnect").
+    # Told it is gone, not that it exited (before: ["exit", -1] and 1000, as for a crash).
+    for each in (c, other):
+        await each.read_until(lambda c: c.messages[-1][0] in ("exit", "disconnect"), what="end")
+        assert each.messages[-1] == ["disconnect", 1]
+        assert await each.closed() == 4004
+
+
+async def test_deleting_the_session_disconnects_its_consoles(shell_session, console, api):
+    await shell_session()
+    c = await console()
+    assert (await api("DELETE", "sessions", "s"))[0] == 204
     await c.read_until(lambda c: c.messages[-1][0] in ("exit", "disconnect"), what="the end")
-    assert await c.closed() in (1000, 4004)
+    assert c.messages[-1] == ["disconnect", 1]
+    assert await c.closed() == 4004
 
 
 @pytest.fixture
