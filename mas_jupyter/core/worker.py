@@ -34,6 +34,11 @@ CHECK_DELAY = 0.1  # seconds between output and the next activity evaluation
 BUSY_RECHECK = 1.0  # while busy without output, look again this often
 
 
+def exit_status(code: int | None, signal: int | None) -> int | None:
+    """What a console is told of an exit: the code, or minus the signal that ended it."""
+    return code if signal is None else -signal
+
+
 class WorkerHooks(Protocol):
     """What a live worker reports to its supervisor."""
 
@@ -149,7 +154,7 @@ class LiveWorker:
         self.exited.set()
         self._changed.set()
         for listener in list(self._listeners):
-            listener("exit", code if sig is None else -sig)
+            listener("exit", exit_status(code, sig))
         self.hooks.exited(self, code, sig)
         # Background children must not outlive the worker they belong to.
         if self.pid is not None:

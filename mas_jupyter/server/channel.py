@@ -32,6 +32,7 @@ from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..core.errors import MASError, TooLargeError
+from ..core.worker import exit_status
 from .base import REASONS, MASMixin
 
 # Close codes (RFC 6455 and the 4000-4999 private range).
@@ -320,8 +321,7 @@ class ChannelHandler(MASWebSocket):
         try:
             replay = self.manager.get_output(self.session_id, self.worker_id)["data"]
             worker = self.manager.get_worker(self.session_id, self.worker_id)
-            # As live clients were told: the code, or minus the signal that ended it.
-            code = worker["exit_code"] if worker["exit_signal"] is None else -worker["exit_signal"]
+            code = exit_status(worker["exit_code"], worker["exit_signal"])  # as live clients
         except MASError:
             replay, code = "", None
         if self.queue is not None:
