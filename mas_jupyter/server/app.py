@@ -56,12 +56,7 @@ class MASExtensionApp(ExtensionApp):
         except Exception as e:
             # A state folder or database the engine cannot use: leave it untouched, serve no
             # half-working API, keep the rest of Jupyter running, and say what to change.
-            self.start_error = (
-                "mas_jupyter is not serving /api/mas: it could not open its state in "
-                f"{self.manager.resolved_sessions_root}: {e}. Fix that, or set "
-                "c.MASManager.sessions_root (and c.MASManager.db_path) to a folder this server "
-                "can write, then restart the server."
-            )
+            self.start_error = _start_error(self.manager.resolved_sessions_root, e)
             self.log.debug("mas_jupyter: start failed", exc_info=True)
             self.log.error("%s", self.start_error)
             return
@@ -133,3 +128,23 @@ class MASExtensionApp(ExtensionApp):
             await asyncio.wait([self._ready])
         if hasattr(self, "manager") and self.start_error is None:
             await self.manager.shutdown()
+
+
+def _start_error(sessions_root: str, error: Exception) -> str:
+    """The one log line for an engine that could not start: the cause once, the advice once.
+
+    The engine's messages name the path they are about, and some already say which option to
+    set (`cannot use the sessions root ...; set c.MASManager.sessions_root to ...`): the path
+    and that advice are then not said a second time.
+    """
+    cause = str(error).strip().rstrip(".") or type(error).__name__
+    if sessions_root not in cause:
+        cause = f"it could not open its state in {sessions_root}: {cause}"
+    if "c.MASManager.sessions_root" in cause:
+        advice = ", then restart the server."
+    else:
+        advice = (
+            ". Fix that, or set c.MASManager.sessions_root (and c.MASManager.db_path) to a "
+            "folder this server can write, then restart the server."
+        )
+    return f"mas_jupyter is not serving /api/mas: {cause}{advice}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -80,3 +81,51 @@ async def test_an_unusable_sessions_root_serves_no_api_and_says_what_to_change(
     assert blocked_root.read_text() == "in the way\n"
     assert mas_app.current_activity() is None
     await mas_app.stop_extension()
+
+
+@pytest.fixture
+def extension_log(monkeypatch):
+    """What the extension app logs while the server starts (its logger does not propagate,
+    and the app sets its handlers itself, so the records are taken where they are handled)."""
+    records: list[logging.LogRecord] = []
+    handle = logging.Logger.callHandlers
+
+    def call_handlers(logger, record):
+        if record.name == "MASExtensionApp":
+            records.append(record)
+        handle(logger, record)
+
+    monkeypatch.setattr(logging.Logger, "callHandlers", call_handlers)
+    return records
+
+
+async def test_an_unusable_sessions_root_is_logged_once_with_its_advice_once(
+    blocked_root, extension_log, mas_app
+):
+    # The engine's own message already says which option to set: the log line must not say
+    # it (or the path) again.
+    lines = [r.getMessage() for r in extension_log if "not serving /api/mas" in r.getMessage()]
+    assert len(lines) == 1
+    (line,) = lines
+    root = str(blocked_root / "sessions")
+    assert line == (
+        f"mas_jupyter is not serving /api/mas: cannot use the sessions root {root}: "
+        "Not a directory; set c.MASManager.sessions_root to a folder this server can write, "
+        "then restart the server."
+    )
+    assert line.count("c.MASManager.sessions_root") == 1
+    assert line.count(root) == 1
+    assert line.count("restart") == 1
+    assert line == mas_app.start_error
+    await mas_app.stop_extension()
+
+
+def test_a_cause_without_advice_gets_the_advice_once():
+    from mas_jupyter.server.app import _start_error
+
+    line = _start_error("/srv/agents", FileExistsError(17, "File exists"))
+    assert line == (
+        "mas_jupyter is not serving /api/mas: it could not open its state in /srv/agents: "
+        "[Errno 17] File exists. Fix that, or set c.MASManager.sessions_root (and "
+        "c.MASManager.db_path) to a folder this server can write, then restart the server."
+    )
