@@ -267,6 +267,9 @@ class Supervisor:
             max_input_queue=max(4 * 1024 * 1024, 2 * self.manager.max_input_bytes),
         )
         env = self._child_env(session, record, backend)
+        previous = self.live.get(record.id)
+        if previous is not None:
+            previous.close()  # the process before (exited): its output goes with it
         if record.runtime == "tmux":
             if record.tmux_name and await self.tmux.exists(record.tmux_name):
                 await self.tmux.kill_session(record.tmux_name)
@@ -386,14 +389,24 @@ class Supervisor:
     # stopping, resuming, forgetting
 
     async def stop_worker(self, record: Worker, reason: str) -> None:
-        """End one worker's processes, recording why."""
-        live = self.live.pop(record.id, None)
-        if live is None:
-            if record.status != "exited":
+        """End one worker's processes, recording why.
+
+        A stopped worker's recent output stays, as a crashed one's does, until it starts again
+        or is deleted: a console opened after a pause or stop replays it, and `GET .../output`
+        shows it.
+        """
+        live = self.live.get(record.id)
+        if live is None or not live.running:
+            if live is None and record.status != "exited":
                 self.manager.store.update_worker(record.id, status="exited", exit_reason=reason)
+            elif live is not None:
+                live.close()  # exited by itself: release its terminal, keep its output
+                if reason == "deleted":
+                    del self.live[record.id]
             return
         live.stop_reason = reason  # type: ignore[attr-defined]
         if reason == "deleted":
+            self.live.pop(record.id, None)
             live.deleting()
         await live.stop(self.manager.kill_timeout)
 

@@ -156,6 +156,33 @@ async def test_a_late_console_is_told_the_signal_that_ended_the_worker(
     assert c.messages[-1] == ["exit", -9]  # as live consoles were told; before, null
 
 
+async def test_a_console_opened_after_a_pause_shows_what_the_worker_printed(
+    shell_session, console, api, until
+):
+    await shell_session()
+    await api("POST", "sessions", "s", "workers", "sh", "input", body={"data": "echo a$((6*7))b\r"})
+
+    async def printed():
+        return "a42b" in (await api("GET", "sessions", "s", "workers", "sh", "output"))[1]["data"]
+
+    await until(printed, what="the output")
+    assert (await api("POST", "sessions", "s", "pause"))[0] == 200
+    # Before, the paused worker's recent output was dropped with it: "" and no replay.
+    _, out = await api("GET", "sessions", "s", "workers", "sh", "output")
+    assert "a42b" in out["data"]
+    c = await console()
+    await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
+    assert "a42b" in c.text
+    assert c.messages[-1] == ["exit", -1]  # a pause ends the shell with SIGHUP
+    assert await c.closed() == 1000
+    # Started again, it is a new process: its console shows the new process's output.
+    assert (await api("POST", "sessions", "s", "resume"))[0] == 200
+    fresh = await console()
+    await fresh.send("stdin", "echo c$((6*8))d\r")
+    await fresh.read_until(lambda c: "c48d" in c.text, what="the new shell's output")
+    assert "a42b" not in fresh.text
+
+
 @pytest.fixture
 def small_ring(mas_config):
     mas_config["MASManager"] = {"output_buffer_bytes": 4096}
