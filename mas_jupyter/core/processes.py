@@ -40,6 +40,21 @@ def is_alive(pid: int, started: int | None = None) -> bool:
     return started is None or start_time(pid) == started
 
 
+def zombie_status(pid: int, started: int | None = None) -> tuple[int | None, int | None] | None:
+    """How an exited process that its parent has not reaped yet ended: (exit code, None) or
+    (None, signal); None if pid is not such a zombie (or, with `started`, another process).
+
+    The kernel shows the wait status in /proc/<pid>/stat (field 52) until the parent reaps.
+    """
+    fields = stat_fields(pid)
+    if not fields or fields[0] != "Z" or len(fields) < 50 or not fields[49].isdigit():
+        return None
+    if started is not None and start_time(pid) != started:
+        return None
+    status = int(fields[49])
+    return (None, status & 0x7F) if status & 0x7F else ((status >> 8) & 0xFF, None)
+
+
 def session_members(sid: int) -> list[int]:
     """Every live process whose session id is sid."""
     members = []

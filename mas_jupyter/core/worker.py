@@ -313,6 +313,8 @@ class LiveWorker:
                 gone = proc.watcher.done
             await processes.end_tree(self.pid, timeout, gone)
             if isinstance(proc, TmuxProcess):
+                if proc.finishing is not None:  # it learns from tmux how the pane ended
+                    await asyncio.wait([proc.finishing], timeout=timeout)
                 await proc.tmux.kill_session(proc.name)
             try:
                 await asyncio.wait_for(self.exited.wait(), timeout)

@@ -34,3 +34,26 @@ async def test_a_new_worker_never_ends_another_workers_tmux_session(manager):
     await until(
         lambda: "alive-42" in "\n".join(manager.get_screen("s", "x.y")["lines"]), what="echo"
     )
+
+
+@needs_tmux
+@pytest.mark.parametrize("runtime", ["pty", "tmux"])
+async def test_a_worker_ended_by_a_signal_reports_the_signal(manager, runtime):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal", "runtime": runtime})
+    manager.write_input("s", "sh", "kill -9 $$\r")
+    await until(lambda: manager.get_worker("s", "sh")["status"] == "exited", what="the exit")
+    worker = manager.get_worker("s", "sh")
+    assert (worker["exit_code"], worker["exit_signal"]) == (None, 9), worker
+    assert worker["exit_reason"] == "crashed"
+
+
+@needs_tmux
+@pytest.mark.parametrize("runtime", ["pty", "tmux"])
+async def test_a_paused_worker_reports_how_the_pause_ended_it(manager, runtime):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal", "runtime": runtime})
+    await manager.pause_session("s")
+    worker = manager.get_worker("s", "sh")
+    assert worker["exit_reason"] == "paused", worker
+    assert (worker["exit_code"], worker["exit_signal"]) == (None, 1), worker  # SIGHUP

@@ -16,6 +16,7 @@ import shutil
 import signal
 from collections.abc import Callable
 
+from .. import processes
 from ..errors import UnavailableError
 from .pty import ExitWatcher, PtyProcess, spawn_in_terminal
 
@@ -35,10 +36,14 @@ def session_name(session_id: str, worker_name: str) -> str:
 
 
 Pane = tuple[int | None, bool, int | None, int | None]  # pid, dead, exit status, signal
-PANE_FORMAT = "#{pane_pid} #{pane_dead} #{pane_dead_status} #{pane_dead_signal}"
+# Fields are joined by ':' (no session name has one): tmux leaves the status empty when a
+# signal ended the pane and the signal empty when it exited, and a split on white space read
+# the signal as the status.
+PANE_FORMAT = "#{pane_pid}:#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"
 
 
-def _pane(parts: list[str]) -> Pane:
+def _pane(line: str) -> Pane:
+    parts = line.strip().split(":")
     if not parts or not parts[0].isdigit():
         return None, True, None, None
     dead = len(parts) > 1 and parts[1] == "1"
@@ -88,7 +93,7 @@ class Tmux:
     async def pane(self, name: str) -> Pane:
         """The pane's pid, whether it is dead, and its exit status and signal if so."""
         code, out = await self.run("display-message", "-p", "-t", f"={name}:", PANE_FORMAT)
-        return _pane(out.split() if code == 0 else [])
+        return _pane(out if code == 0 else "")
 
     async def panes(self) -> dict[str, Pane]:
         """Every session's pane (as `pane` says it), by session name, in one tmux call."""
@@ -100,7 +105,7 @@ class Tmux:
         panes: dict[str, Pane] = {}
         for line in out.splitlines():
             name, _, rest = line.partition("\t")
-            panes.setdefault(name, _pane(rest.split()))  # a worker's session has one pane
+            panes.setdefault(name, _pane(rest))  # a worker's session has one pane
         return panes
 
     async def new_session(
@@ -162,6 +167,7 @@ class TmuxProcess(PtyProcess):
         self.name = name
         self.pane_watcher: ExitWatcher | None = None
         self._finishing: asyncio.Future | None = None
+        self._pane_started: int | None = None  # the pane process's start time
         self.client_pid: int | None = None
 
     async def create(self, argv: list[str], cwd: str, env: dict[str, str]) -> None:
@@ -177,6 +183,7 @@ class TmuxProcess(PtyProcess):
             raise UnavailableError(f"the tmux session {self.name} is gone")
         self.spawn()
         self.client_pid, self.pid = self.pid, pane_pid
+        self._pane_started = processes.start_time(pane_pid)
         if dead:
             self._finishing = asyncio.ensure_future(self._finish())
         else:
@@ -203,11 +210,14 @@ class TmuxProcess(PtyProcess):
         self._finishing = asyncio.ensure_future(self._finish())
 
     async def _finish(self) -> None:
-        # tmux marks the pane dead when its terminal closes, and records the exit status only
-        # when it reaps the process: both come a moment after our pidfd fires, in either order.
+        # Until tmux reaps the pane's process, the kernel tells its status (and tmux 3.3a
+        # sometimes leaves a killed pane unreaped for seconds, its status empty meanwhile).
+        # Once reaped, tmux tells it: it marks the pane dead when its terminal closes and
+        # records the status when it reaps, a moment after our pidfd fires, in either order.
         status = sig = None
+        known = processes.zombie_status(self.pid, self._pane_started) if self.pid else None
         delay = 0.005
-        for _ in range(14):
+        for _ in range(0 if known else 14):
             pid, dead, status, sig = await self.tmux.pane(self.name)
             if pid is None and not await self.tmux.exists(self.name):
                 break  # the session is gone: nothing more to learn
@@ -215,6 +225,8 @@ class TmuxProcess(PtyProcess):
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+        if known:
+            status, sig = known
         self.exit_code, self.exit_signal = status, sig
         self.on_exit(status, sig)
         await self.tmux.kill_session(self.name)
