@@ -24,6 +24,7 @@ from . import faults, validate
 from .errors import ConflictError, InvalidError, LimitError, NotFoundError
 from .events import EventBus
 from .models import ROW_CREATING, ROW_READY, Session, now
+from .root_lock import RootLock
 from .store import Store, StoreError
 from .supervisor import Supervisor
 from .worker_operations import WorkerOperations
@@ -118,6 +119,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         super().__init__(**kwargs)
         self.events = EventBus()
         self._store: Store | None = None
+        self._locks: list[RootLock] = []  # held from start() to shutdown()
         self._cache: _Listing | None = None
         self._encoded: tuple[tuple, bytes, str] | None = None
         self._changes: dict[str, list] = {}  # session id -> [its lock, how many hold or wait]
@@ -166,7 +168,23 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 "server can write"
             ) from None
         path = self.db_path or os.path.join(self.workspaces.state_dir, "state.sqlite")
-        self._store = Store(path)
+        locks = [RootLock(os.path.join(self.workspaces.state_dir, "engine.lock"),
+                          f"the sessions root {self.workspaces.root}")]  # fmt: skip
+        if self.db_path:
+            locks.append(RootLock(path + ".lock", f"the state database {path}"))
+        try:
+            for lock in locks:
+                lock.acquire()
+                self._locks.append(lock)
+            self._store = Store(path)
+        except BaseException:
+            self._release_locks()
+            raise
+
+    def _release_locks(self) -> None:
+        for lock in self._locks:
+            lock.release()
+        self._locks.clear()
 
     async def recover(self) -> dict:
         """Finish or undo what a crash left half-done, and reconcile worker processes."""
@@ -198,6 +216,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         if self._store is not None:
             self._store.close()
             self._store = None
+        self._release_locks()
 
     def _metadata_matches(self, session: Session) -> bool:
         data = self.workspaces.read_metadata(self.workspaces.metadata_path(session))

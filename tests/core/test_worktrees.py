@@ -149,6 +149,7 @@ async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo
     # A folder inside the roots whose repository is above them.
     inner = os.path.join(repo, "data", "elsewhere")
     os.makedirs(inner)
+    await manager.shutdown()  # one engine per sessions root
     manager = make_manager(allowed_roots=[inner])
     with pytest.raises(ForbiddenError, match=re.escape(f"the repository {repo} is outside")):
         await manager.create_session({"kind": "worktree", "repo": inner})

@@ -162,3 +162,26 @@ def test_sessions_root_not_writable_says_what_to_do(root_fault):
     log, blocker, _ = root_fault
     assert "MASManager.sessions_root" in log
     assert "Traceback" not in log
+
+
+def test_a_second_server_on_the_same_sessions_root_is_refused(servers, tmp_path):
+    # Before, the second server's start-up took the first one's workers for orphans of a
+    # crash: it ended their processes and marked them exited, under the first one's feet.
+    first = servers("first")
+    assert first.mas("POST", "sessions", {"name": "s"})[0] == 201
+    code, worker = first.mas("POST", "sessions/s/workers", {"name": "sh", "kind": "terminal"})
+    assert code == 201, worker
+    second = servers("second", start=False)
+    second.root = first.root  # the same notebook folder, so the same sessions root
+    log = start_and_read_log(second, "is not serving /api/mas")
+    assert f"pid {first.pid}" in log and "is in use by another process" in log, log
+    assert second.proc.poll() is None and second.answers("/api/status")
+    assert not second.answers("/api/mas/sessions")
+    # The first server and its worker are untouched.
+    code, again = first.mas("GET", "sessions/s/workers/sh")
+    assert code == 200 and again["status"] == "running" and again["pid"] == worker["pid"]
+    # Once the first one stops, the second one starts on that root.
+    first.stop()
+    second.kill()
+    second.start()
+    assert [s["name"] for s in second.mas("GET", "sessions")[1]] == ["s"]
