@@ -25,6 +25,19 @@ def _q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
+def _is_mas_error(body: object) -> bool:
+    """Whether an error answer is mas_jupyter's (or Jupyter's API's) JSON: an object with a
+    `message`. Jupyter's HTML pages, a proxy's text, an empty body are not."""
+    return isinstance(body, dict) and isinstance(body.get("message"), str)
+
+
+def _shown_url(url: str) -> str:
+    """The server's URL as an error message shows it: no credentials, query or fragment."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _query(**params: Any) -> dict[str, str]:
     out = {}
     for key, value in params.items():
@@ -51,6 +64,23 @@ class HTTPTransport:
     def api(self) -> str:
         """The API's base URL."""
         return self.url + "api/mas/"
+
+    def not_serving(self) -> ConnectionFailed:
+        """The error for a server that answers, but not with the API: Jupyter's HTML 404
+        (the extension is disabled, failed to import, or could not open its state), or
+        another web server at that URL."""
+        return ConnectionFailed(
+            f"the Jupyter server at {_shown_url(self.url)} does not serve /api/mas: is the "
+            "mas_jupyter extension enabled? (`jupyter server extension list`; if it is, the "
+            "server's log says why in a line 'mas_jupyter is not serving /api/mas: ...')",
+            status=404,
+        )
+
+    def error(self, status: int, body: object) -> MASClientError:
+        """The exception for an error answer (`body` parsed JSON, or text)."""
+        if status == 404 and not _is_mas_error(body):
+            return self.not_serving()
+        return error_from(status, body)
 
     def headers(self) -> dict[str, str]:
         """Headers every request carries (the token, never logged)."""
@@ -121,7 +151,7 @@ class HTTPTransport:
                         "token in the server's URL)",
                         "reason": "forbidden",
                     }
-            raise error_from(response.code, parsed)
+            raise self.error(response.code, parsed)
         return parsed
 
     async def websocket(self, path: str) -> WebSocketClientConnection:
@@ -140,7 +170,7 @@ class HTTPTransport:
                 parsed: object = json.loads(body) if body else None
             except ValueError:
                 parsed = body
-            raise error_from(e.code, parsed or {"message": str(e)}) from None
+            raise self.error(e.code, parsed or {"message": str(e)}) from None
         except OSError as e:
             raise ConnectionFailed(f"cannot reach the Jupyter server at {self.url}: {e}") from None
 

@@ -71,7 +71,18 @@ def _wait_for_runtime_file(runtime: pathlib.Path, proc: subprocess.Popen, log: p
 def server(tmp_path_factory):
     """Start the server for one test module (and stop it after: later tests, such as the
     reliability ones, count this process's children)."""
-    base = tmp_path_factory.mktemp("mas-kernel")
+    yield from _run_server(tmp_path_factory.mktemp("mas-kernel"), mas=True)
+
+
+@pytest.fixture(scope="module")
+def server_without_mas(tmp_path_factory):
+    """A Jupyter server like `server`, with the mas_jupyter extension disabled: it answers
+    /api/mas with Jupyter's HTML 404 page."""
+    yield from _run_server(tmp_path_factory.mktemp("no-mas"), mas=False)
+
+
+def _run_server(base: pathlib.Path, mas: bool):
+    """Run a test server in `base` (a generator: yields the Server, stops it when resumed)."""
     root, runtime, config = base / "root", base / "runtime", base / "config"
     for folder in (root, runtime, config):
         folder.mkdir()
@@ -82,7 +93,7 @@ def server(tmp_path_factory):
                 "ServerApp": {
                     # Only what the tests use: start-up stays quick.
                     "jpserver_extensions": {
-                        "mas_jupyter": True,
+                        "mas_jupyter": mas,
                         "jupyterlab": False,
                         "notebook": False,
                         "jupyter_lsp": False,

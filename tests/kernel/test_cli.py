@@ -136,6 +136,18 @@ def test_errors_first_line_then_details_and_the_exit_status(cli, tmp_path, serve
     assert "Traceback" not in p.stderr
 
 
+def test_a_server_without_the_extension_is_one_line(server_without_mas, tmp_path):
+    plain = server_without_mas
+    env = {**plain.env, "MAS_SERVER_URL": plain.url, "MAS_TOKEN": plain.token}
+    p = subprocess.run([*CLI, "list"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert (p.returncode, p.stdout) == (1, "")
+    assert p.stderr == (
+        f"jupyter mas list: the Jupyter server at {plain.url} does not serve /api/mas: is the "
+        "mas_jupyter extension enabled? (`jupyter server extension list`; if it is, the "
+        "server's log says why in a line 'mas_jupyter is not serving /api/mas: ...')\n"
+    )
+
+
 def _page_examples(heading: str) -> list[tuple[str, str]]:
     """The `$ command` lines of the console block under `heading` in docs/cli.md, each with
     the output the page shows for it."""

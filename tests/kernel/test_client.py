@@ -174,6 +174,40 @@ def test_wrong_token_and_unreachable_server(server):
         loop.stop()
 
 
+def test_a_server_without_the_extension_is_one_clear_message(server_without_mas, client):
+    # Jupyter answers /api/mas with its HTML 404 page: the client says what that means, in one
+    # line, for REST calls and WebSockets alike, and never shows the page or the token.
+    plain = server_without_mas
+    expected = (
+        f"the Jupyter server at {plain.url} does not serve /api/mas: is the mas_jupyter "
+        "extension enabled? (`jupyter server extension list`; if it is, the server's log says "
+        "why in a line 'mas_jupyter is not serving /api/mas: ...')"
+    )
+    loop = LoopThread("t")
+    c = MASClient(HTTPTransport(plain.url, plain.token), loop)
+    try:
+        for call in (c.sessions, lambda: c.session("x"), lambda: c.create_session("x")):
+            with pytest.raises(ConnectionFailed) as info:
+                call()
+            assert info.value.message == expected
+            assert info.value.status == 404
+        with pytest.raises(ConnectionFailed) as info:
+            loop.run(c._transport.websocket("sessions/x/workers/y/channel"))
+        assert info.value.message == expected
+        assert "<" not in expected and plain.token not in expected
+    finally:
+        c.close()
+        loop.stop()
+    # mas_jupyter's own 404s (JSON with message and reason) stay as they were.
+    with pytest.raises(NotFound) as info:
+        client.session("nope")
+    assert info.value.message == "no session with id or name 'nope'"
+    assert (info.value.status, info.value.reason) == (404, "not_found")
+    with pytest.raises(NotFound) as info:
+        client._loop.run(client._transport.websocket("sessions/nope/workers/y/channel"))
+    assert info.value.message == "no session with id or name 'nope'"
+
+
 def test_active_session_and_nested_use(client, server):
     client.create_session("a", agent="demo")
     client.create_session("b", agent="demo")

@@ -76,6 +76,23 @@ def test_bad_input_is_one_clear_line(mas, line, message):
     assert err.strip().startswith("UsageError:")
 
 
+def test_a_server_without_the_extension_is_one_clear_line(
+    ip, server_without_mas, monkeypatch, capsys
+):
+    plain = server_without_mas
+    monkeypatch.setenv("MAS_SERVER_URL", plain.url)
+    monkeypatch.setenv("MAS_TOKEN", plain.token)
+    result = ip.run_cell("%mas list", store_history=False)
+    out, err = capsys.readouterr()
+    assert isinstance(result.error_in_exec, UsageError)
+    assert str(result.error_in_exec) == (
+        f"%mas list: the Jupyter server at {plain.url} does not serve /api/mas: is the "
+        "mas_jupyter extension enabled? (`jupyter server extension list`; if it is, the "
+        "server's log says why in a line 'mas_jupyter is not serving /api/mas: ...')"
+    )
+    assert "Traceback" not in out + err and "<" not in err
+
+
 def test_the_daily_commands(mas, server_env, until):
     out, _, error = mas("%mas backends")
     assert error is None and "demo" in out and "available" in out
