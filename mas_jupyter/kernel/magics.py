@@ -1,7 +1,10 @@
 """`%mas` and `%%mas`: the daily operations as IPython magics over the default client.
 
 Each subcommand has its own argparse parser (`%mas <sub> --help`). Bad arguments, unknown
-subcommands and errors from the server become one `UsageError` line, never a traceback.
+subcommands and errors from the server raise a `UsageError` (IPython prints `UsageError:
+...`, never a traceback; the cell fails). Its first line is the error (`%mas list: ...`);
+bad usage is that line alone. When the server gave details, indented lines follow: its
+`error: ...` and `warning: ...` lines, and for a refused stop a hint (`%mas stop --force`).
 Results are displayed with the client's records, so they read as text in a terminal and as
 escaped HTML or Markdown in a notebook.
 """

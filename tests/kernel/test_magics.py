@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -9,7 +11,10 @@ from kernel_support import demo_idle, execute, text_of
 from traitlets.config import Config
 
 import mas_jupyter
-from mas_jupyter.kernel.magics import _parsers
+from mas_jupyter.kernel import Conflict, magics
+from mas_jupyter.kernel.magics import MASMagics, _parsers
+
+DOCS = pathlib.Path(__file__).parent.parent.parent / "docs"
 
 SUBCOMMANDS = sorted(_parsers())
 
@@ -91,6 +96,46 @@ def test_a_server_without_the_extension_is_one_clear_line(
         "server's log says why in a line 'mas_jupyter is not serving /api/mas: ...')"
     )
     assert "Traceback" not in out + err and "<" not in err
+
+
+class _Refusing:
+    """A client whose stop is refused with details, as the server refuses a busy session."""
+
+    def stop(self, session, force=False):
+        raise Conflict(
+            f"session {session!r} was not stopped: agent 'a' is busy",
+            errors=["agent 'a' is busy", "agent 'b' is busy"],
+            warnings=["2 running worker(s) will be stopped: a, b"],
+        )
+
+
+def test_errors_show_as_the_docstring_and_the_page_say(ip, capsys):
+    # What the magics show for an error: its first line, alone for bad usage, and indented
+    # details when the server gave them. The module's docstring and docs/magics.md say that
+    # (they used to promise one line for every error).
+    ip.register_magics(MASMagics(ip, client_factory=_Refusing))
+    try:
+        ip.run_cell("%mas stop s", store_history=False)
+        _, err = capsys.readouterr()
+        assert err == (
+            "UsageError: %mas stop: session 's' was not stopped: agent 'a' is busy\n"
+            "  error: agent 'b' is busy\n"
+            "  warning: 2 running worker(s) will be stopped: a, b\n"
+            "  (%mas stop --force stops it anyway)\n"
+        )
+        ip.run_cell("%mas stop s --bogus", store_history=False)
+        _, err = capsys.readouterr()
+        assert err == (
+            "UsageError: %mas stop: unrecognized arguments: --bogus (see %mas stop --help)\n"
+        )
+    finally:
+        ip.register_magics(MASMagics(ip))
+    doc = " ".join(magics.__doc__.split())
+    page = " ".join((DOCS / "magics.md").read_text().split())
+    assert "one `UsageError` line" not in doc
+    for text in (doc, page):
+        assert "never a traceback" in text and "bad usage" in text
+        assert "`error: ...` and `warning: ...` lines" in text and "stop" in text
 
 
 def test_the_daily_commands(mas, server_env, until):
