@@ -214,10 +214,17 @@ class TmuxProcess(PtyProcess):
         # sometimes leaves a killed pane unreaped for seconds, its status empty meanwhile).
         # Once reaped, tmux tells it: it marks the pane dead when its terminal closes and
         # records the status when it reaps, a moment after our pidfd fires, in either order.
-        status = sig = None
         known = processes.zombie_status(self.pid, self._pane_started) if self.pid else None
+        status, sig = known or await self._status_from_tmux()
+        self.exit_code, self.exit_signal = status, sig
+        self.on_exit(status, sig)
+        await self.tmux.kill_session(self.name)
+
+    async def _status_from_tmux(self) -> tuple[int | None, int | None]:
+        """The pane's exit code and signal as tmux records them (both None if it never says)."""
+        status = sig = None
         delay = 0.005
-        for _ in range(0 if known else 14):
+        for _ in range(14):
             pid, dead, status, sig = await self.tmux.pane(self.name)
             if pid is None and not await self.tmux.exists(self.name):
                 break  # the session is gone: nothing more to learn
@@ -225,11 +232,7 @@ class TmuxProcess(PtyProcess):
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-        if known:
-            status, sig = known
-        self.exit_code, self.exit_signal = status, sig
-        self.on_exit(status, sig)
-        await self.tmux.kill_session(self.name)
+        return status, sig
 
     def _on_exit(self, code: int | None, sig: int | None) -> None:
         # The attach client ended (session killed, or detached): the worker's state follows
