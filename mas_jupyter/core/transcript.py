@@ -4,7 +4,8 @@ One record per line, `{"t": <epoch seconds>, "type": ..., ...}` with types:
 
 - start: `argv`, `backend` (and any extra fields given)
 - input: `text` (a message or keystrokes sent)
-- output: `data`, the output decoded as UTF-8 (incremental, invalid bytes replaced)
+- output: `data`, the output decoded as UTF-8 (incremental, invalid bytes replaced), and
+  `end`, the bytes the process had printed by the end of this record (as the ring counts them)
 - activity: `state`
 - exit: `code`, `signal`, `output_dropped` (output bytes not written because of the limit)
 - cut: written once when the file reaches its limit; output stops there
@@ -20,6 +21,9 @@ The file is bounded: once a record would take it past `max_bytes`, output record
 `cut` marker is written; small records (input, activity, exit, note) are still written, up to a
 hard ceiling of `max_bytes` plus 1 MiB, so the end of a conversation is still known. A write
 error (disk full, workspace removed) stops the transcript, never the worker.
+
+`last_output()` reads a run's newest output back from the end of the file: after a server
+restart it stands in for the ring of a worker that is not running any more.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from collections.abc import Callable
 
 import orjson
 
+from .ring import first_character
+
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 SMALL_RECORDS_ALLOWANCE = 1024 * 1024
 INPUT_TEXT_MAX = 64 * 1024
 READ_LIMIT_MAX = 5000
+TAIL_BLOCK = 256 * 1024  # last_output reads the file backwards in blocks of this size
 
 
 class Transcript:
@@ -60,6 +67,7 @@ class Transcript:
         self._last_output = clock()
         self.cut = False
         self.output_dropped = 0
+        self.printed = 0  # bytes of output since this object or the last start record
         self.error: str | None = None
         self._file = None
         parent = os.path.dirname(path)
@@ -86,6 +94,7 @@ class Transcript:
     def start(self, argv: list[str], backend: str | None, **extra: object) -> None:
         """Record that a process started."""
         self._decoder.reset()
+        self.printed = 0
         self._record({"type": "start", "argv": list(argv), "backend": backend, **extra})
 
     def input(self, text: str) -> None:
@@ -145,13 +154,14 @@ class Transcript:
         self._pending.clear()
         self._pending_bytes = 0
         self._last_output = self._clock()
+        self.printed += len(data)
         text = self._decoder.decode(data, final=final)
         if not text:
             return
         if self.cut:
             self.output_dropped += len(data)
             return
-        line = _line({"t": time.time(), "type": "output", "data": text})
+        line = _line({"t": time.time(), "type": "output", "data": text, "end": self.printed})
         if self.size + len(line) > self.max_bytes:
             self.cut = True
             self.output_dropped += len(data)
@@ -239,3 +249,65 @@ def read_transcript(path: str, offset: int = 0, limit: int = 500) -> dict:
                     records.append(record)
     next_offset = offset + limit if offset + limit < total else None
     return {"records": records, "next_offset": next_offset, "total": total}
+
+
+def last_output(path: str, limit: int) -> tuple[str, int, int]:
+    """The newest output of the last run in a transcript, at most `limit` bytes of UTF-8:
+    `(text, start, end)`, offsets counted as the ring counts them (`end` from the newest output
+    record, `start` that minus the text's length).
+
+    The file is read backwards from its end, a block at a time, and only its output records
+    since the last `start` record are parsed; at most `8 * limit` plus 1 MiB of the file is
+    read (an output record escapes control characters, so it is larger than what it holds).
+    A run whose output was cut at the limit gives nothing: what it kept is from before the
+    cut, not what the worker showed last. A missing or unreadable file gives nothing.
+    """
+    texts: list[str] = []
+    got = 0
+    end: int | None = None
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return "", 0, 0
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        budget = 8 * limit + 1024 * 1024
+        partial = b""  # the start of a line whose beginning is in an earlier block
+        done = False
+        while pos > 0 and budget > 0 and not done:
+            step = min(pos, TAIL_BLOCK, budget)
+            pos -= step
+            budget -= step
+            f.seek(pos)
+            lines = (f.read(step) + partial).split(b"\n")
+            partial = lines.pop(0) if pos > 0 else b""
+            for raw in reversed(lines):
+                record = _complete_record(raw)
+                kind = record.get("type") if record else None
+                if kind == "start" or (kind == "cut" and end is None):
+                    done = True
+                    break
+                if kind == "output" and isinstance(record["data"], str):  # type: ignore[index]
+                    if end is None:
+                        end = record.get("end")  # type: ignore[union-attr]
+                    texts.append(record["data"])  # type: ignore[index]
+                    got += len(texts[-1].encode("utf-8", "replace"))
+                    if got >= limit:
+                        done = True
+                        break
+    data = "".join(reversed(texts)).encode("utf-8", "replace")[-limit:] if limit else b""
+    data = data[first_character(data) :]
+    if not isinstance(end, int) or end < len(data):
+        end = len(data)  # a record without `end` (an older transcript)
+    return data.decode("utf-8", "replace"), end - len(data), end
+
+
+def _complete_record(raw: bytes) -> dict | None:
+    # As in read_transcript: a record cut by a crash mid-write is skipped.
+    if not (raw.startswith(b'{"t":') and raw.endswith(b"}")):
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

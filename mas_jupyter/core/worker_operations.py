@@ -15,7 +15,7 @@ from . import validate
 from .errors import InvalidError, NotFoundError
 from .models import Session, Worker
 from .ring import first_character
-from .transcript import read_transcript
+from .transcript import last_output, read_transcript
 from .worker import transcript_path
 
 if TYPE_CHECKING:
@@ -136,15 +136,18 @@ class WorkerOperations:
         """Recent raw output as text (`tail`: at most that many bytes)."""
         session = self._session(key)
         record = self._worker(session, wkey)
+        kept = self.output_buffer_bytes
+        limit = None if tail is None else validate.integer(tail, "tail", 0, kept)
         live = self.supervisor.live.get(record.id)
-        if live is None:
-            return {"data": "", "start": 0, "end": 0}
+        if live is None:  # not run since the server started: what its transcript kept
+            path = transcript_path(session.workspace, record)
+            text, start, end = last_output(path, kept if limit is None else limit)
+            return {"data": text, "start": start, "end": end}
         ring = live.ring
-        if tail is None:
+        if limit is None:
             data, start = ring.snapshot(), ring.start
         else:
-            n = validate.integer(tail, "tail", 0, self.output_buffer_bytes)
-            data = ring.tail(n)
+            data = ring.tail(limit)
             start = ring.total - len(data)
         skip = first_character(data)  # no U+FFFD for a character the ring or tail cut
         text = data[skip:].decode("utf-8", "replace")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mas_jupyter.core.transcript import Transcript, read_transcript
+from mas_jupyter.core.transcript import Transcript, last_output, read_transcript
 
 
 class FakeClock:
@@ -184,3 +184,53 @@ def test_long_input_is_truncated_in_the_record(tmp_path):
     t.close()
     rec = records(path)[0]
     assert len(rec["text"]) == 64 * 1024 and rec["truncated"] == 100_000
+
+
+def test_last_output_is_the_newest_output_of_the_last_run(tmp_path):
+    path = tmp_path / "t.jsonl"
+    t = Transcript(str(path), chunk_bytes=1)  # one output record per call
+    t.start(["sh"], "shell")
+    t.output(b"first run\r\n")
+    t.exit(0)
+    t.start(["sh"], "shell")
+    t.output(b"one\r\n")
+    t.activity("busy")
+    t.output("two \u00e9\r\n".encode())
+    t.exit(0)
+    t.close()
+    # Only the last run, in order, with offsets as the ring counted them.
+    assert last_output(str(path), 1024) == ("one\r\ntwo \u00e9\r\n", 0, 13)
+    # A limit keeps the newest bytes and never starts inside a character.
+    assert last_output(str(path), 4) == ("\u00e9\r\n", 9, 13)
+    assert last_output(str(path), 3) == ("\r\n", 11, 13)
+    assert last_output(str(path), 0) == ("", 13, 13)
+
+
+def test_last_output_reads_back_across_blocks_and_skips_a_broken_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("mas_jupyter.core.transcript.TAIL_BLOCK", 100)
+    path = tmp_path / "t.jsonl"
+    t = Transcript(str(path), chunk_bytes=1)
+    t.start(["sh"], "shell")
+    for i in range(50):
+        t.output(f"line {i:02d}\r\n".encode())
+    t.close()
+    with open(path, "ab") as f:
+        f.write(b'{"t":1.0,"type":"output","data":"cut in the mid')  # a crash mid-write
+    text, start, end = last_output(str(path), 10**6)
+    assert text == "".join(f"line {i:02d}\r\n" for i in range(50))
+    assert (start, end) == (0, 450)
+    text, start, end = last_output(str(path), 27)
+    assert text == "line 47\r\nline 48\r\nline 49\r\n" and (start, end) == (423, 450)
+
+
+def test_last_output_of_a_cut_run_or_a_missing_file_is_empty(tmp_path):
+    path = tmp_path / "t.jsonl"
+    t = Transcript(str(path), max_bytes=400, chunk_bytes=1)
+    t.start(["sh"], "shell")
+    for _ in range(20):
+        t.output(b"x" * 50)
+    t.exit(0)
+    t.close()
+    assert records(path)[-2]["type"] == "cut"
+    assert last_output(str(path), 1024)[0] == ""  # what it kept is not what it showed last
+    assert last_output(str(tmp_path / "nope.jsonl"), 1024) == ("", 0, 0)

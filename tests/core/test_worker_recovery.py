@@ -136,3 +136,31 @@ async def test_recovery_reads_every_tmux_pane_at_once(make_manager, root):
     # (its shell may still be dying of the SIGHUP: then it is ended as an orphan too)
     assert report["workers"]["reattached"] == 0 and report["workers"]["interrupted"] == 1
     assert third.get_worker("s", "runs")["exit_reason"] == "interrupted"
+
+
+async def test_output_of_a_worker_that_did_not_survive_a_restart_is_read_back(make_manager):
+    """A paused worker and a pty worker the server's stop ended: after a restart, their output
+    comes from their transcripts (the consoles replay it: tests/server/test_channel.py)."""
+    first = make_manager()
+    before = {}
+    for name in ("paused", "ended"):
+        await first.create_session({"kind": "quick", "name": name})
+        await first.create_worker(name, {"name": "sh", "kind": "terminal"})
+        first.write_input(name, "sh", f"echo {name}-$((6*7))\r")
+        await until(lambda n=name: f"{n}-42" in first.get_output(n, "sh")["data"], what="echo")
+    await first.pause_session("paused")
+    for name in ("paused", "ended"):
+        before[name] = first.get_output(name, "sh")
+    await first.shutdown()
+
+    second = make_manager()
+    await second.recover()
+    for name in ("paused", "ended"):
+        assert second.get_worker(name, "sh")["status"] != "running"
+        after = second.get_output(name, "sh")
+        assert f"{name}-42" in after["data"]
+        assert before[name]["data"] in after["data"]  # and what bash printed as it ended
+        assert after["end"] >= before[name]["end"] > 0
+        assert after["start"] == after["end"] - len(after["data"].encode())
+        newest = second.get_output(name, "sh", tail=10)
+        assert newest["data"] == after["data"][-10:] and newest["end"] == after["end"]

@@ -165,3 +165,31 @@ def test_the_chain_covers_every_fault_point():
     from mas_jupyter.core import faults
 
     assert {step[0] for step in STEPS} == set(faults.POINTS)
+
+
+async def test_a_console_after_a_kill_and_a_restart_replays_what_the_worker_printed(
+    servers, api_for
+):
+    """The pty worker does not survive the server's death; its console, opened after the
+    restart, shows what it printed (from its transcript), then says it exited."""
+    server = servers("replay")
+    api = api_for(server)
+    await api.ok("POST", "sessions", {"name": "replay"})
+    worker, console = await api.mas_shell("replay", "sh")
+    console.send("echo before-$((6*7))\r")
+    await console.read_until("before-42", 30)
+    # Reading the transcript writes what it buffered: the output is in the file before the kill.
+    page = await api.ok("GET", "sessions/replay/workers/sh/transcript?limit=10000")
+    assert any("before-42" in r.get("data", "") for r in page["records"])
+    server.kill(signal.SIGKILL)
+    api.close()
+    server.start()
+    api = api_for(server)
+    gone = await api.ok("GET", "sessions/replay/workers/sh")
+    assert gone["status"] == "exited" and gone["exit_reason"] == "interrupted"
+    output = await api.ok("GET", "sessions/replay/workers/sh/output")
+    assert "before-42" in output["data"]
+    console = await api.connect(f"api/mas/{worker['channel']}")
+    await console.read_until("before-42", 30)
+    assert await console.wait_closed(30) == (1000, "worker exited")
+    assert console.messages[-1][0] == "exit", console.messages
