@@ -54,6 +54,7 @@ class HTTPTransport:
 
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url if url.endswith("/") else url + "/"
+        self.shown_url = _shown_url(self.url)  # in messages: no credentials, no token
         self.token = token or ""
         self._http: AsyncHTTPClient | None = None
 
@@ -70,7 +71,7 @@ class HTTPTransport:
         (the extension is disabled, failed to import, or could not open its state), or
         another web server at that URL."""
         return ConnectionFailed(
-            f"the Jupyter server at {_shown_url(self.url)} does not serve /api/mas: is the "
+            f"the Jupyter server at {self.shown_url} does not serve /api/mas: is the "
             "mas_jupyter extension enabled? (`jupyter server extension list`; if it is, the "
             "server's log says why in a line 'mas_jupyter is not serving /api/mas: ...')",
             status=404,
@@ -122,18 +123,18 @@ class HTTPTransport:
             response = await self._http.fetch(request, raise_error=False)
         except OSError as e:
             raise ConnectionFailed(
-                f"cannot reach the Jupyter server at {self.url}: {e}; is it running? "
+                f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running? "
                 "(set MAS_SERVER_URL, or pass url= to mas_jupyter.connect)"
             ) from None
         if response.code == 599:
             error = response.error
             if isinstance(error, HTTPClientError) and error.code == 599 and "Timeout" in str(error):
                 raise ConnectionFailed(
-                    f"the Jupyter server at {self.url} did not answer {method} {path} within "
+                    f"the Jupyter server at {self.shown_url} did not answer {method} {path} within "
                     f"{timeout:g} s"
                 )
             raise ConnectionFailed(
-                f"cannot reach the Jupyter server at {self.url}: {error}; is it running?"
+                f"cannot reach the Jupyter server at {self.shown_url}: {error}; is it running?"
             )
         text = response.body.decode("utf-8", "replace") if response.body else ""
         try:
@@ -163,7 +164,7 @@ class HTTPTransport:
         except HTTPClientError as e:
             if e.code in (502, 503, 504, 599):  # closed before an answer, or a proxy's
                 raise ConnectionFailed(
-                    f"cannot reach the Jupyter server at {self.url}: {e}; is it running?"
+                    f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running?"
                 ) from None
             body = e.response.body.decode("utf-8", "replace") if e.response is not None else ""
             try:
@@ -172,7 +173,8 @@ class HTTPTransport:
                 parsed = body
             raise self.error(e.code, parsed or {"message": str(e)}) from None
         except OSError as e:
-            raise ConnectionFailed(f"cannot reach the Jupyter server at {self.url}: {e}") from None
+            message = f"cannot reach the Jupyter server at {self.shown_url}: {e}"
+            raise ConnectionFailed(message) from None
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """Call the engine operation `op` (a MASManager method name) over HTTP."""

@@ -168,6 +168,13 @@ def test_wrong_token_and_unreachable_server(server):
         gone = MASClient(HTTPTransport("http://127.0.0.1:9/", "x"), loop)
         with pytest.raises(ConnectionFailed, match="cannot reach"):
             gone.sessions()
+        # A URL with credentials or a token in it is shown without them.
+        secret = MASClient(HTTPTransport("http://me:pw@127.0.0.1:9/?token=tk", "x"), loop)
+        with pytest.raises(ConnectionFailed) as info:
+            secret.sessions()
+        assert "http://127.0.0.1:9/" in info.value.message
+        assert "pw" not in info.value.message and "tk" not in info.value.message
+        secret.close()
         bad.close()
         gone.close()
     finally:
