@@ -272,7 +272,7 @@ def last_output(path: str, limit: int) -> tuple[str, int, int]:
     with f:
         pos = f.seek(0, os.SEEK_END)
         budget = 8 * limit + 1024 * 1024
-        partial = b""  # the start of a line whose beginning is in an earlier block
+        partial = b""  # the end of a line that begins in the block before
         done = False
         while pos > 0 and budget > 0 and not done:
             step = min(pos, TAIL_BLOCK, budget)
@@ -282,16 +282,16 @@ def last_output(path: str, limit: int) -> tuple[str, int, int]:
             lines = (f.read(step) + partial).split(b"\n")
             partial = lines.pop(0) if pos > 0 else b""
             for raw in reversed(lines):
-                record = _complete_record(raw)
-                kind = record.get("type") if record else None
+                record = _complete_record(raw) or {}
+                kind, text = record.get("type"), record.get("data")
                 if kind == "start" or (kind == "cut" and end is None):
                     done = True
                     break
-                if kind == "output" and isinstance(record["data"], str):  # type: ignore[index]
+                if kind == "output" and isinstance(text, str):
                     if end is None:
-                        end = record.get("end")  # type: ignore[union-attr]
-                    texts.append(record["data"])  # type: ignore[index]
-                    got += len(texts[-1].encode("utf-8", "replace"))
+                        end = record.get("end")
+                    texts.append(text)
+                    got += len(text.encode("utf-8", "replace"))
                     if got >= limit:
                         done = True
                         break
