@@ -175,7 +175,8 @@ def test_a_second_server_on_the_same_sessions_root_is_refused(servers, tmp_path)
     second.root = first.root  # the same notebook folder, so the same sessions root
     log = start_and_read_log(second, "is not serving /api/mas")
     assert f"pid {first.pid}" in log and "is in use by another process" in log, log
-    assert second.proc.poll() is None and second.answers("/api/status")
+    # The line is logged while the extension loads, before the server listens: wait for it.
+    second.wait_ready(30, path="/api/status")
     assert not second.answers("/api/mas/sessions")
     # The first server and its worker are untouched.
     code, again = first.mas("GET", "sessions/s/workers/sh")
