@@ -140,7 +140,7 @@ async def test_recovery_reads_every_tmux_pane_at_once(make_manager, root):
 
 async def test_output_of_a_worker_that_did_not_survive_a_restart_is_read_back(make_manager):
     """A paused worker and a pty worker the server's stop ended: after a restart, their output
-    comes from their transcripts (the consoles replay it: tests/server/test_channel.py)."""
+    comes from their transcripts (a console replays it: tests/reliability/test_server_kill.py)."""
     first = make_manager()
     before = {}
     for name in ("paused", "ended"):
