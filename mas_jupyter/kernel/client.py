@@ -85,7 +85,7 @@ class MASClient:
         return self._transport.kind == "local"
 
     def __repr__(self) -> str:
-        where = self.url if not self.in_process else self._transport.url
+        where = self._transport.shown_url
         active = f", active session {self._active[0]!r}" if self._active[0] else ""
         return f"<MASClient {where} (found by: {self.how}){active}>"
 

@@ -14,11 +14,14 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
 PROBE_TIMEOUT = 3.0
 _KERNEL_FILE_RE = re.compile(r"kernel-([0-9A-Za-z_.-]+)\.json$")
+# The first path segment of a page of Jupyter's, after the server's base URL.
+PAGES = ("lab", "tree", "notebooks", "doc", "edit")
 
 
 @dataclass
@@ -30,12 +33,35 @@ class Found:
     how: str
 
 
+def server_url(url: str) -> tuple[str, str | None]:
+    """The server's base URL and the token in it, from a URL as Jupyter prints it or a
+    browser shows it: `http://host:8888/lab?token=abc` is `("http://host:8888/", "abc")`,
+    `https://hub/user/me/lab/tree/x.ipynb` is `("https://hub/user/me/", None)`.
+
+    The query and fragment go; so does the path from its first segment that names one of
+    Jupyter's pages (`PAGES`), so a server whose base URL has such a segment must be given
+    without the page.
+    """
+    parts = urllib.parse.urlsplit(url.strip())
+    token = urllib.parse.parse_qs(parts.query).get("token", [None])[0] or None
+    segments = parts.path.split("/")
+    for i, segment in enumerate(segments):
+        if segment in PAGES:
+            segments = segments[:i] + [""]
+            break
+    path = "/".join(segments)
+    if not path.endswith("/"):
+        path += "/"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")), token
+
+
 def from_environment() -> Found | None:
     """The server named by the environment."""
     for url_var, token_var in (("MAS_SERVER_URL", "MAS_TOKEN"), ("JUPYTER_SERVER_URL", None)):
         url = os.environ.get(url_var)
         if url:
-            token = os.environ.get(token_var) if token_var else None
+            url, token = server_url(url)
+            token = (os.environ.get(token_var) if token_var else None) or token
             if token is None:
                 token = os.environ.get("MAS_TOKEN") or os.environ.get("JUPYTER_TOKEN")
             return Found(url, token, f"environment ({url_var})")
@@ -110,7 +136,10 @@ def server_of_directory(path: str, servers: list[dict]) -> dict | None:
 def discover(url: str | None = None, token: str | None = None) -> Found | None:
     """The server to use, or None when the engine should run in-process."""
     if url:
+        url, in_url = server_url(url)
         env = from_environment()
+        if token is None:
+            token = in_url
         if token is None and env is not None:
             token = env.token
         return Found(url, token, "explicit")

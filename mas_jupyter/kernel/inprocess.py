@@ -43,6 +43,8 @@ class LocalTransport:
         """Where the engine is: this process."""
         return f"in-process ({self.root_dir})"
 
+    shown_url = url  # nothing to hide: no credentials
+
     async def _start(self) -> None:
         manager = MASManager(root_dir=self.root_dir, **self.config)
         manager.start()

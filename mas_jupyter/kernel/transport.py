@@ -59,7 +59,7 @@ class HTTPTransport:
         self._http: AsyncHTTPClient | None = None
 
     def __repr__(self) -> str:
-        return f"HTTPTransport({self.url!r})"
+        return f"HTTPTransport({self.shown_url!r})"
 
     @property
     def api(self) -> str:
@@ -140,6 +140,8 @@ class HTTPTransport:
         try:
             parsed = json.loads(text) if text else None
         except ValueError:
+            if response.code < 300:  # a page (Jupyter's, a proxy's), not an answer of the API
+                raise self.not_serving() from None
             parsed = text
         if response.code >= 400:
             if response.code in (401, 403):
@@ -147,7 +149,7 @@ class HTTPTransport:
                 if message in (None, "", "Forbidden", "Unauthorized"):
                     # Jupyter's own login check, not ours: the token is missing or wrong.
                     parsed = {
-                        "message": f"the server at {self.url} refused the request "
+                        "message": f"the server at {self.shown_url} refused the request "
                         f"({response.code}): check the token (token=, MAS_TOKEN, or the "
                         "token in the server's URL)",
                         "reason": "forbidden",

@@ -174,6 +174,22 @@ def test_wrong_token_and_unreachable_server(server):
             secret.sessions()
         assert "http://127.0.0.1:9/" in info.value.message
         assert "pw" not in info.value.message and "tk" not in info.value.message
+        assert "pw" not in repr(secret) and "tk" not in repr(secret._transport)
+        # ... and so is a server that refuses the token.
+        host = server.url.split("://", 1)[1]
+        refused = MASClient(HTTPTransport(f"http://me:pw@{host}", "wrong"), loop)
+        with pytest.raises(MASClientError) as info:
+            refused.sessions()
+        assert info.value.status in (401, 403) and "check the token" in info.value.message
+        assert "pw" not in info.value.message
+        assert server.url in info.value.message
+        # A page (here Jupyter's start page: the query swallows the API's path) is not taken
+        # for an answer of the API.
+        page = MASClient(HTTPTransport(f"{server.url}?next=", server.token), loop)
+        with pytest.raises(ConnectionFailed, match="does not serve /api/mas"):
+            page.sessions()
+        page.close()
+        refused.close()
         secret.close()
         bad.close()
         gone.close()

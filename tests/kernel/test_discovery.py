@@ -11,7 +11,7 @@ from kernel_support import SHELL_ARGV, demo_idle, execute, text_of
 
 import mas_jupyter
 from mas_jupyter.kernel import NotFound
-from mas_jupyter.kernel.discovery import discover
+from mas_jupyter.kernel.discovery import discover, server_url
 
 
 def test_explicit_arguments_win(server_env, monkeypatch):
@@ -20,6 +20,27 @@ def test_explicit_arguments_win(server_env, monkeypatch):
     assert (found.url, found.token, found.how) == ("http://127.0.0.1:1/", "tok", "explicit")
     client = mas_jupyter.connect(server_env.url, server_env.token)
     assert client.how == "explicit" and client.sessions() == []
+
+
+def test_a_url_as_jupyter_prints_it_or_a_browser_shows_it(server_env, monkeypatch, tmp_path):
+    assert server_url("http://h:8888/lab?token=abc") == ("http://h:8888/", "abc")
+    assert server_url("http://h:8888/tree?token=abc#x") == ("http://h:8888/", "abc")
+    assert server_url("https://hub/user/me/lab/tree/a/b.ipynb") == ("https://hub/user/me/", None)
+    assert server_url("http://h:8888/base") == ("http://h:8888/base/", None)
+    assert server_url(" http://h:8888 ") == ("http://h:8888/", None)
+    # The URL JupyterLab prints at start-up works as it is, with no token argument ...
+    printed = f"{server_env.url}lab?token={server_env.token}"
+    client = mas_jupyter.connect(printed)
+    assert client.sessions() == [] and client.url == server_env.url
+    assert server_env.token not in repr(client)
+    # ... and as MAS_SERVER_URL; a token given apart wins over the one in the URL.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAS_SERVER_URL", printed)
+    found = discover()
+    assert (found.url, found.token) == (server_env.url, server_env.token)
+    assert discover(printed, "other").token == "other"
+    monkeypatch.setenv("MAS_TOKEN", "from-env")
+    assert discover().token == "from-env"
 
 
 def test_environment(server_env, monkeypatch, tmp_path):
