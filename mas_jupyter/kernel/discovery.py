@@ -36,13 +36,17 @@ class Found:
 def server_url(url: str) -> tuple[str, str | None]:
     """The server's base URL and the token in it, from a URL as Jupyter prints it or a
     browser shows it: `http://host:8888/lab?token=abc` is `("http://host:8888/", "abc")`,
-    `https://hub/user/me/lab/tree/x.ipynb` is `("https://hub/user/me/", None)`.
+    `https://hub/user/me/lab/tree/x.ipynb` is `("https://hub/user/me/", None)`, and
+    `localhost:8888` is `("http://localhost:8888/", None)`.
 
     The query and fragment go; so does the path from its first segment that names one of
     Jupyter's pages (`PAGES`), so a server whose base URL has such a segment must be given
     without the page.
     """
-    parts = urllib.parse.urlsplit(url.strip())
+    url = url.strip()
+    if "://" not in url:  # "localhost:8888"
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
     token = urllib.parse.parse_qs(parts.query).get("token", [None])[0] or None
     segments = parts.path.split("/")
     for i, segment in enumerate(segments):

@@ -28,6 +28,7 @@ def test_a_url_as_jupyter_prints_it_or_a_browser_shows_it(server_env, monkeypatc
     assert server_url("https://hub/user/me/lab/tree/a/b.ipynb") == ("https://hub/user/me/", None)
     assert server_url("http://h:8888/base") == ("http://h:8888/base/", None)
     assert server_url(" http://h:8888 ") == ("http://h:8888/", None)
+    assert server_url("localhost:8888/?token=t") == ("http://localhost:8888/", "t")
     # The URL JupyterLab prints at start-up works as it is, with no token argument ...
     printed = f"{server_env.url}lab?token={server_env.token}"
     client = mas_jupyter.connect(printed)
