@@ -235,11 +235,19 @@ class Workspaces:
                 f"mas_jupyter: rescued changes of session {session.name}",
                 cwd=ws,
             )
-        ref = f"refs/mas/rescue/{session.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        res = await git("update-ref", ref, commit.out.strip(), cwd=ws)
-        if not (commit.ok and res.ok):
-            raise ConflictError(f"could not save the changes in {ws}: {commit.err or res.err}")
-        return ref
+        if not commit.ok:
+            raise ConflictError(f"could not save the changes in {ws}: {commit.err}")
+        stem = f"refs/mas/rescue/{session.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1, 101):
+            ref = stem if n == 1 else f"{stem}-{n}"
+            # The empty old value: created only if it does not exist (another session of that
+            # name rescued in the same second keeps its ref).
+            res = await git("update-ref", ref, commit.out.strip(), "", cwd=ws)
+            if res.ok:
+                return ref
+            if not (await git("rev-parse", "--verify", "--quiet", ref, cwd=ws)).ok:
+                break  # failed for another reason than an existing ref
+        raise ConflictError(f"could not save the changes in {ws}: {res.err}")
 
     async def require_clean(self, session: Session) -> list[str]:
         """Refuse (conflict) a worktree with uncommitted changes; returns the changes (none)."""

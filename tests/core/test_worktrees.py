@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import re
 import stat
 
@@ -216,6 +217,25 @@ async def test_purging_a_dirty_worktree_needs_force_and_rescues_changes(manager,
     assert run_git("show", f"{ref}:result.txt", cwd=repo) == "precious"
     assert f"{ws}\n" not in run_git("worktree", "list", cwd=repo)
     assert "mas/w" in run_git("branch", "--list", cwd=repo)  # the branch is kept
+
+
+async def test_two_rescues_of_one_name_in_the_same_second_keep_both(
+    manager, make_repo, monkeypatch
+):
+    repo = make_repo()
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20261125-000000")
+    refs = []
+    for n in (1, 2, 3):
+        session = await manager.create_session(
+            {"kind": "worktree", "name": "w", "repo": repo, "branch": f"b{n}"}
+        )
+        with open(os.path.join(session["workspace"], f"f{n}.txt"), "w") as fh:
+            fh.write(f"work {n}")
+        refs.append((await manager.delete_session("w", purge=True, force=True))["rescue_ref"])
+    stem = "refs/mas/rescue/w-20261125-000000"
+    assert refs == [stem, f"{stem}-2", f"{stem}-3"]
+    for n, ref in enumerate(refs, 1):
+        assert run_git("show", f"{ref}:f{n}.txt", cwd=repo) == f"work {n}"
 
 
 async def test_clean_worktree_is_purged_without_force(manager, make_repo):
