@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import re
 import stat
+import time
 
 import pytest
 
