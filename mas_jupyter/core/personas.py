@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import validate
-from .errors import ForbiddenError, InvalidError
+from .errors import ConflictError, ForbiddenError, InvalidError
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -210,6 +210,17 @@ def write_instructions(
             "remove the link to let a persona be written there"
         )
     section = f"{PERSONA_START}\n{persona.render(context).strip()}\n{PERSONA_END}\n"
+    try:
+        _write_section(real, section)
+    except OSError as exc:  # a folder of that name, no permission, a full disk
+        raise ConflictError(
+            f"cannot write the persona's instructions to {backend.instructions_file} in the "
+            f"workspace: {exc.strerror or exc}"
+        ) from None
+    return real
+
+
+def _write_section(real: str, section: str) -> None:
     old = ""
     if os.path.exists(real):
         with open(real, encoding="utf-8", errors="surrogateescape") as f:
@@ -234,7 +245,6 @@ def write_instructions(
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-    return real
 
 
 def first_message(persona: Persona, context: dict) -> str:

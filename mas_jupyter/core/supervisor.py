@@ -198,17 +198,17 @@ class Supervisor:
             store.insert_worker(record)
         faults.point("worker:row-inserted")
         first_message = None
-        if record.persona:
-            persona = self.personas()[record.persona]
-            context = {
-                "session": session.name,
-                "task": session.task or "",
-                "workspace": session.workspace,
-                "worker": record.name,
-            }
-            if write_instructions(session.workspace, backend, persona, context) is None:
-                first_message = persona_message(persona, context)
-        try:
+        try:  # a worker that did not start is forgotten: its name is free again
+            if record.persona:
+                persona = self.personas()[record.persona]
+                context = {
+                    "session": session.name,
+                    "task": session.task or "",
+                    "workspace": session.workspace,
+                    "worker": record.name,
+                }
+                if write_instructions(session.workspace, backend, persona, context) is None:
+                    first_message = persona_message(persona, context)
             await self._launch(session, record, resume=False)
         except BaseException:
             store.delete_worker(record.id)

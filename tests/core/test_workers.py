@@ -13,6 +13,7 @@ import pytest
 
 from mas_jupyter.core.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidError,
     LimitError,
     NotFoundError,
@@ -278,6 +279,48 @@ async def test_bad_worker_specs_start_nothing(make_manager, spec, error, message
     with pytest.raises(error, match=message):
         await manager.create_worker("s", spec)
     assert manager.list_workers("s") == []
+
+
+BIG_ENV = {f"K{i}": "v" * 32768 for i in range(200)}  # each value allowed, together too big
+
+
+@pytest.mark.parametrize(
+    "problem, spec, error, message",
+    [
+        ("folder", {"backend": "bot", "persona": "pm"}, ConflictError, "BOT.md .*directory"),
+        ("link", {"backend": "bot", "persona": "pm"}, ForbiddenError, "links outside"),
+        (None, {"kind": "terminal", "env": BIG_ENV}, TooLargeError, "larger than the system"),
+        (
+            None,
+            {"kind": "terminal", "runtime": "tmux", "env": BIG_ENV},
+            TooLargeError,
+            "larger than the system",
+        ),
+    ],
+)
+async def test_a_worker_that_cannot_start_leaves_nothing_behind(
+    make_manager, tmp_path, problem, spec, error, message
+):
+    if spec.get("runtime") == "tmux" and shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    manager = make_manager(backends={"bot": {"argv": ["cat"], "instructions_file": "BOT.md"}})
+    ws = (await manager.create_session({"kind": "quick", "name": "s"}))["workspace"]
+    target = os.path.join(ws, "BOT.md")
+    if problem == "folder":
+        os.mkdir(target)
+    elif problem == "link":
+        os.symlink(tmp_path / "outside.md", target)
+    with pytest.raises(error, match=message):
+        await manager.create_worker("s", {"name": "w", **spec})
+    assert manager.list_workers("s") == []
+    # The name is free again: once the problem is gone, the same worker starts.
+    if problem == "folder":
+        os.rmdir(target)
+    elif problem == "link":
+        os.unlink(target)
+    spec = {key: value for key, value in spec.items() if key != "env"}
+    assert (await manager.create_worker("s", {"name": "w", **spec}))["status"] == "running"
+    assert not (tmp_path / "outside.md").exists()
 
 
 async def test_worker_names_are_unique_in_a_session(manager):

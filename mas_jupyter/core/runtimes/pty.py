@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 import pexpect
 
-from ..errors import TooLargeError, UnavailableError
+from ..errors import MASError, TooLargeError, UnavailableError
 from ..processes import DEFAULT_SIGNALS, reset_signals
 from . import pump as pumps
 from .pump import pump
@@ -77,7 +78,7 @@ def spawn_in_terminal(
         )
     except OSError as exc:
         os.close(master)
-        raise UnavailableError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+        raise start_error(argv[0], exc) from None
     finally:
         os.close(slave)
     return pid, master
@@ -141,6 +142,19 @@ class ExitWatcher:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
+
+
+def start_error(program: str, exc: OSError) -> MASError:
+    """The error for a program that could not be started: a 413 when its command line and
+    environment are larger than the system takes (E2BIG), else a 409 with the reason."""
+    if exc.errno == errno.E2BIG:
+        return TooLargeError(
+            f"cannot start {program!r}: its command line and environment are larger than the "
+            "system allows; make the worker's env smaller"
+        )
+    # pexpect passes exec's error on as text only: the errno says it.
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    return UnavailableError(f"cannot start {program!r}: {reason}")
 
 
 def _check_exec_args(argv: list[str], cwd: str, env: dict[str, str]) -> None:
@@ -225,7 +239,7 @@ class PtyProcess:
         except pexpect.ExceptionPexpect as exc:
             raise UnavailableError(f"cannot start {self.argv[0]!r}: {exc}") from None
         except OSError as exc:
-            raise UnavailableError(f"cannot start {self.argv[0]!r}: {exc.strerror}") from None
+            raise start_error(self.argv[0], exc) from None
         self._child = child
         os.set_inheritable(child.child_fd, False)  # no other child holds this terminal open
         return child.pid, child.child_fd

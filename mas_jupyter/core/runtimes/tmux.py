@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from .. import processes
 from ..errors import UnavailableError
-from .pty import ExitWatcher, PtyProcess, spawn_in_terminal
+from .pty import ExitWatcher, PtyProcess, spawn_in_terminal, start_error
 
 
 def available() -> bool:
@@ -74,14 +74,17 @@ class Tmux:
         """Run one tmux command; returns its exit code and output."""
         if not available():
             raise UnavailableError("tmux is not installed; install it or use the pty runtime")
-        proc = await asyncio.create_subprocess_exec(
-            *self.base,
-            *args,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.base,
+                *args,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:  # an environment too large for exec, no more processes
+            raise start_error("tmux", exc) from None
         out, _ = await proc.communicate()
         return proc.returncode or 0, out.decode(errors="replace")
 
