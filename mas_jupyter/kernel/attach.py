@@ -37,7 +37,7 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
     if record.status == "exited":
         raise MASClientError(
             f"worker {record.name!r} has exited (code {record.exit_code}); restart it first "
-            f"(%mas restart {record.name}, or client.restart() in Python)",
+            f"(jupyter mas restart {session} {record.name})",
             reason="conflict",
         )
     wake_r, wake_w = os.pipe()

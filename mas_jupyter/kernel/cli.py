@@ -5,12 +5,15 @@ MAS_SERVER_URL/MAS_TOKEN, else the running server whose root contains the workin
 directory). A command line that cannot be read (an unknown command or option, the wrong
 number of arguments) prints what is wrong and the usage, and exits with status 2; any other
 error prints `jupyter mas COMMAND: message` (then indented details, if the server gave
-reasons) and exits with status 1.
+reasons) and exits with status 1. Output cut short by a closed stdout (`| head -1`) ends
+quietly with status 141, as a command killed by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 from typing import Any
 
@@ -20,6 +23,7 @@ from traitlets.config.loader import KVArgParseConfigLoader
 
 from .._version import __version__
 from .errors import MASClientError
+from .transport import HTTPTransport
 
 _COMMON_ALIASES = {
     **base_aliases,
@@ -50,6 +54,25 @@ class _Loader(KVArgParseConfigLoader):
         self.app.usage_error(f"unrecognized option --{arg}")
 
 
+class _Seconds(Float):
+    """A number of seconds: finite and more than 0 (`nan` and `inf` are floats, not times)."""
+
+    info_text = "a number of seconds more than 0"
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        value = super().validate(obj, value)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            self.error(obj, value)
+        return value
+
+
+class _Transport(HTTPTransport):
+    """The client's transport, its messages naming the CLI's options."""
+
+    url_hint = "pass --url=URL --token=TOKEN, or set MAS_SERVER_URL and MAS_TOKEN"
+    token_hint = "--token, MAS_TOKEN, or the token in --url"
+
+
 class MASCommand(JupyterApp):
     """What every `jupyter mas` subcommand shares: finding the server, printing errors."""
 
@@ -71,12 +94,16 @@ class MASCommand(JupyterApp):
         return loader
 
     def update_config(self, config: Any) -> None:
-        """Load options; a value a trait refuses is one line in the CLI's format, status 1
-        (traitlets would log `[ListCommand] CRITICAL | Bad config encountered ...`)."""
+        """Load options; an empty value or one a trait refuses is one line in the CLI's
+        format, status 1 (traitlets would log `[ListCommand] CRITICAL | Bad config ...`, and
+        take `--agent=` as no agent)."""
+        problem = self._bad_value(config)
+        if problem:
+            self.fail(problem)
         try:
             super().update_config(config)
         except TraitError as e:
-            self.fail(self._bad_value(config) or str(e))
+            self.fail(str(e))
 
     def options(self) -> dict[str, str]:
         """Each option's name on the command line and the trait it sets, as argparse names
@@ -89,7 +116,7 @@ class MASCommand(JupyterApp):
 
     def _bad_value(self, config: Any) -> str | None:
         """`--status must be one of active, paused, stopped, not 'bogus'`, for the first
-        option whose value its trait refuses."""
+        option whose value is empty or one its trait refuses."""
         options = {target.rpartition(".")[2]: option for option, target in self.options().items()}
         traits = self.traits(config=True)
         for cls in type(self).__mro__:
@@ -97,13 +124,19 @@ class MASCommand(JupyterApp):
                 trait = traits.get(name)
                 if trait is None:
                     continue
+                option = "--" + options.get(name, name)
+                if value == "":  # never "the default", as in the REST API
+                    return f"{option} must not be empty"
                 try:
                     trait.validate(self, value)
                 except TraitError:
-                    option = "--" + options.get(name, name)
+                    if isinstance(value, float):
+                        value = f"{value:g}"  # as typed: 'nan', '-5'
                     if isinstance(trait, Enum):
                         choices = ", ".join(str(v) for v in trait.values or ())
                         return f"{option} must be one of {choices}, not {value!r}"
+                    if isinstance(trait, _Seconds):
+                        return f"{option} must be {trait.info_text}, not {value!r}"
                     if isinstance(trait, (Float, Int)):
                         return f"{option} must be a number, not {value!r}"
                     return None
@@ -114,7 +147,6 @@ class MASCommand(JupyterApp):
         from . import MASClient
         from .discovery import discover
         from .loop import LoopThread
-        from .transport import HTTPTransport
 
         found = discover(self.url or None, self.token or None)
         if found is None:
@@ -122,7 +154,7 @@ class MASCommand(JupyterApp):
                 "no running Jupyter server found for this directory; start one (jupyter lab) "
                 "or pass --url=URL --token=TOKEN (or set MAS_SERVER_URL and MAS_TOKEN)"
             )
-        return MASClient(HTTPTransport(found.url, found.token), LoopThread(), found.how)
+        return MASClient(_Transport(found.url, found.token), LoopThread(), found.how)
 
     def fail(self, message: str) -> None:
         """Print `jupyter mas NAME: message` (and any indented details) to stderr, exit 1."""
@@ -136,13 +168,18 @@ class MASCommand(JupyterApp):
         self.exit(2)
 
     def args(self, least: int, most: int) -> list[str]:
-        """The positional arguments, checked against their count."""
+        """The positional arguments, checked against their count; a name (SESSION, WORKER,
+        NAME in the usage) may not be empty: `""` is no session, not the default one."""
         args = list(self.extra_args)
         if len(args) < least:
             self.usage_error(f"expected {_count(least, 'argument')}, got {len(args)}")
         if len(args) > most:
             extra = " ".join(args[most:])
             self.usage_error(f"unexpected argument{'s' * (len(args) - most > 1)}: {extra}")
+        names = [w.strip("[]") for w in self.usage.split() if not w.lstrip("[").startswith("-")]
+        for name, arg in zip(names, args, strict=False):
+            if arg == "" and not name.endswith("..."):
+                self.fail(f"{name} must not be empty")
         return args
 
     def start(self) -> None:
@@ -260,7 +297,7 @@ class SendCommand(MASCommand):
         config=True
     )
     no_wait = Bool(False).tag(config=True)
-    timeout = Float(None, allow_none=True).tag(config=True)
+    timeout = _Seconds(None, allow_none=True).tag(config=True)
     aliases = {
         **_COMMON_ALIASES,
         "worker": "SendCommand.worker",
@@ -416,7 +453,20 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("s" if n != 1 else "")
 
 
-main = MASApp.launch_instance
+def main(argv: list[str] | None = None) -> None:
+    """`jupyter mas`. A closed stdout (`jupyter mas list | head -1`) ends it quietly with
+    status 141, as SIGPIPE ends other commands (Python ignores SIGPIPE, and restoring it
+    would let a dropped socket kill the command): stdout goes to /dev/null, as Python's docs
+    advise, so that the flush at exit does not fail again."""
+    try:
+        try:
+            MASApp.launch_instance(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from .errors import ConnectionFailed
+
 PROBE_TIMEOUT = 3.0
 _KERNEL_FILE_RE = re.compile(r"kernel-([0-9A-Za-z_.-]+)\.json$")
 # The first path segment of a page of Jupyter's, after the server's base URL.
@@ -37,7 +39,8 @@ def server_url(url: str) -> tuple[str, str | None]:
     """The server's base URL and the token in it, from a URL as Jupyter prints it or a
     browser shows it: `http://host:8888/lab?token=abc` is `("http://host:8888/", "abc")`,
     `https://hub/user/me/lab/tree/x.ipynb` is `("https://hub/user/me/", None)`, and
-    `localhost:8888` is `("http://localhost:8888/", None)`.
+    `localhost:8888` is `("http://localhost:8888/", None)`. Another scheme (`ftp://...`)
+    is a ConnectionFailed: a Jupyter server is reached over http or https only.
 
     The query and fragment go; so does the path from its first segment that names one of
     Jupyter's pages (`PAGES`), so a server whose base URL has such a segment must be given
@@ -47,6 +50,11 @@ def server_url(url: str) -> tuple[str, str | None]:
     if "://" not in url:  # "localhost:8888"
         url = "http://" + url
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        scheme = url.partition("://")[0]  # not the rest: it may hold credentials
+        raise ConnectionFailed(
+            f"a Jupyter server's URL starts with http:// or https://, not {scheme}://"
+        )
     token = urllib.parse.parse_qs(parts.query).get("token", [None])[0] or None
     segments = parts.path.split("/")
     for i, segment in enumerate(segments):

@@ -51,6 +51,10 @@ class HTTPTransport:
     """The REST and WebSocket API under {url}api/mas, authenticated with a token."""
 
     kind = "http"
+    # How to name the server and its token, in the messages that need it (the CLI's own
+    # transport names its options instead).
+    url_hint = "set MAS_SERVER_URL, or pass url= to mas_jupyter.connect"
+    token_hint = "token=, MAS_TOKEN, or the token in the server's URL"
 
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url if url.endswith("/") else url + "/"
@@ -124,7 +128,7 @@ class HTTPTransport:
         except OSError as e:
             raise ConnectionFailed(
                 f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running? "
-                "(set MAS_SERVER_URL, or pass url= to mas_jupyter.connect)"
+                f"({self.url_hint})"
             ) from None
         if response.code == 599:
             error = response.error
@@ -150,8 +154,7 @@ class HTTPTransport:
                     # Jupyter's own login check, not ours: the token is missing or wrong.
                     parsed = {
                         "message": f"the server at {self.shown_url} refused the request "
-                        f"({response.code}): check the token (token=, MAS_TOKEN, or the "
-                        "token in the server's URL)",
+                        f"({response.code}): check the token ({self.token_hint})",
                         "reason": "forbidden",
                     }
             raise self.error(response.code, parsed)

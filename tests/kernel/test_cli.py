@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import pathlib
 import re
+import socket
 import subprocess
 import sys
 
@@ -12,6 +15,8 @@ import pexpect
 import pytest
 from kernel_support import Proxy, demo_idle, wait_until
 
+import mas_jupyter
+from mas_jupyter.kernel import ConnectionFailed
 from mas_jupyter.kernel.transport import HTTPTransport
 
 CLI = [sys.executable, "-m", "mas_jupyter.kernel.cli"]
@@ -100,7 +105,10 @@ def test_errors_first_line_then_details_and_the_exit_status(cli, tmp_path, serve
     assert (code, out) == (1, "")
     assert err == "jupyter mas list: --status must be one of active, paused, stopped, not 'bogus'\n"
     code, _, err = cli("send", "x", "hi", "--timeout=soon")
-    assert code == 1 and err == "jupyter mas send: --timeout must be a number, not 'soon'\n"
+    assert (
+        err == "jupyter mas send: --timeout must be a number of seconds more than 0, not 'soon'\n"
+    )
+    assert code == 1
     code, _, err = cli("list", "--log-level=loud")
     assert code == 1 and err.startswith("jupyter mas list: --log-level must be one of ")
     # 2: the command line cannot be read; what is wrong, then the usage.
@@ -136,6 +144,109 @@ def test_errors_first_line_then_details_and_the_exit_status(cli, tmp_path, serve
     p = subprocess.run([*CLI, "list"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 1 and "no running Jupyter server found" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_url_that_is_not_http_is_one_line_and_the_clients_error(cli):
+    code, out, err = cli("list", "--url", "ftp://me:secret@x/", "--token", "t")
+    assert (code, out) == (1, "")
+    assert (
+        err
+        == "jupyter mas list: a Jupyter server's URL starts with http:// or https://, not ftp://\n"
+    )
+    env = {**cli.env, "MAS_SERVER_URL": "ws://x/"}
+    p = subprocess.run([*CLI, "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.endswith(", not ws://\n"), p.stderr
+    # The Python client says the same, as the client's error.
+    with pytest.raises(ConnectionFailed, match=r"^a Jupyter server's URL starts with http://"):
+        mas_jupyter.connect("ftp://x/")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-5", "0"])
+def test_a_timeout_is_a_number_of_seconds_more_than_0(cli, value):
+    code, out, err = cli("send", "nosuch", "hi", f"--timeout={value}")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"jupyter mas send: --timeout must be a number of seconds more than 0, not '{value}'\n"
+    )
+
+
+def test_a_timeout_over_the_servers_limit_is_the_servers_one_line(cli, client):
+    client.create_session("tmo", agent="demo")
+    code, out, err = cli("send", "tmo", "hi", "--timeout=7200")
+    assert (code, out) == (1, "")
+    assert err == "jupyter mas send: timeout must be between 0 and 3600 seconds\n"
+    client.delete("tmo", purge=True, force=True)
+
+
+def test_a_closed_stdout_ends_quietly_with_status_141(cli):
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe fails: no race with the reader
+    try:
+        p = subprocess.run(
+            [*CLI, "list", "--json"],
+            env=cli.env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (p.returncode, p.stderr) == (141, "")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "agent",
+        "persona",
+        "kind",
+        "template",
+        "repo",
+        "branch",
+        "base",
+        "path",
+        "task",
+        "url",
+        "token",
+        "config",
+    ],
+)
+def test_an_empty_option_is_an_error_not_the_default(cli, client, option):
+    extra = ["--agent=demo"] if option == "persona" else []
+    code, out, err = cli("new", "empty-opt", *extra, f"--{option}=")
+    assert (code, out) == (1, "")
+    assert err == f"jupyter mas new: --{option} must not be empty\n"
+    assert client.sessions() == []
+
+
+def test_an_empty_argument_is_an_error_in_the_clis_words(cli, client):
+    code, out, err = cli("pause", "")
+    assert (code, out, err) == (1, "", "jupyter mas pause: SESSION must not be empty\n")
+    client.create_session("empty-arg", terminal=True)
+    code, out, err = cli("restart", "empty-arg", "")  # not the session's default worker
+    assert (code, out, err) == (1, "", "jupyter mas restart: WORKER must not be empty\n")
+    code, out, err = cli("new", "")
+    assert (code, out, err) == (1, "", "jupyter mas new: NAME must not be empty\n")
+    client.delete("empty-arg", purge=True, force=True)
+
+
+def test_hints_name_the_clis_way_not_pythons(cli, client):
+    with socket.socket() as bound:  # bound, not listening: a connection is refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/"
+        code, out, err = cli("list", f"--url={url}")
+        # The Python client's own words are unchanged.
+        with pytest.raises(ConnectionFailed, match=r"pass url= to mas_jupyter.connect\)$"):
+            asyncio.run(HTTPTransport(url, "t").request("GET", "sessions"))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"jupyter mas list: cannot reach the Jupyter server at {url}: ")
+    assert err.endswith(
+        "is it running? (pass --url=URL --token=TOKEN, or set MAS_SERVER_URL and MAS_TOKEN)\n"
+    )
+    code, out, err = cli("list", "--token=wrong")
+    assert (code, out) == (1, "")
+    assert err.endswith("check the token (--token, MAS_TOKEN, or the token in --url)\n"), err
 
 
 def test_a_server_without_the_extension_is_one_line(server_without_mas, tmp_path):
@@ -278,6 +389,20 @@ def test_attach_reconnects_after_a_dropped_connection_and_ends_when_the_worker_i
         child.close()
     assert child.exitstatus == 0
     assert "Traceback" not in child.before
+
+
+def test_attach_to_an_exited_worker_says_how_to_restart_it_with_the_cli(cli, client):
+    client.create_session("att5", terminal=True)
+    client.input("exit 3\r", "terminal", session="att5")
+    wait_until(lambda: client.worker("terminal", session="att5").status == "exited", 15, "exit")
+    child = _spawn(cli, "attach", "att5", "terminal")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert child.before.strip() == (
+        "jupyter mas attach: worker 'terminal' has exited (code 3); restart it first "
+        "(jupyter mas restart att5 terminal)"
+    )
 
 
 def test_attach_refuses_without_a_terminal(cli, client):
