@@ -198,8 +198,10 @@ async def test_recent_output_never_starts_with_half_a_character(
         await api("POST", "sessions", "s", "workers", "sh", "input", body={"data": command})
 
         async def printed(pad=pad):
+            # The output's marker follows the last character; the command's echo has it too,
+            # after "echo ", and waiting for that read the ring while the output streamed.
             _, out = await api("GET", "sessions", "s", "workers", "sh", "output")
-            return f"end{len(pad)}" in out["data"].split("seq 1 2000")[-1]
+            return f"\u20ac{pad}end{len(pad)}" in out["data"]
 
         await until(printed, what="the output")
         _, out = await api("GET", "sessions", "s", "workers", "sh", "output")
