@@ -510,6 +510,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 f"the workspace {session.workspace} of session {session.name!r} is gone; "
                 "it cannot be resumed"
             )
+        self.workspaces.require_in_place(session)
         self._set_status(session, "active")
         self._log(session, "resumed")
         await self.supervisor.resume_all(session)

@@ -199,6 +199,7 @@ class Supervisor:
         faults.point("worker:row-inserted")
         first_message = None
         try:  # a worker that did not start is forgotten: its name is free again
+            self.manager.workspaces.require_in_place(session)
             if record.persona:
                 persona = self.personas()[record.persona]
                 context = {
@@ -260,7 +261,7 @@ class Supervisor:
         live = LiveWorker(
             record,
             backend,
-            transcript_path(session.workspace, record),
+            transcript_path(self.manager.workspaces.transcripts(session), record),
             self,
             ring_bytes=self.manager.output_buffer_bytes,
             transcript_bytes=self.manager.transcript_max_bytes,
@@ -497,7 +498,12 @@ class Supervisor:
         for record in records:
             session = store.get_session(record.session_id)
             pane = panes.get(record.tmux_name or "")
-            if record.runtime == "tmux" and session is not None and pane is not None:
+            if (
+                record.runtime == "tmux"
+                and session is not None
+                and pane is not None
+                and self.manager.workspaces.in_place(session)
+            ):
                 await self._reattach(session, record, pane)
                 report["reattached"] += 1
                 continue
@@ -517,7 +523,7 @@ class Supervisor:
         live = LiveWorker(
             record,
             self.backend(record.backend),
-            transcript_path(session.workspace, record),
+            transcript_path(self.manager.workspaces.transcripts(session), record),
             self,
             ring_bytes=self.manager.output_buffer_bytes,
             transcript_bytes=self.manager.transcript_max_bytes,

@@ -343,6 +343,6 @@ class LiveWorker:
         }
 
 
-def transcript_path(workspace: str, record: Worker) -> str:
-    """Where a worker's transcript lives in its workspace."""
-    return os.path.join(workspace, ".mas", "transcripts", f"{record.name}-{record.id[:8]}.jsonl")
+def transcript_path(folder: str, record: Worker) -> str:
+    """Where a worker's transcript lives in its session's transcripts folder."""
+    return os.path.join(folder, f"{record.name}-{record.id[:8]}.jsonl")

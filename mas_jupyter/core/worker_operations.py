@@ -140,7 +140,7 @@ class WorkerOperations:
         limit = None if tail is None else validate.integer(tail, "tail", 0, kept)
         live = self.supervisor.live.get(record.id)
         if live is None:  # not run since the server started: what its transcript kept
-            path = transcript_path(session.workspace, record)
+            path = transcript_path(self.workspaces.transcripts(session), record)
             text, start, end = last_output(path, kept if limit is None else limit)
             return {"data": text, "start": start, "end": end}
         ring = live.ring
@@ -162,7 +162,9 @@ class WorkerOperations:
         live = self.supervisor.live.get(record.id)
         if live is not None:
             live.transcript.flush()
-        return read_transcript(transcript_path(session.workspace, record), off, lim)
+        return read_transcript(
+            transcript_path(self.workspaces.transcripts(session), record), off, lim
+        )
 
     def attach(
         self, key: str, wkey: str, listener: Callable[[str, object], None]

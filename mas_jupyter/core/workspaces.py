@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from . import validate
-from .errors import ConflictError, InvalidError
+from .errors import ConflictError, ForbiddenError, InvalidError
 from .gitrun import git
 from .models import Session
 
@@ -95,6 +95,33 @@ class Workspaces:
         """Whether path is a workspace directory this engine made (directly under the root)."""
         real = os.path.realpath(path)
         return os.path.dirname(real) == self.root and os.path.basename(real) != META_DIR
+
+    def in_place(self, session: Session) -> bool:
+        """Whether the workspace still resolves where the engine put it: directly under the
+        root (quick, worktree), inside the allowed roots (dir). One that a link replaced (a
+        worker can do that) is not written to or read from: it leads elsewhere."""
+        if session.kind == "dir":
+            real = os.path.realpath(session.workspace)
+            return any(validate.inside(real, r) for r in self.allowed_roots)
+        return self.owns(session.workspace)
+
+    def require_in_place(self, session: Session) -> None:
+        """Refuse (403) to start, read or write anything through a workspace a link replaced."""
+        if not self.in_place(session):
+            raise ForbiddenError(
+                f"the workspace {session.workspace} now leads to "
+                f"{os.path.realpath(session.workspace)}, outside the folders this server may "
+                "use: a link replaced it; nothing is started, read or written there until "
+                "the folder is back"
+            )
+
+    def transcripts(self, session: Session) -> str:
+        """The folder of a session's worker transcripts: `.mas/transcripts` in the workspace,
+        or for a `dir` session (a folder of the user's) in the engine's state folder."""
+        self.require_in_place(session)
+        if session.kind == "dir":
+            return os.path.join(self.dir_sessions, session.id, "transcripts")
+        return os.path.join(session.workspace, META_DIR, "transcripts")
 
     def resolve_dir(self, path: object) -> str:
         """An existing directory inside the allowed roots, for a `dir` session."""
@@ -286,6 +313,8 @@ class Workspaces:
         elif session.kind == "quick":
             if self.owns(session.workspace):
                 shutil.rmtree(session.workspace, ignore_errors=True)
+        else:  # dir: the folder is the user's; what the engine kept of it goes
+            shutil.rmtree(os.path.join(self.dir_sessions, session.id), ignore_errors=True)
         self.remove_metadata(session)
         return rescued
 
@@ -365,6 +394,8 @@ class Workspaces:
             with open(os.path.join(folder, META_FILE), "w") as fh:
                 fh.write(text)
             return
+        if not self.in_place(session):
+            return  # a link replaced the workspace: written again once the folder is back
         path = self.metadata_path(session)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
@@ -376,8 +407,9 @@ class Workspaces:
 
     def remove_metadata(self, session: Session) -> None:
         """Remove a session's metadata file (the workspace itself may stay)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.metadata_path(session))
+        if self.in_place(session):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.metadata_path(session))
 
     def read_metadata(self, path: str) -> dict | None:
         """A metadata file's content, or None if it is missing or unreadable."""

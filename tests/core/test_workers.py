@@ -323,6 +323,46 @@ async def test_a_worker_that_cannot_start_leaves_nothing_behind(
     assert not (tmp_path / "outside.md").exists()
 
 
+async def test_a_dir_session_keeps_its_transcripts_out_of_the_users_folder(manager, root):
+    shared = root / "project"
+    shared.mkdir()
+    (shared / "keep.txt").write_text("mine")
+    s = await manager.create_session({"kind": "dir", "name": "d", "path": "project"})
+    await manager.create_worker("d", {"name": "sh", "kind": "terminal"})
+    manager.write_input("d", "sh", "echo in-dir-$((6*7))\r")
+    await until(lambda: "in-dir-42" in screen_text(manager, "d", "sh"), what="echo")
+    await manager.stop_session("d", force=True)
+    records = manager.get_transcript("d", "sh")["records"]
+    assert any("in-dir-42" in r.get("data", "") for r in records)
+    assert sorted(os.listdir(shared)) == ["keep.txt"]  # no .mas folder in the user's folder
+    kept = root / "mas-sessions" / ".mas" / "dir-sessions" / s["id"]
+    assert (kept / "transcripts").is_dir()
+    await manager.delete_session("d", purge=True)
+    assert not kept.exists() and sorted(os.listdir(shared)) == ["keep.txt"]
+
+
+async def test_a_workspace_replaced_by_a_link_is_not_used(manager, tmp_path):
+    # A worker can swap its workspace for a link to elsewhere: the engine then starts, reads
+    # and writes nothing there (the folders it may use are the configured ones).
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    s = await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    await manager.pause_session("s")
+    ws = s["workspace"]
+    os.rename(ws, ws + ".moved")
+    os.symlink(outside, ws)
+    with pytest.raises(ForbiddenError, match="a link replaced it"):
+        await manager.resume_session("s")
+    assert manager.get_session("s")["status"] == "paused"
+    with pytest.raises(ForbiddenError, match="a link replaced it"):
+        manager.get_transcript("s", "sh")
+    manager.update_session("s", {"task": "T-1"})  # its metadata is not written there
+    await manager.delete_session("s", purge=True)
+    assert list(outside.iterdir()) == []
+    assert os.path.isdir(ws + ".moved")  # the folder itself is left where the worker put it
+
+
 async def test_worker_names_are_unique_in_a_session(manager):
     await manager.create_session({"kind": "quick", "name": "s"})
     await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
