@@ -511,6 +511,13 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 "it cannot be resumed"
             )
         self.workspaces.require_in_place(session)
+        if session.status == "stopped" and self.store.count_sessions(stopped=False) >= (
+            self.max_sessions
+        ):  # a stopped session does not count; resumed, it would pass the limit
+            raise LimitError(
+                f"the limit of {self.max_sessions} sessions is reached; stop or delete a "
+                "session first (MASManager.max_sessions)"
+            )
         self._set_status(session, "active")
         self._log(session, "resumed")
         await self.supervisor.resume_all(session)

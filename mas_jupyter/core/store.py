@@ -312,8 +312,10 @@ class Store:
                     (int(match.group(1)),),
                 )
 
-    def count_sessions(self) -> int:
-        """How many sessions exist (any status, any row state)."""
+    def count_sessions(self, stopped: bool = True) -> int:
+        """How many sessions exist (any row state; without the stopped ones if not `stopped`)."""
+        if not stopped:
+            return self._query("SELECT COUNT(*) FROM sessions WHERE status != 'stopped'")[0][0]
         return self._query("SELECT COUNT(*) FROM sessions")[0][0]
 
     # workers

@@ -384,6 +384,12 @@ class Supervisor:
         """The live side of a worker, or a conflict if it is not running."""
         live = self.live.get(record.id)
         if live is None or not live.running:
+            session = self.manager.store.get_session(record.session_id)
+            if session is not None and session.status != "active":
+                raise ConflictError(
+                    f"worker {record.name!r} is not running: session {session.name!r} is "
+                    f"{session.status}; resume it first"
+                )
             raise ConflictError(f"worker {record.name!r} is not running; restart it first")
         return live
 

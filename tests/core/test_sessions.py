@@ -223,6 +223,22 @@ async def test_session_limit(make_manager):
         await manager.create_session({"kind": "quick", "name": "c"})
     await manager.stop_session("a")
     await manager.create_session({"kind": "quick", "name": "c"})  # stopped ones do not count
+    # ... and a stopped one resumed would count again: refused while the limit is reached.
+    with pytest.raises(LimitError, match="limit of 2 sessions"):
+        await manager.resume_session("a")
+    assert manager.get_session("a")["status"] == "stopped"
+    await manager.pause_session("c")
+    await manager.resume_session("c")  # a paused one counts already
+    await manager.delete_session("c")
+    assert (await manager.resume_session("a"))["status"] == "active"
+
+
+async def test_a_worker_of_a_paused_session_says_to_resume_it(manager):
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    await manager.pause_session("s")
+    with pytest.raises(ConflictError, match="session 's' is paused; resume it first"):
+        manager.write_input("s", "sh", "ls\r")
 
 
 async def test_delete_keeps_or_purges_a_quick_workspace(manager):
