@@ -298,7 +298,9 @@ async def test_a_stalled_client_is_dropped_while_another_keeps_receiving(
     assert kept.queue.chars <= kept.queue.max_chars
     await reader.send("stdin", "\x03")
     await reader.send("stdin", "echo flood-$((7*6))-done\r")
+    deadline = asyncio.get_running_loop().time() + 60
     while "flood-42-done" not in tail:
+        assert asyncio.get_running_loop().time() < deadline, f"the flood went on: {tail[-80:]!r}"
         await pump()
     assert reader.ws.close_code is None
     stalled.ws.close()
