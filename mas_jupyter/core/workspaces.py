@@ -394,7 +394,7 @@ class Workspaces:
             with open(os.path.join(folder, META_FILE), "w") as fh:
                 fh.write(text)
             return
-        if not self.in_place(session):
+        if session.kind != "dir" and not self.in_place(session):
             return  # a link replaced the workspace: written again once the folder is back
         path = self.metadata_path(session)
         folder = os.path.dirname(path)
@@ -407,7 +407,7 @@ class Workspaces:
 
     def remove_metadata(self, session: Session) -> None:
         """Remove a session's metadata file (the workspace itself may stay)."""
-        if self.in_place(session):
+        if session.kind == "dir" or self.in_place(session):  # a dir session's is ours
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.metadata_path(session))
 

@@ -341,7 +341,7 @@ async def test_a_dir_session_keeps_its_transcripts_out_of_the_users_folder(manag
     assert not kept.exists() and sorted(os.listdir(shared)) == ["keep.txt"]
 
 
-async def test_a_workspace_replaced_by_a_link_is_not_used(manager, tmp_path):
+async def test_a_workspace_replaced_by_a_link_is_not_used(manager, root, tmp_path):
     # A worker can swap its workspace for a link to elsewhere: the engine then starts, reads
     # and writes nothing there (the folders it may use are the configured ones).
     outside = tmp_path / "outside"
@@ -361,6 +361,15 @@ async def test_a_workspace_replaced_by_a_link_is_not_used(manager, tmp_path):
     await manager.delete_session("s", purge=True)
     assert list(outside.iterdir()) == []
     assert os.path.isdir(ws + ".moved")  # the folder itself is left where the worker put it
+    # A dir session's metadata lives in the state folder: deleting it removes that file even
+    # when its folder now leads outside the allowed roots (else it would come back).
+    (root / "project").mkdir()
+    d = await manager.create_session({"kind": "dir", "name": "d", "path": "project"})
+    os.rename(root / "project", root / "project.moved")
+    os.symlink(outside, root / "project")
+    await manager.delete_session("d")
+    state = root / "mas-sessions" / ".mas" / "dir-sessions"
+    assert not (state / f"{d['id']}.json").exists() and list(outside.iterdir()) == []
 
 
 async def test_worker_names_are_unique_in_a_session(manager):
