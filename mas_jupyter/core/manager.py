@@ -25,7 +25,7 @@ from .errors import ConflictError, InvalidError, LimitError, NotFoundError
 from .events import EventBus
 from .models import ROW_CREATING, ROW_READY, Session, now
 from .root_lock import RootLock
-from .store import Store, StoreError
+from .store import Store, StoreError, sessions_limit_error
 from .supervisor import Supervisor
 from .worker_operations import WorkerOperations
 from .workspaces import Workspaces
@@ -514,10 +514,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         if session.status == "stopped" and self.store.count_sessions(stopped=False) >= (
             self.max_sessions
         ):  # a stopped session does not count; resumed, it would pass the limit
-            raise LimitError(
-                f"the limit of {self.max_sessions} sessions is reached; stop or delete a "
-                "session first (MASManager.max_sessions)"
-            )
+            raise sessions_limit_error(self.max_sessions)
         self._set_status(session, "active")
         self._log(session, "resumed")
         await self.supervisor.resume_all(session)

@@ -87,6 +87,14 @@ _JSON_FIELDS = ("argv", "env")
 _NUMBERED_RE = re.compile(r"^session-(\d+)$")
 
 
+def sessions_limit_error(limit: int) -> LimitError:
+    """The error for a session that would pass `MASManager.max_sessions` (created or resumed)."""
+    return LimitError(
+        f"the limit of {limit} sessions is reached; stop or delete a session first "
+        "(MASManager.max_sessions)"
+    )
+
+
 class StoreError(MASError):
     """The database cannot be used as it is; the message says why and what to do."""
 
@@ -205,10 +213,7 @@ class Store:
             if limit is not None:
                 live = db.execute("SELECT COUNT(*) FROM sessions WHERE status != 'stopped'")
                 if live.fetchone()[0] >= limit:
-                    raise LimitError(
-                        f"the limit of {limit} sessions is reached; stop or delete a session "
-                        "first (MASManager.max_sessions)"
-                    )
+                    raise sessions_limit_error(limit)
             if generate_name:
                 session.name = self._next_name(db)
             if plan is not None:
