@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
 
 import pytest
 
@@ -272,7 +273,8 @@ def stall_limits(mas_config):
 async def test_a_stalled_client_is_dropped_while_another_keeps_receiving(
     stall_limits, shell_session, console, mas_app
 ):
-    await shell_session()
+    session, _ = await shell_session()
+    stop = pathlib.Path(session["workspace"], "stop-flood")
     stalled = await console()  # never reads again: its TCP buffers fill, then its queue
     reader = await console()
     received, tail = 0, ""
@@ -287,8 +289,12 @@ async def test_a_stalled_client_is_dropped_while_another_keeps_receiving(
             received += len(data)
             tail = (tail + data)[-400:]
 
-    # Print without end until the stalled client is dropped; the reader keeps reading.
-    await reader.send("stdin", "while :; do head -c 1000000 /dev/zero | tr '\\\\0' x; done\r")
+    # Print without end until the stalled client is dropped; the reader keeps reading. The
+    # flood ends when a file appears (a ^C to the loop races with bash between iterations).
+    await reader.send(
+        "stdin",
+        "while [ ! -e stop-flood ]; do yes x | head -c 1000000; done; echo flood-$((7*6))-done\r",
+    )
     deadline = asyncio.get_running_loop().time() + 60
     while len(mas_app.sockets) > 1:
         assert asyncio.get_running_loop().time() < deadline, "the stalled client was kept"
@@ -296,8 +302,7 @@ async def test_a_stalled_client_is_dropped_while_another_keeps_receiving(
     assert received > 100_000  # it may have skipped ahead when it fell behind, never stopped
     [kept] = mas_app.sockets
     assert kept.queue.chars <= kept.queue.max_chars
-    await reader.send("stdin", "\x03")
-    await reader.send("stdin", "echo flood-$((7*6))-done\r")
+    stop.touch()
     deadline = asyncio.get_running_loop().time() + 60
     while "flood-42-done" not in tail:
         assert asyncio.get_running_loop().time() < deadline, f"the flood went on: {tail[-80:]!r}"
