@@ -138,6 +138,9 @@ def server_process(tmp_path):
         proc.terminate()
         proc.wait(15)
         log.close()
+        # The server leaves its tmux workers running on purpose (a restart finds them again).
+        tmux = ["tmux", "-S", config["MASManager"]["tmux_socket"], "kill-server"]
+        subprocess.run(tmux, capture_output=True, timeout=10)
 
 
 def _call(base: str, token: str, method: str, path: str, body: object = None) -> object:
