@@ -134,12 +134,21 @@ class Supervisor:
         ok, reason = backend.availability()
         if not ok:
             raise UnavailableError(f"backend {backend_name!r} is unavailable: {reason}")
+        if kind not in (None, backend.kind):
+            raise InvalidError(
+                f"backend {backend_name!r} runs a worker of kind {backend.kind!r}, not {kind!r}; "
+                "leave 'kind' out or pick a backend of that kind (see GET /api/mas/backends)"
+            )
         persona = spec.get("persona")
         if persona is not None:
             validate.name(persona, "persona")
             if persona not in self.personas():
                 raise NotFoundError(
                     f"no persona named {persona!r}; available: {', '.join(sorted(self.personas()))}"
+                )
+            if backend.kind != "agent":
+                raise InvalidError(
+                    f"a persona is for agents; backend {backend_name!r} runs a {backend.kind}"
                 )
         runtime = validate.choice(
             spec.get("runtime", self.manager.default_runtime), ("pty", "tmux"), "runtime"

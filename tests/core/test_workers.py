@@ -271,6 +271,10 @@ async def test_delete_worker_ends_its_processes(manager):
         ({"name": "b", "kind": "terminal", "cols": 5}, InvalidError, "cols"),
         ({"name": "b", "persona": "nobody", "kind": "terminal"}, NotFoundError, "no persona"),
         ({"name": "b", "backend": "ghost"}, UnavailableError, "not found on PATH"),
+        ({"kind": "terminal", "backend": "demo"}, InvalidError, "kind 'agent', not 'terminal'"),
+        ({"kind": "agent", "backend": "shell"}, InvalidError, "kind 'terminal', not 'agent'"),
+        ({"backend": "shell", "persona": "pm"}, InvalidError, "runs a terminal"),
+        ({"kind": "terminal", "persona": "pm"}, InvalidError, "runs a terminal"),
     ],
 )
 async def test_bad_worker_specs_start_nothing(make_manager, spec, error, message):
