@@ -304,10 +304,8 @@ def closed_fields(body: dict, allowed: set[str], what: str) -> None:
     """Refuse fields a request does not define, so typos and injections are not ignored."""
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise InvalidError(
-            f"unknown field(s) for {what}: {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
+        known = f"allowed: {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise InvalidError(f"unknown field(s) for {what}: {', '.join(unknown)}; {known}")
 
 
 def integer(value: object, what: str, low: int, high: int) -> int:

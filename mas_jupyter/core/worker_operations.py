@@ -118,7 +118,7 @@ class WorkerOperations:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise InvalidError("timeout must be a number of seconds")
         if not 0 < timeout <= limit:
-            raise InvalidError(f"timeout must be between 0 and {limit:g} seconds")
+            raise InvalidError(f"timeout must be more than 0 and at most {limit:g} seconds")
         session = self._session(key)
         record = self._worker(session, wkey)
         live = self.supervisor.live_worker(record)

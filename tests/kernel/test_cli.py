@@ -13,7 +13,7 @@ import sys
 
 import pexpect
 import pytest
-from kernel_support import Proxy, demo_idle, wait_until
+from kernel_support import Proxy, demo_idle, git_repo, wait_until
 
 import mas_jupyter
 from mas_jupyter.kernel import ConnectionFailed
@@ -69,6 +69,35 @@ def test_new_list_send_stop_delete(cli, client):
     code, out, err = cli("delete", "cli-1", "--purge")
     assert code == 0 and "deleted cli-1 and its workspace" in out
     assert client.sessions() == []
+
+
+def test_delete_says_where_a_worktrees_changes_went_and_that_a_dir_is_kept(cli, client, server):
+    repo = git_repo(server.root / "cli-repo")
+    code, _, err = cli("new", "feat", "--kind=worktree", "--repo=cli-repo")
+    assert code == 0, err
+    pathlib.Path(client.session("feat").workspace, "a.txt").write_text("changed\n")
+    code, out, err = cli("delete", "feat", "--purge")
+    assert (code, out) == (1, "") and "uncommitted" in err
+    code, out, err = cli("delete", "feat", "--purge", "--force")
+    assert code == 0, err
+    first, second = out.splitlines()
+    assert first == "deleted feat and its workspace"
+    assert re.match(r"its uncommitted changes are saved on refs/mas/rescue/feat-\S+: `", second)
+    # The commands it names, run as printed, show the changes and get them back.
+    show, checkout = re.findall(r"`([^`]+)`", second)
+    shown = subprocess.run(show, shell=True, capture_output=True, text=True, check=True)
+    assert "+changed" in shown.stdout
+    subprocess.run(checkout.replace("NAME", "rescued"), shell=True, check=True)
+    assert (repo / "a.txt").read_text() == "changed\n"
+
+    mine = server.root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    folder = client.create_session("d", "dir", path="mine").workspace
+    code, out, err = cli("delete", "d", "--purge")
+    assert code == 0, err
+    assert out == f"deleted d; its folder {folder} is kept (a dir session's folder is yours)\n"
+    assert (mine / "notes.txt").read_text() == "mine\n"
 
 
 def test_pause_resume_and_restart(cli, client):
@@ -174,7 +203,7 @@ def test_a_timeout_over_the_servers_limit_is_the_servers_one_line(cli, client):
     client.create_session("tmo", agent="demo")
     code, out, err = cli("send", "tmo", "hi", "--timeout=7200")
     assert (code, out) == (1, "")
-    assert err == "jupyter mas send: timeout must be between 0 and 3600 seconds\n"
+    assert err == "jupyter mas send: timeout must be more than 0 and at most 3600 seconds\n"
     client.delete("tmo", purge=True, force=True)
 
 

@@ -153,6 +153,15 @@ async def test_bad_worker_bodies_are_400(api, shell_session, route, body):
     assert reply["reason"] == "invalid"
 
 
+async def test_bad_worker_bodies_say_what_is_allowed(api, shell_session):
+    await shell_session()
+    worker = ("sessions", "s", "workers", "sh")
+    code, reply = await api("POST", *worker, "restart", body={"hard": True})
+    assert reply["message"] == "unknown field(s) for restart: hard; it takes none"
+    code, reply = await api("POST", *worker, "send", body={"text": "hi", "timeout": 0})
+    assert reply["message"] == "timeout must be more than 0 and at most 3600 seconds"
+
+
 @pytest.mark.parametrize(
     ("route", "params"),
     [
