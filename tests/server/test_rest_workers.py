@@ -80,6 +80,14 @@ async def test_demo_agent_send_and_wait(api, demo_session):
     assert code == 200 and result["timed_out"] is False
 
 
+async def test_a_send_that_ends_the_agent_says_it_exited_with_its_code(api, demo_session):
+    await demo_session()
+    body = {"text": "/exit", "wait": True, "timeout": 30}
+    code, result = await api("POST", "sessions", "s", "workers", "bot", "send", body=body)
+    assert code == 200, result  # the api fixture checks the body against SendReply
+    assert (result["activity"], result["exit_code"], result["timed_out"]) == ("exited", 0, False)
+
+
 async def test_stop_refused_while_an_agent_waits_for_an_answer(api, demo_session):
     await demo_session()
     body = {"text": "/ask", "wait": True, "timeout": 30}
