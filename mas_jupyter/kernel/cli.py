@@ -23,6 +23,7 @@ from traitlets.config.loader import KVArgParseConfigLoader
 
 from .._version import __version__
 from .errors import MASClientError
+from .records import deleted_text
 from .transport import HTTPTransport
 
 _COMMON_ALIASES = {
@@ -401,7 +402,9 @@ class DeleteCommand(MASCommand):
 
     name = "delete"
     usage = "SESSION [--purge] [--force]"
-    description = "Delete a session; --purge also removes its workspace."
+    description = (
+        "Delete a session; --purge also removes its workspace (a dir session's folder is kept)."
+    )
     purge = Bool(False).tag(config=True)
     force = Bool(False).tag(config=True)
     flags = {
@@ -411,10 +414,12 @@ class DeleteCommand(MASCommand):
     }
 
     def run(self) -> None:
-        """Delete it."""
+        """Delete it; say what became of its workspace and of a worktree's changes."""
         args = self.args(1, 1)
-        self.client().delete(args[0], purge=self.purge, force=self.force)
-        print(f"deleted {args[0]}" + (" and its workspace" if self.purge else ""))
+        client = self.client()
+        session = client.session(args[0])
+        rescue_ref = client.delete(session, purge=self.purge, force=self.force)
+        print(f"deleted {args[0]}" + deleted_text(session, self.purge, rescue_ref))
 
 
 class MASApp(JupyterApp):

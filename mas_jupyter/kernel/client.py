@@ -239,14 +239,22 @@ class MASClient:
         return Session(self, await self._call("stop_session", self._sid(session), force=force))
 
     @aio
-    async def adelete(self, session: SessionRef, purge: bool = False, force: bool = False) -> None:
-        """Delete a session (always named explicitly); purge also removes its workspace."""
+    async def adelete(
+        self, session: SessionRef, purge: bool = False, force: bool = False
+    ) -> str | None:
+        """Delete a session (always named explicitly); purge also removes its workspace (a
+        dir session's folder is the user's: only its transcripts go).
+
+        Returns the rescue ref where a forced purge of a worktree saved its uncommitted
+        changes (`git show REF` in the repository), or None when nothing was saved.
+        """
         if session is None:
             raise NoActiveSession("delete needs the session named explicitly")
         sid = _key(session)
-        await self._call("delete_session", sid, purge=purge, force=force)
+        rescue_ref = await self._call("delete_session", sid, purge=purge, force=force)
         if self._active[0] in (sid, getattr(session, "name", None)):
             self._active = (None, None)
+        return rescue_ref
 
     @aio
     async def aactivities(

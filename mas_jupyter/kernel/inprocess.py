@@ -60,7 +60,9 @@ class LocalTransport:
                 result = await result
         except MASError as e:
             raise error_from(e.status, e.to_dict()) from None
-        if op in ("delete_session", "delete_worker", "write_input"):
+        if op == "delete_session":
+            return result["rescue_ref"]  # the REST API's X-MAS-Rescue-Ref header
+        if op in ("delete_worker", "write_input"):
             return None  # the REST API answers these with no body
         return json.loads(json.dumps(result))
 

@@ -24,6 +24,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
 from .errors import MASClientError
+from .records import deleted_text
 from .render import esc
 
 PROGRESS_TICK = 0.5
@@ -156,7 +157,11 @@ def _parsers() -> dict[str, _Parser]:
     p.add_argument("session", nargs="?")
     p.add_argument("--force", action="store_true")
 
-    p = add("delete", "Delete a session (named explicitly); --purge removes its workspace.")
+    p = add(
+        "delete",
+        "Delete a session (named explicitly); --purge removes its workspace (a dir session's "
+        "folder is kept).",
+    )
     p.add_argument("session")
     p.add_argument("--purge", action="store_true", help="also remove the workspace")
     p.add_argument("--force", action="store_true", help="purge a worktree with changes")
@@ -382,8 +387,9 @@ class MASMagics(Magics):
             print(f"warning: {warning}")
 
     def _do_delete(self, args: argparse.Namespace, cell: str | None) -> None:
-        self.client.delete(args.session, purge=args.purge, force=args.force)
-        print(f"deleted session {args.session}" + (" and its workspace" if args.purge else ""))
+        session = self.client.session(args.session)
+        rescue_ref = self.client.delete(session, purge=args.purge, force=args.force)
+        print(f"deleted session {args.session}" + deleted_text(session, args.purge, rescue_ref))
 
     def _do_backends(self, args: argparse.Namespace, cell: str | None) -> None:
         display(self.client.backends())

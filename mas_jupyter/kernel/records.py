@@ -10,6 +10,7 @@ twin named with an `a` in front (`worker.send` / `await worker.asend`).
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -255,8 +256,8 @@ class Session(Record):
         return await self._client.astop(self.id, force=force)
 
     @aio
-    async def adelete(self, purge: bool = False, force: bool = False) -> None:
-        """Forget it; purge also removes the workspace."""
+    async def adelete(self, purge: bool = False, force: bool = False) -> str | None:
+        """Forget it; purge also removes the workspace. The rescue ref, as client.delete."""
         return await self._client.adelete(self.id, purge=purge, force=force)
 
     @aio
@@ -278,6 +279,24 @@ class Session(Record):
     async def aconnect_info(self) -> dict:
         """Workspace, console channels and tmux attach commands."""
         return await self._client.aconnect_info(self.id)
+
+
+def deleted_text(session: Session, purged: bool, rescue_ref: str | None) -> str:
+    """What deleting `session` did, to follow "deleted NAME": what the purge removed (a dir
+    session's folder is the user's: only its transcripts go), and where a forced purge saved a
+    worktree's uncommitted changes, with the git commands that show them and get them back."""
+    text = ""
+    if purged and session.kind == "dir":
+        text = f" and its transcripts; its folder {session.workspace} is kept (it is yours)"
+    elif purged:
+        text = " and its workspace"
+    if rescue_ref:
+        git = f"git -C {shlex.quote(session.repo)}"
+        text += (
+            f"\nits uncommitted changes are saved on {rescue_ref}: `{git} show {rescue_ref}` "
+            f"shows them, `{git} checkout -b NAME {rescue_ref}` gets them back on branch NAME"
+        )
+    return text
 
 
 class SessionTable(list):

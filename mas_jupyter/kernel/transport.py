@@ -2,7 +2,9 @@
 
 Both transports offer one coroutine, `call(op, *args, **kwargs)`, where `op` is the name of a
 `MASManager` method and the arguments are that method's: the client is written against the
-engine's own API, so the two paths cannot drift apart. Errors become `MASClientError`s.
+engine's own API, so the two paths cannot drift apart. The answer is the API's JSON, except
+for delete_session: the rescue ref the API names in a header (None when nothing was saved).
+Errors become `MASClientError`s.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import urllib.parse
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httputil import HTTPHeaders
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from .errors import ConnectionFailed, MASClientError, error_from
 
 DEFAULT_TIMEOUT = 60.0
+RESCUE_HEADER = "X-MAS-Rescue-Ref"  # a forced purge's answer: where a worktree's changes went
 
 
 def _q(part: str) -> str:
@@ -94,15 +98,20 @@ class HTTPTransport:
             headers["Authorization"] = f"token {self.token}"
         return headers
 
-    async def request(
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        """One JSON request (`exchange`'s arguments); the parsed answer."""
+        return (await self.exchange(*args, **kwargs))[0]
+
+    async def exchange(
         self,
         method: str,
         path: str,
         params: dict | None = None,
         body: object = None,
         timeout: float = DEFAULT_TIMEOUT,
-    ) -> Any:
-        """One JSON request; the parsed answer, or the matching MASClientError."""
+    ) -> tuple[Any, HTTPHeaders]:
+        """One JSON request; the parsed answer and its headers, or the matching
+        MASClientError."""
         if self._http is None:
             # Made on the loop that uses it (the client's private loop).
             self._http = AsyncHTTPClient(force_instance=True)
@@ -158,7 +167,7 @@ class HTTPTransport:
                         "reason": "forbidden",
                     }
             raise self.error(response.code, parsed)
-        return parsed
+        return parsed, response.headers
 
     async def websocket(self, path: str) -> WebSocketClientConnection:
         """Open a WebSocket under the API (the token in a header, never in the URL)."""
@@ -216,8 +225,8 @@ class HTTPTransport:
 
     async def _delete_session(self, key, purge=False, force=False):
         params = _query(purge=bool(purge), force=bool(force))
-        await self.request("DELETE", f"sessions/{_q(key)}", params)
-        return None
+        _, headers = await self.exchange("DELETE", f"sessions/{_q(key)}", params)
+        return headers.get(RESCUE_HEADER) or None
 
     async def _connect_info(self, key):
         return await self.request("POST", f"sessions/{_q(key)}/connect")

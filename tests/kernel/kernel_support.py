@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import socket
 import threading
 import time
 from urllib.parse import urlsplit
 
 from tests.conftest import PLAIN_BASH as SHELL_ARGV  # noqa: F401 (the kernel tests' name)
+from tests.conftest import run_git
 
 DEMO_DELAY = "0.2"
 
@@ -19,6 +21,16 @@ def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def git_repo(path: pathlib.Path) -> pathlib.Path:
+    """A git repository at `path` (made) with one commit: a.txt."""
+    path.mkdir()
+    run_git("init", "-q", "-b", "main", cwd=str(path))
+    (path / "a.txt").write_text("a\n")
+    run_git("add", "a.txt", cwd=str(path))
+    run_git("commit", "-q", "-m", "a", cwd=str(path))
+    return path
 
 
 def demo_idle(client, session: str, worker: str = "demo", timeout: float = 15.0) -> None:

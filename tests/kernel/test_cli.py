@@ -96,7 +96,7 @@ def test_delete_says_where_a_worktrees_changes_went_and_that_a_dir_is_kept(cli, 
     folder = client.create_session("d", "dir", path="mine").workspace
     code, out, err = cli("delete", "d", "--purge")
     assert code == 0, err
-    assert out == f"deleted d; its folder {folder} is kept (a dir session's folder is yours)\n"
+    assert out == f"deleted d and its transcripts; its folder {folder} is kept (it is yours)\n"
     assert (mine / "notes.txt").read_text() == "mine\n"
 
 

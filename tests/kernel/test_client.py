@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import os
+import pathlib
 
 import pytest
-from kernel_support import Proxy, demo_idle
+from kernel_support import Proxy, demo_idle, git_repo
 
+import mas_jupyter
 from mas_jupyter.kernel import (
     Conflict,
     ConnectionFailed,
@@ -21,6 +23,7 @@ from mas_jupyter.kernel.loop import LoopThread
 from mas_jupyter.kernel.outputs import Reply, Screen
 from mas_jupyter.kernel.records import Session, Worker
 from mas_jupyter.kernel.transport import HTTPTransport
+from tests.conftest import run_git
 
 
 def test_session_lifecycle_calls(client, server):
@@ -117,21 +120,43 @@ def test_stop_refused_with_errors_then_forced(client, server):
 
 
 def test_worktree_and_dir_sessions(client, server):
-    repo = server.root / "repo"
-    repo.mkdir()
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid"}
-    env.update(GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x.invalid")
-    git = ["git", "-c", "init.defaultBranch=main"]
-    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
-    (repo / "a.txt").write_text("a\n")
-    subprocess.run([*git, "add", "a.txt"], cwd=repo, check=True)
-    subprocess.run([*git, "commit", "-qm", "a"], cwd=repo, check=True, env={**server.env, **env})
+    git_repo(server.root / "repo")
     wt = client.create_session("feat", "worktree", repo="repo", branch="mas/feat", base="HEAD")
     assert (wt.kind, wt.branch, wt.base) == ("worktree", "mas/feat", "HEAD")
     (server.root / "shared").mkdir()
     d = client.create_session("shared", "dir", path="shared")
     assert d.kind == "dir" and d.workspace.endswith("shared")
     assert any("shared" in w for w in client.stop("shared").data["warnings"])
+
+
+@pytest.fixture(params=["http", "in-process"])
+def any_client(request, tmp_path):
+    """(a client, its root): the test server's client, then an in-process engine's."""
+    if request.param == "http":
+        yield request.getfixturevalue("client"), request.getfixturevalue("server").root
+        return
+    local = mas_jupyter.connect(
+        local=True, root_dir=str(tmp_path), config={"tmux_socket": str(tmp_path / "tmux")}
+    )
+    yield local, tmp_path
+    local.close()
+
+
+def test_a_forced_purge_returns_where_the_worktrees_changes_went(any_client):
+    client, root = any_client
+    repo = git_repo(root / "rescue-repo")
+    workspace = client.create_session("feat", "worktree", repo="rescue-repo").workspace
+    pathlib.Path(workspace, "a.txt").write_text("changed\n")
+    pathlib.Path(workspace, "new.txt").write_text("new\n")
+    with pytest.raises(Conflict, match="uncommitted"):
+        client.delete("feat", purge=True)
+    ref = client.delete("feat", purge=True, force=True)
+    assert ref.startswith("refs/mas/rescue/feat-") and not os.path.exists(workspace)
+    changed = run_git("show", "--format=", "--name-only", ref, cwd=str(repo)).split()
+    assert changed == ["a.txt", "new.txt"]
+    # Nothing to save: None, as for every other delete.
+    client.create_session("clean", "worktree", repo="rescue-repo")
+    assert client.delete("clean", purge=True, force=True) is None
 
 
 def test_catalogs(client, server):

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from kernel_support import demo_idle, execute, text_of
+from kernel_support import demo_idle, execute, git_repo, text_of
 from traitlets.config import Config
 
 import mas_jupyter
@@ -211,6 +211,27 @@ def test_the_daily_commands(mas, server_env, until):
     assert error is None and "deleted session churn and its workspace" in out
     assert "no active session" in mas("%mas use --clear")[0]
     assert "no sessions" in mas("%mas list")[0]
+
+
+def test_delete_says_where_a_worktrees_changes_went_and_that_a_dir_is_kept(mas, server_env):
+    git_repo(server_env.root / "magic-repo")
+    client = mas_jupyter.connect()
+    workspace = client.create_session("feat", "worktree", repo="magic-repo").workspace
+    pathlib.Path(workspace, "a.txt").write_text("changed\n")
+    out, _, error = mas("%mas delete feat --purge --force")
+    assert error is None
+    assert out.startswith(
+        "deleted session feat and its workspace\n"
+        "its uncommitted changes are saved on refs/mas/rescue/feat-"
+    )
+    assert "show refs/mas/rescue/feat-" in out and "checkout -b NAME refs/mas/rescue/feat-" in out
+    (server_env.root / "magic-dir").mkdir()
+    folder = client.create_session("d", "dir", path="magic-dir").workspace
+    out, _, error = mas("%mas delete d --purge")
+    assert error is None
+    assert (
+        out == f"deleted session d and its transcripts; its folder {folder} is kept (it is yours)\n"
+    )
 
 
 def test_use_with_a_worker_and_an_explicit_session(mas):
