@@ -12,7 +12,6 @@ quietly with status 141, as a command killed by SIGPIPE does.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -22,6 +21,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode
 from traitlets.config.loader import KVArgParseConfigLoader
 
 from .._version import __version__
+from .client import SECONDS, is_seconds
 from .errors import MASClientError
 from .records import deleted_text
 from .transport import HTTPTransport
@@ -56,13 +56,13 @@ class _Loader(KVArgParseConfigLoader):
 
 
 class _Seconds(Float):
-    """A number of seconds: finite and more than 0 (`nan` and `inf` are floats, not times)."""
+    """A number of seconds, as the client takes them (`is_seconds`)."""
 
-    info_text = "a number of seconds more than 0"
+    info_text = SECONDS
 
     def validate(self, obj: Any, value: Any) -> Any:
         value = super().validate(obj, value)
-        if value is not None and not (math.isfinite(value) and value > 0):
+        if value is not None and not is_seconds(value):
             self.error(obj, value)
         return value
 

@@ -16,6 +16,7 @@ it as `session=` / `worker=` (a name, an id or a record); left out, the active o
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from typing import Any
@@ -29,6 +30,21 @@ from .records import Catalog, Session, SessionTable, Worker, WorkerTable, aio, s
 
 SessionRef = str | Session | None
 WorkerRef = str | Worker | None
+SECONDS = "a number of seconds more than 0"
+
+
+def is_seconds(value: object) -> bool:
+    """Whether `value` is a number of seconds: finite and more than 0 (`nan` and `inf` are
+    floats, not times; a bool is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value > 0
+
+
+def _check_timeout(value: object, optional: bool = False) -> None:
+    """A ValueError naming `value` unless it is a number of seconds (or None, if optional)."""
+    if not (is_seconds(value) or (optional and value is None)):
+        raise ValueError(f"timeout must be {SECONDS}, not {value!r}")
 
 
 def _key(ref: object) -> str | None:
@@ -321,7 +337,9 @@ class MASClient:
         wait: bool = True,
         timeout: float | None = None,
     ) -> Reply:
-        """Send a message; with wait (the default) return the reply when the agent is done."""
+        """Send a message; with wait (the default) return the reply when the agent is done
+        (waiting `timeout` seconds at most, 600 by default; the server takes up to 3600)."""
+        _check_timeout(timeout, optional=True)
         sid, wid = await self._ids(worker, session)
         data = await self._call("send_message", sid, wid, text, wait=wait, timeout=timeout)
         name = worker.name if isinstance(worker, Worker) else str(wid)
@@ -382,6 +400,7 @@ class MASClient:
         Agents print a banner first; a message sent before they are ready gets it in its
         reply. Raises Conflict if the worker exits first, MASClientError on timeout.
         """
+        _check_timeout(timeout)
         deadline = time.monotonic() + timeout
         with self.events() as stream:
             record = self.worker(worker, session=session)
@@ -439,6 +458,7 @@ class MASClient:
 
     def events(self, timeout: float | None = None) -> EventStream:
         """An iterator over events from now on (ends after `timeout` s without one)."""
+        _check_timeout(timeout, optional=True)
         return EventStream(self._event_feed(), timeout)
 
     def aevents(self, timeout: float | None = None) -> EventStream:

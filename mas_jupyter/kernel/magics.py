@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import math
 import shlex
 import sys
 import time
@@ -23,6 +24,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
+from .client import SECONDS, is_seconds
 from .errors import MASClientError
 from .records import deleted_text
 from .render import esc
@@ -64,6 +66,16 @@ def _env_pair(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     return key, value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not is_seconds(value):
+        raise argparse.ArgumentTypeError(f"must be {SECONDS}, not {text!r}")
+    return value
 
 
 def _env_arg(p: argparse.ArgumentParser) -> None:
@@ -129,7 +141,7 @@ def _parsers() -> dict[str, _Parser]:
     p.add_argument("-w", "--worker", help="the worker (default: the active one)")
     _session_arg(p)
     p.add_argument("--no-wait", action="store_true", help="do not wait for the reply")
-    p.add_argument("--timeout", type=float, help="seconds to wait (default 600)")
+    p.add_argument("--timeout", type=_seconds, help="seconds to wait (default 600)")
 
     for name, what in (
         ("console", "Open an interactive terminal on a worker."),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import pathlib
+import re
 
 import pytest
 from kernel_support import Proxy, demo_idle, git_repo
@@ -157,6 +159,21 @@ def test_a_forced_purge_returns_where_the_worktrees_changes_went(any_client):
     # Nothing to save: None, as for every other delete.
     client.create_session("clean", "worktree", repo="rescue-repo")
     assert client.delete("clean", purge=True, force=True) is None
+
+
+def test_a_timeout_is_a_number_of_seconds_more_than_0(client, server):
+    client.create_session("tmo", agent="demo")
+    client.wait_ready(session="tmo")
+    for value in (math.nan, math.inf, -math.inf, -5, 0, True, "10"):
+        message = re.escape(f"timeout must be a number of seconds more than 0, not {value!r}")
+        with pytest.raises(ValueError, match=message):
+            client.send("hi", session="tmo", timeout=value)
+        with pytest.raises(ValueError, match=message):
+            client.wait_ready(session="tmo", timeout=value)
+        with pytest.raises(ValueError, match=message):
+            client.events(timeout=value)
+    assert not any(r["type"] == "input" for r in client.transcript(session="tmo"))
+    assert client.send("hi", session="tmo", timeout=30).text == "reply: hi (1 words, 1 lines)"
 
 
 def test_catalogs(client, server):

@@ -67,6 +67,13 @@ def test_overview_and_every_subcommand_help(mas):
         ("%mas add --terminal --persona qa -s x", "a terminal has no persona"),
         ("%mas send", "nothing to send"),
         ("%mas log --limit many", "invalid int value: 'many'"),
+        *(
+            (
+                f"%mas send hi --timeout={value}",
+                f"must be a number of seconds more than 0, not {value!r}",
+            )
+            for value in ("nan", "inf", "-5", "0", "soon")
+        ),
         ("%mas delete", "the following arguments are required: session"),
         ("%mas list 'unclosed", "cannot read the arguments"),
         ("%mas workers", "no session given and none is active"),
