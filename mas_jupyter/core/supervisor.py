@@ -98,7 +98,8 @@ class Supervisor:
     def tmux(self) -> tmux_runtime.Tmux:
         """The tmux server that tmux workers live in."""
         if self._tmux is None or self._tmux.socket != self.manager.tmux_socket:
-            self._tmux = tmux_runtime.Tmux(self.manager.tmux_socket, base_env())
+            env_dir = os.path.join(self.manager.workspaces.state_dir, "tmux-env")
+            self._tmux = tmux_runtime.Tmux(self.manager.tmux_socket, base_env(), env_dir)
         return self._tmux
 
     def backend(self, name: str) -> Backend:

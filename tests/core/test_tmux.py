@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pathlib
 import shutil
 
 import pytest
@@ -57,3 +60,36 @@ async def test_a_paused_worker_reports_how_the_pause_ended_it(manager, runtime):
     worker = manager.get_worker("s", "sh")
     assert worker["exit_reason"] == "paused", worker
     assert (worker["exit_code"], worker["exit_signal"]) == (None, 1), worker  # SIGHUP
+
+
+def _command_lines() -> str:
+    lines = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(lines)
+
+
+@needs_tmux
+@pytest.mark.parametrize("tail", ["", ";"])  # tmux read a value ending in ';' as a separator
+async def test_a_tmux_workers_environment_is_on_no_command_line(manager, tail):
+    # Every user can read a process's command line (`ps`); tmux keeps the command line that
+    # started its server. A worker's env (an API key) must reach the worker and stay off it.
+    secret = "sk-secret-4242"
+    tricky = 'it\'s $(touch pwned) `x` "q"\nline two; \\ end' + tail
+    await manager.create_session({"kind": "quick", "name": "s"})
+    env = {"MY_API_KEY": secret, "TRICKY": tricky}
+    await manager.create_worker(
+        "s", {"name": "sh", "kind": "terminal", "runtime": "tmux", "env": env}
+    )
+    manager.write_input(
+        "s", "sh", 'printf %s "$MY_API_KEY" > key.out; printf %s "$TRICKY" > tricky.out\r'
+    )
+    workspace = pathlib.Path(manager.get_session("s")["workspace"])
+    await until(lambda: (workspace / "tricky.out").exists(), what="the worker writing its env")
+    await until(lambda: (workspace / "key.out").read_text() == secret, what="the key")
+    assert (workspace / "tricky.out").read_text() == tricky
+    assert not (workspace / "pwned").exists()
+    assert secret not in _command_lines()
+    assert os.listdir(os.path.join(manager.workspaces.state_dir, "tmux-env")) == []  # read

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import re
 import shlex
 import shutil
 import signal
+import tempfile
+import time
 from collections.abc import Callable
 
 from .. import processes
@@ -41,6 +45,15 @@ Pane = tuple[int | None, bool, int | None, int | None]  # pid, dead, exit status
 # the signal as the status.
 PANE_FORMAT = "#{pane_pid}:#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"
 
+# A worker's environment reaches its process through a file only the server's user can read:
+# the pane's shell reads it, removes it and execs the worker's argv. tmux's `-e KEY=VALUE`
+# would put every value (API keys among them) on the tmux server's command line, which stays
+# readable by every user in `ps` for as long as the tmux server runs.
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOAD_ENV = '. "$0" && rm -f -- "$0" && exec "$@"'
+_MAX_ARG_STRLEN = 32 * 4096  # Linux: the longest one argument or variable may be
+_STALE_ENV_FILE = 60.0  # seconds; a file its pane never read (the pane died at once)
+
 
 def _pane(line: str) -> Pane:
     parts = line.strip().split(":")
@@ -52,12 +65,23 @@ def _pane(line: str) -> Pane:
     return int(parts[0]), dead, status, sig
 
 
+def _check_exec_size(argv: list[str], env: dict[str, str]) -> None:
+    """Refuse what the pane's exec could not take (E2BIG), as the pty runtime's own exec does:
+    the environment is not on tmux's command line, so tmux itself would start and the worker
+    would die at once."""
+    strings = [os.fsencode(a) for a in argv] + [os.fsencode(f"{k}={v}") for k, v in env.items()]
+    total = sum(len(b) + 1 + 8 for b in strings)  # the string, its NUL, its pointer
+    if total > os.sysconf("SC_ARG_MAX") or any(len(b) >= _MAX_ARG_STRLEN for b in strings):
+        raise start_error(argv[0], OSError(errno.E2BIG, os.strerror(errno.E2BIG)))
+
+
 class Tmux:
     """Runs tmux commands against one tmux server (a socket name or a socket path)."""
 
-    def __init__(self, socket: str, env: dict[str, str]) -> None:
+    def __init__(self, socket: str, env: dict[str, str], env_dir: str) -> None:
         self.socket = socket
         self.env = env
+        self.env_dir = os.path.abspath(env_dir)  # private: a new worker's environment waits there
 
     @property
     def base(self) -> list[str]:
@@ -114,11 +138,16 @@ class Tmux:
     async def new_session(
         self, name: str, argv: list[str], cwd: str, env: dict[str, str], cols: int, rows: int
     ) -> None:
-        """Start argv in a new detached tmux session (executed directly, never by a shell)."""
-        env_args = [a for key, value in env.items() for a in ("-e", f"{key}={value}")]
-        # With one argument tmux would hand it to a shell; `env --` keeps it an exec.
+        """Start argv in a new detached tmux session: `sh` loads the environment from a private
+        file, then execs argv (never parsed by a shell)."""
+        _check_exec_size(argv, env)
+        path = self._env_file({k: v for k, v in env.items() if _SHELL_NAME.fullmatch(k)})
+        others = [
+            a for k, v in env.items() if not _SHELL_NAME.fullmatch(k) for a in ("-e", f"{k}={v}")
+        ]
         # An argument ending in ';' would be read by tmux as a command separator: escape it.
-        command = [a[:-1] + "\\;" if a.endswith(";") else a for a in ["env", "--", *argv]]
+        command = ["/bin/sh", "-c", _LOAD_ENV, path, *argv]
+        command = [a[:-1] + "\\;" if a.endswith(";") else a for a in command]
         # One invocation: a tmux server with no session exits at once, taking options with it.
         # remain-on-exit is set before the session starts, so even an instant exit is seen.
         options = [
@@ -128,13 +157,32 @@ class Tmux:
             ("-g", "history-limit", "2000"),
         ]
         chained = [w for opt in options for w in ("set-option", *opt, ";")]
-        code, out = await self.run(
-            "start-server", ";", *chained,
-            "new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", cwd,
-            *env_args, *command,
-        )  # fmt: skip
+        code, out = 1, ""
+        try:
+            code, out = await self.run(
+                "start-server", ";", *chained,
+                "new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", cwd,
+                *others, *command,
+            )  # fmt: skip
+        finally:
+            if code != 0:  # no pane will read it
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         if code != 0:
             raise UnavailableError(f"tmux could not start the worker: {out.strip()}")
+
+    def _env_file(self, env: dict[str, str]) -> str:
+        """Write `export KEY='value'` lines to a new file only this user can read; its path."""
+        os.makedirs(self.env_dir, mode=0o700, exist_ok=True)
+        with os.scandir(self.env_dir) as entries:
+            for entry in entries:  # the odd file a pane never read
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < time.time() - _STALE_ENV_FILE:
+                        os.unlink(entry.path)
+        fd, path = tempfile.mkstemp(prefix="env-", dir=self.env_dir)  # mode 0600
+        with os.fdopen(fd, "wb") as f:
+            f.writelines(os.fsencode(f"export {k}={shlex.quote(v)}\n") for k, v in env.items())
+        return path
 
     async def kill_session(self, name: str) -> None:
         """Remove a tmux session (its processes get SIGHUP from tmux)."""
