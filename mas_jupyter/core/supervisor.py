@@ -281,12 +281,16 @@ class Supervisor:
         previous = self.live.get(record.id)
         if previous is not None:
             previous.close()  # the process before (exited): its output goes with it
-        if record.runtime == "tmux":
-            if record.tmux_name and await self.tmux.exists(record.tmux_name):
-                await self.tmux.kill_session(record.tmux_name)
-            await live.start_tmux(self.tmux, argv, session.workspace, env)
-        else:
-            live.start_pty(argv, session.workspace, env)
+        try:
+            if record.runtime == "tmux":
+                if record.tmux_name and await self.tmux.exists(record.tmux_name):
+                    await self.tmux.kill_session(record.tmux_name)
+                await live.start_tmux(self.tmux, argv, session.workspace, env)
+            else:
+                live.start_pty(argv, session.workspace, env)
+        except BaseException:
+            live.close()  # its transcript file, its terminal if it had one
+            raise
         self.live[record.id] = live
         self._mark_running(record, live, argv)
         faults.point("worker:spawned")

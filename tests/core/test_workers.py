@@ -288,6 +288,14 @@ async def test_bad_worker_specs_start_nothing(make_manager, spec, error, message
 BIG_ENV = {f"K{i}": "v" * 32768 for i in range(200)}  # each value allowed, together too big
 
 
+def _open_files() -> list[str]:
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return paths
+
+
 @pytest.mark.parametrize(
     "problem, spec, error, message",
     [
@@ -317,6 +325,7 @@ async def test_a_worker_that_cannot_start_leaves_nothing_behind(
     with pytest.raises(error, match=message):
         await manager.create_worker("s", {"name": "w", **spec})
     assert manager.list_workers("s") == []
+    assert not [f for f in _open_files() if "/transcripts/" in f]  # closed, not left to the GC
     # The name is free again: once the problem is gone, the same worker starts.
     if problem == "folder":
         os.rmdir(target)
