@@ -31,7 +31,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from ..core.errors import MASError, TooLargeError
+from ..core.errors import MASError, NotFoundError, TooLargeError
 from ..core.worker import exit_status
 from .base import REASONS, MASMixin
 
@@ -322,6 +322,10 @@ class ChannelHandler(MASWebSocket):
             replay = self.manager.get_output(self.session_id, self.worker_id)["data"]
             worker = self.manager.get_worker(self.session_id, self.worker_id)
             code = exit_status(worker["exit_code"], worker["exit_signal"])  # as live clients
+        except NotFoundError:  # deleted between the lookup before the upgrade and now
+            if self.queue is not None:
+                self._finish("disconnect", 1, CLOSE_GONE, "worker deleted")
+            return
         except MASError:
             replay, code = "", None
         if self.queue is not None:

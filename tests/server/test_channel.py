@@ -222,6 +222,27 @@ async def test_deleting_the_worker_disconnects_its_consoles(shell_session, conso
         assert await each.closed() == 4004
 
 
+async def test_a_console_opened_as_its_worker_is_deleted_is_told_it_is_gone(
+    shell_session, jp_ws_fetch, mas_app, monkeypatch
+):
+    # The worker is found before the upgrade and deleted before the console opens: before,
+    # the console was told ["exit", null] and 1000, as if the worker had exited.
+    from tornado.websocket import WebSocketHandler
+
+    await shell_session()
+    upgrade = WebSocketHandler.get
+
+    async def delete_then_upgrade(self, *args, **kwargs):
+        await mas_app.manager.delete_worker("s", "sh")
+        return await upgrade(self, *args, **kwargs)
+
+    monkeypatch.setattr(WebSocketHandler, "get", delete_then_upgrade)
+    c = Console(await jp_ws_fetch("api", "mas", "sessions", "s", "workers", "sh", "channel"))
+    await c.read_until(lambda c: c.messages[-1:] and c.messages[-1][0] != "setup", what="end")
+    assert c.messages == [["setup", {}], ["disconnect", 1]]
+    assert await c.closed() == 4004
+
+
 async def test_deleting_the_session_disconnects_its_consoles(shell_session, console, api):
     await shell_session()
     c = await console()
