@@ -175,6 +175,15 @@ async def test_resize_changes_the_terminal_size(manager, runtime):
 
 
 @needs_tmux
+def open_files(pid: int | str = "self") -> dict[str, str]:
+    """A process's descriptors and what each is open on."""
+    files = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile (the listing's own, for one)
+            files[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return files
+
+
 async def test_a_tmux_attach_client_holds_no_other_terminal(manager):
     # A terminal stays open while any process holds its master: a leaked one would keep a
     # deleted worker's terminal from hanging up.
@@ -183,10 +192,7 @@ async def test_a_tmux_attach_client_holds_no_other_terminal(manager):
     await manager.create_worker("s", {"name": "t", "kind": "terminal", "runtime": "tmux"})
     worker = manager.get_worker("s", "t")
     client = manager.supervisor.live[worker["id"]].process.client_pid
-    fds = {}
-    for fd in os.listdir(f"/proc/{client}/fd"):
-        with contextlib.suppress(FileNotFoundError):  # one tmux closed meanwhile
-            fds[fd] = os.readlink(f"/proc/{client}/fd/{fd}")
+    fds = open_files(client)
     assert "/dev/ptmx" not in fds.values(), fds
     assert fds["0"].startswith("/dev/pts/"), fds
 
@@ -288,14 +294,6 @@ async def test_bad_worker_specs_start_nothing(make_manager, spec, error, message
 BIG_ENV = {f"K{i}": "v" * 32768 for i in range(200)}  # each value allowed, together too big
 
 
-def _open_files() -> list[str]:
-    paths = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
-            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
-    return paths
-
-
 @pytest.mark.parametrize(
     "problem, spec, error, message",
     [
@@ -325,7 +323,8 @@ async def test_a_worker_that_cannot_start_leaves_nothing_behind(
     with pytest.raises(error, match=message):
         await manager.create_worker("s", {"name": "w", **spec})
     assert manager.list_workers("s") == []
-    assert not [f for f in _open_files() if "/transcripts/" in f]  # closed, not left to the GC
+    # Its transcript file is closed, not left to the garbage collector.
+    assert not [f for f in open_files().values() if "/transcripts/" in f]
     # The name is free again: once the problem is gone, the same worker starts.
     if problem == "folder":
         os.rmdir(target)
