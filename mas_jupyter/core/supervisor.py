@@ -162,8 +162,12 @@ class Supervisor:
             "backend": backend_name,
             "persona": persona,
             "runtime": runtime,
-            "cols": validate.integer(spec.get("cols", self.manager.default_cols), "cols", 10, 1000),
-            "rows": validate.integer(spec.get("rows", self.manager.default_rows), "rows", 5, 500),
+            "cols": validate.integer(
+                spec.get("cols", self.manager.default_cols), "cols", *validate.COLS
+            ),
+            "rows": validate.integer(
+                spec.get("rows", self.manager.default_rows), "rows", *validate.ROWS
+            ),
             "env": validate.env(spec.get("env")),
         }
 

@@ -30,6 +30,8 @@ _UUID_RE = re.compile(
 # short name such as heads/x resolves to refs/heads/x before refs/heads/heads/x.
 _REF_PATH_PREFIXES = ("refs/", "heads/", "tags/", "remotes/")
 ENV_VALUE_MAX = 32768
+COLS = (10, 1000)  # a terminal's width, smallest and largest
+ROWS = (5, 500)  # its height
 
 # Environment keys that change how a program or its interpreter loads code.
 _ENV_DENY = {

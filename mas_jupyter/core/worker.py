@@ -153,9 +153,10 @@ class LiveWorker:
         self.transcript.exit(code, sig)
         self.exited.set()
         self._changed.set()
+        # Recorded first: a console told of the exit finds the worker's exit_reason set.
+        self.hooks.exited(self, code, sig)
         for listener in list(self._listeners):
             listener("exit", exit_status(code, sig))
-        self.hooks.exited(self, code, sig)
         # Background children must not outlive the worker they belong to.
         if self.pid is not None:
             asyncio.ensure_future(processes.end_tree(self.pid, 1.0))

@@ -81,12 +81,22 @@ class WorkerOperations:
         """Set a worker's terminal size."""
         session = self._session(key)
         record = self._worker(session, wkey)
-        cols = validate.integer(cols, "cols", 10, 1000)
-        rows = validate.integer(rows, "rows", 5, 500)
+        cols = validate.integer(cols, "cols", *validate.COLS)
+        rows = validate.integer(rows, "rows", *validate.ROWS)
         live = self.supervisor.live_worker(record)
         live.resize(cols, rows)
         self.store.update_worker(record.id, cols=cols, rows=rows)
         return self.supervisor.worker_dict(live.record)
+
+    def fit_worker(self, key: str, wkey: str, cols: int, rows: int) -> None:
+        """Size a worker to a console's view: a view smaller or larger than a terminal may be
+        gets the nearest size there is (a small panel, the smallest terminal); a view with no
+        size (not shown) changes nothing."""
+        if cols <= 0 or rows <= 0:
+            return
+        cols = min(max(cols, validate.COLS[0]), validate.COLS[1])
+        rows = min(max(rows, validate.ROWS[0]), validate.ROWS[1])
+        self.resize_worker(key, wkey, cols, rows)
 
     def _live(self, key: str, wkey: str):
         # Keystrokes from a console name both by id: find them without reading the store.

@@ -24,6 +24,15 @@ DETACH_NAME = "Ctrl-]"
 CLEAR_SCREEN = "\x1b[H\x1b[2J\x1b[3J"  # home, erase the screen and the scrollback
 
 
+# How a worker ended when not by itself (its exit_reason): words and what to do next.
+ENDED = {
+    "restarted": "was restarted; attach again to follow it",
+    "paused": "stopped: its session was paused (resume it, then attach again)",
+    "stopped": "stopped: its session was stopped",
+    "server stopped": "stopped: the server stopped",
+}
+
+
 def _size(fd: int) -> tuple[int, int]:
     size = os.get_terminal_size(fd)
     return size.lines, size.columns
@@ -122,7 +131,8 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
         os.close(wake_r)
         os.close(wake_w)
     if "exit" in ended:
-        return f"worker {record.name} exited with code {ended['exit']}"
+        reason = channel.exit_reason if channel is not None else None
+        return f"worker {record.name} " + ENDED.get(reason, f"exited with code {ended['exit']}")
     if ended.get("reason"):
         return ended["reason"]
     why = ended.get("closed")

@@ -1,10 +1,10 @@
 """A connection to one worker's console: terminado's protocol over the channel WebSocket.
 
 `on_message(kind, payload)` receives `setup`, `stdout` (text), `activity` (a state), `exit`
-(the code), `disconnect` and finally `closed` (payload: why, or None when the worker exited,
-was deleted or the channel was closed); it is called on the client's loop thread, so it must
-be quick and must not make synchronous client calls. In-process, the same messages come from
-the engine's attach().
+(the code; why is then in `exit_reason`), `disconnect` and finally `closed` (payload: why, or
+None when the worker exited, was deleted or the channel was closed); it is called on the
+client's loop thread, so it must be quick and must not make synchronous client calls.
+In-process, the same messages come from the engine's attach().
 
 When the connection drops while the worker runs on (the server restarted, a network blip, or
 the server dropped a client that stopped reading), the channel connects again by itself:
@@ -18,12 +18,14 @@ the channel is closed. What is written while reconnecting is not sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..core.errors import MASError
 from .errors import ConnectionFailed, MASClientError, NotFound
 
 if TYPE_CHECKING:
@@ -49,6 +51,9 @@ class Channel:
         self._task: Any = None
         self._closing = asyncio.Event()  # set by close(), on the loop: no reconnecting after
         self._ended = False  # the worker exited or was deleted: nothing to reconnect to
+        # Why the worker ended, once `exit` came: its exit_reason ("exited", "crashed",
+        # "restarted", "paused", ...): a restart's exit is no crash.
+        self.exit_reason: str | None = None
 
     async def open(self) -> Channel:
         """Connect; the recent output arrives first (after `setup`), then live output."""
@@ -58,6 +63,10 @@ class Channel:
             def listener(kind: str, payload: Any) -> None:
                 if self.closed.is_set():
                     return
+                if kind == "exit":  # the engine records why before it tells its consoles
+                    with contextlib.suppress(MASError):
+                        worker = transport.manager.get_worker(self.session_id, self.worker_id)
+                        self.exit_reason = worker["exit_reason"]
                 self._deliver(kind, payload)
                 if kind in ("exit", "disconnect"):
                     # Ended: a restart's stop of the exited process says nothing more here.
@@ -116,6 +125,8 @@ class Channel:
                 if isinstance(msg, list) and msg and isinstance(msg[0], str):
                     if msg[0] in ("exit", "disconnect"):
                         self._ended = True
+                    if msg[0] == "exit" and len(msg) > 2 and isinstance(msg[2], str):
+                        self.exit_reason = msg[2]
                     self._deliver(msg[0], msg[1] if len(msg) > 1 else None)
         finally:
             self._ws.close()  # also when the server closed it: releases the connection
@@ -169,7 +180,7 @@ class Channel:
         if self._ws is not None:
             self.client._loop.call_soon(self._ws_write, ["set_size", rows, cols])
         else:
-            self.client._loop.call_soon(self._send_local, "resize_worker", cols, rows)
+            self.client._loop.call_soon(self._send_local, "fit_worker", cols, rows)
 
     def _ws_write(self, msg: list) -> None:
         if self._ws is not None and not self.closed.is_set():

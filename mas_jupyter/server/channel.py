@@ -45,6 +45,7 @@ CLOSE_GONE = 4004
 FRAME_CHARS = 64 * 1024  # the largest stdout frame: bounds how long one write holds the loop
 MIN_PROGRESS = 32 * 1024  # bytes a client must take per stall period while any are unsent
 CLOSE = "close"  # a queue item that closes the socket once everything before it is sent
+WHOLE = "whole"  # a queue item whose payload is the whole message (an event, a last word)
 
 
 class MASWebSocket(MASMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -251,7 +252,7 @@ class ClientQueue:
 def _frame(kind: str, payload: Any) -> bytes:
     # orjson: output is escaped at ~8x the speed of the json module (docs/performance.md).
     # tornado sends bytes as a text frame unless told it is binary.
-    return orjson.dumps(payload if kind == "event" else [kind, payload])
+    return orjson.dumps(payload if kind == WHOLE else [kind, payload])
 
 
 def _header_size(length: int) -> int:
@@ -323,24 +324,31 @@ class ChannelHandler(MASWebSocket):
             worker = self.manager.get_worker(self.session_id, self.worker_id)
             code = exit_status(worker["exit_code"], worker["exit_signal"])  # as live clients
         except NotFoundError:  # deleted between the lookup before the upgrade and now
-            if self.queue is not None:
-                self._finish("disconnect", 1, CLOSE_GONE, "worker deleted")
-            return
+            worker = {"status": "deleted"}
         except MASError:
-            replay, code = "", None
-        if self.queue is not None:
-            if replay:
-                self.queue.put("stdout", replay)
-            self._finish("exit", code, CLOSE_NORMAL, "worker exited")
+            replay, code, worker = "", None, {}
+        if self.queue is None:
+            return
+        # Still "running" yet not attachable: its delete has begun (the process is being ended).
+        if worker.get("status") in ("deleted", "running") or worker.get("exit_reason") == "deleted":
+            self._finish(["disconnect", 1], CLOSE_GONE, "worker deleted")
+            return
+        if replay:
+            self.queue.put("stdout", replay)
+        self._finish_exit(code, worker.get("exit_reason"))
 
     def _on_worker(self, kind: str, payload: Any) -> None:
         # Called on the event loop for every output burst: queue only, never block.
         if self.queue is None:
             return
-        if kind == "exit":
-            self._finish("exit", payload, CLOSE_NORMAL, "worker exited")
+        if kind == "exit":  # the worker's exit_reason is recorded before consoles are told
+            try:
+                reason = self.manager.get_worker(self.session_id, self.worker_id)["exit_reason"]
+            except MASError:
+                reason = None
+            self._finish_exit(payload, reason)
         elif kind == "disconnect":  # deleted: said before its process is ended
-            self._finish("disconnect", payload, CLOSE_GONE, "worker deleted")
+            self._finish(["disconnect", payload], CLOSE_GONE, "worker deleted")
         else:
             self.queue.put(kind, payload)
 
@@ -348,13 +356,18 @@ class ChannelHandler(MASWebSocket):
         gone = event["type"] == "session-deleted" and event["session_id"] == self.session_id
         gone = gone or (event["type"] == "worker-deleted" and event["worker_id"] == self.worker_id)
         if gone and self.queue is not None:
-            self._finish("disconnect", 1, CLOSE_GONE, "worker deleted")
+            self._finish(["disconnect", 1], CLOSE_GONE, "worker deleted")
 
-    def _finish(self, kind: str, code: object, close_code: int, reason: str) -> None:
+    def _finish_exit(self, code: int | None, reason: str | None) -> None:
+        """["exit", code, reason]: why as the worker's exit_reason (a restart is no crash)."""
+        words = "worker exited" if reason in (None, "exited") else f"worker exited: {reason}"
+        self._finish(["exit", code, reason], CLOSE_NORMAL, words)
+
+    def _finish(self, message: list, close_code: int, reason: str) -> None:
         """Send a last message after what is queued, then close: the client need not reconnect."""
         self._release()
         if self.queue is not None:
-            self.queue.put(kind, code)
+            self.queue.put(WHOLE, message)
             self.queue.put(CLOSE, (close_code, reason))
 
     def _stalled(self) -> None:
@@ -409,7 +422,7 @@ class ChannelHandler(MASWebSocket):
                 rows, cols = msg[1], msg[2]
                 if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rows, cols)):
                     raise ValueError('set_size takes ["set_size", rows, cols]')
-                self.manager.resize_worker(self.session_id, self.worker_id, cols, rows)
+                self.manager.fit_worker(self.session_id, self.worker_id, cols, rows)
         except TooLargeError as e:
             self._end(CLOSE_TOO_BIG, e.message)
         except MASError as e:

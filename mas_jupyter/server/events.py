@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from jupyter_server.auth.decorator import ws_authenticated
 
-from .channel import CLOSE_SHUTDOWN, CLOSE_TOO_SLOW, ClientQueue, MASWebSocket
+from .channel import CLOSE_SHUTDOWN, CLOSE_TOO_SLOW, WHOLE, ClientQueue, MASWebSocket
 
 SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "event_schemas")
 SCHEMA_BASE = "https://events.mas-jupyter.org/mas_jupyter"
@@ -88,7 +88,7 @@ class EventsHandler(MASWebSocket):
 
     def _on_event(self, event: dict) -> None:
         if self.queue is not None:
-            self.queue.put("event", event)
+            self.queue.put(WHOLE, event)
 
     def _too_slow(self) -> None:
         self._end(CLOSE_TOO_SLOW, "client too slow: reconnect and re-read the state")

@@ -154,6 +154,22 @@ async def test_attach_replays_history_then_streams_without_gap(manager):
     detach()
 
 
+async def test_a_listener_told_of_an_exit_finds_why_already_recorded(manager):
+    # Consoles word a restart's end ("restarted", not a crash) from the worker's record.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    seen = []
+
+    def listener(kind, data):
+        if kind == "exit":
+            worker = manager.get_worker("s", "sh")
+            seen.append((data, worker["status"], worker["exit_reason"]))
+
+    manager.attach("s", "sh", listener)
+    await manager.restart_worker("s", "sh")
+    assert seen == [(-1, "exited", "restarted")]
+
+
 @pytest.mark.parametrize("runtime", ["pty", pytest.param("tmux", marks=needs_tmux)])
 async def test_resize_changes_the_terminal_size(manager, runtime):
     # tmux: the attach client's terminal is resized, which must signal the client (its
@@ -172,6 +188,11 @@ async def test_resize_changes_the_terminal_size(manager, runtime):
     assert manager.get_screen("s", "sh")["cols"] == 100
     with pytest.raises(InvalidError):
         manager.resize_worker("s", "sh", 0, 30)
+    # A console's view: the nearest size there is; a view with no size changes nothing.
+    for cols, rows, size in ((8, 3, (10, 5)), (0, 40, (10, 5)), (5000, 900, (1000, 500))):
+        manager.fit_worker("s", "sh", cols, rows)
+        worker = manager.get_worker("s", "sh")
+        assert (worker["cols"], worker["rows"]) == size
 
 
 @needs_tmux

@@ -387,6 +387,21 @@ def test_attach_ends_when_the_worker_exits_and_ctrl_c_reaches_it(cli, client):
     assert child.exitstatus == 0
 
 
+def test_attach_says_its_worker_was_restarted_not_that_it_exited(cli, client):
+    client.create_session("att6", terminal=True)
+    child = _spawn(cli, "attach", "att6")
+    child.expect_exact("detach with Ctrl-]")
+    child.send("echo before-$((6*7))\r")
+    child.expect_exact("before-42")
+    client.restart("terminal", session="att6")
+    # Before: "[worker terminal exited with code -1]", as if it had crashed.
+    child.expect_exact("[worker terminal was restarted; attach again to follow it]")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert client.worker("terminal", session="att6").status == "running"
+
+
 def test_attach_reconnects_after_a_dropped_connection_and_ends_when_the_worker_is_gone(
     cli, client, server
 ):

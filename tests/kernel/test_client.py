@@ -406,6 +406,27 @@ def test_console_channel(client, server, until):
     assert ("exit", 0) in out
 
 
+def test_a_console_channel_says_why_its_worker_ended(any_client, until):
+    client, _ = any_client
+    client.create_session("why", terminal=True)
+    for end, reason in (("restart", "restarted"), ("exit", "exited")):
+        out = []
+        channel = client.channel(
+            lambda kind, payload, out=out: out.append((kind, payload)),
+            worker="terminal",
+            session="why",
+        )
+        until(lambda out=out: out and out[0][0] == "setup", what="setup")
+        if end == "restart":
+            client.restart("terminal", session="why")
+        else:
+            channel.write("exit\r")
+        until(lambda out=out: out and out[-1][0] == "closed", what="the end")
+        assert [k for k, _ in out[-2:]] == ["exit", "closed"]
+        # Before, a restart's end looked like a crash: ["exit", -1] and nothing more.
+        assert channel.exit_reason == reason, out[-2:]
+
+
 def test_a_console_channel_retries_with_backoff_until_closed(server, until):
     # The server is unreachable after a drop: tries 0.25 s, then twice as long each time.
     # Closing the channel stops them; the worker was never touched.

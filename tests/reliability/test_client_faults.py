@@ -151,8 +151,8 @@ async def test_console_of_an_exited_worker_says_so(api):
     worker, console = await api.mas_shell("ended")
     console.send("exit 7\r")
     code, _ = await console.wait_closed(20)
-    assert code == 1000 and ["exit", 7] in console.messages
+    assert code == 1000 and ["exit", 7, "crashed"] in console.messages
     late = await api.connect(f"api/mas/{worker['channel']}")
     await late.wait_closed(20)
-    assert ["exit", 7] in late.messages
+    assert ["exit", 7, "crashed"] in late.messages
     assert PROMPT

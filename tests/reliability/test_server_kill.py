@@ -191,5 +191,5 @@ async def test_a_console_after_a_kill_and_a_restart_replays_what_the_worker_prin
     assert "before-42" in output["data"]
     console = await api.connect(f"api/mas/{worker['channel']}")
     await console.read_until("before-42", 30)
-    assert await console.wait_closed(30) == (1000, "worker exited")
+    assert await console.wait_closed(30) == (1000, "worker exited: interrupted")
     assert console.messages[-1][0] == "exit", console.messages

@@ -107,6 +107,15 @@ async def test_set_size_resizes_the_terminal(shell_session, console, api, until)
     await until(resized, what="the new size")
     await c.send("stdin", "stty size\r")
     await c.read_until(lambda c: "33 111" in c.text, what="stty size")
+    # A view smaller or larger than a terminal may be gets the nearest size; before, the
+    # worker kept its old size (a small panel showed the top of a taller terminal).
+    await c.send("set_size", 0, 0)  # a hidden view: nothing changes
+    await c.send("set_size", 3, 8)
+    await c.send("stdin", "stty size\r")
+    await c.read_until(lambda c: "\r5 10\r\n" in c.text, what="the smallest size")
+    await c.send("set_size", 9999, 99999)
+    await c.send("stdin", "stty size\r")
+    await c.read_until(lambda c: "\r500 1000\r\n" in c.text, what="the largest size")
 
 
 async def test_activity_and_exit_messages_with_the_demo_agent(demo_session, console):
@@ -123,9 +132,10 @@ async def test_activity_and_exit_messages_with_the_demo_agent(demo_session, cons
     )
     await c.send("stdin", "/crash\r")
     await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
-    assert c.messages[-1] == ["exit", 3]
+    assert c.messages[-1] == ["exit", 3, "crashed"]
     assert "Traceback" in c.text  # the crash's output came before its exit
     assert await c.closed() == 1000
+    assert c.ws.close_reason == "worker exited: crashed"
 
 
 async def test_exited_worker_console_shows_its_output_then_exit(demo_session, console, api, until):
@@ -138,8 +148,9 @@ async def test_exited_worker_console_shows_its_output_then_exit(demo_session, co
     await until(exited, what="exit")
     c = await console("s", "bot")
     await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
-    assert c.messages[-1] == ["exit", 0]
+    assert c.messages[-1] == ["exit", 0, "exited"]
     assert await c.closed() == 1000
+    assert c.ws.close_reason == "worker exited"
 
 
 async def test_a_late_console_is_told_the_signal_that_ended_the_worker(
@@ -154,7 +165,7 @@ async def test_a_late_console_is_told_the_signal_that_ended_the_worker(
     await until(exited, what="exit")
     c = await console()
     await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
-    assert c.messages[-1] == ["exit", -9]  # as live consoles were told; before, null
+    assert c.messages[-1] == ["exit", -9, "crashed"]  # as live consoles were told; before, null
 
 
 async def test_a_console_opened_after_a_pause_shows_what_the_worker_printed(
@@ -174,14 +185,62 @@ async def test_a_console_opened_after_a_pause_shows_what_the_worker_printed(
     c = await console()
     await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
     assert "a42b" in c.text
-    assert c.messages[-1] == ["exit", -1]  # a pause ends the shell with SIGHUP
+    assert c.messages[-1] == ["exit", -1, "paused"]  # a pause ends the shell with SIGHUP
     assert await c.closed() == 1000
+    assert c.ws.close_reason == "worker exited: paused"  # not a crash: resume to go on
     # Started again, it is a new process: its console shows the new process's output.
     assert (await api("POST", "sessions", "s", "resume"))[0] == 200
     fresh = await console()
     await fresh.send("stdin", "echo c$((6*8))d\r")
     await fresh.read_until(lambda c: "c48d" in c.text, what="the new shell's output")
     assert "a42b" not in fresh.text
+
+
+async def test_a_console_is_told_its_worker_was_restarted_and_can_follow_it(
+    shell_session, console, api
+):
+    await shell_session()
+    c = await console()
+    await c.send("stdin", "echo old-$((6*7))\r")
+    await c.read_until(lambda c: "old-42" in c.text, what="the old shell's output")
+    status, worker = await api("POST", "sessions", "s", "workers", "sh", "restart")
+    assert status == 200 and worker["status"] == "running"
+    await c.read_until(lambda c: c.messages[-1][0] == "exit", what="exit")
+    assert c.messages[-1] == ["exit", -1, "restarted"]  # SIGHUP, for a restart:
+    assert await c.closed() == 1000
+    assert c.ws.close_reason == "worker exited: restarted"  # not a crash
+    again = await console()  # so the client connects again, to the new process
+    await again.send("stdin", "echo new-$((6*8))\r")
+    await again.read_until(lambda c: "new-48" in c.text, what="the new shell's output")
+
+
+async def test_a_console_opened_while_its_worker_is_being_killed_for_a_delete_is_told_it_is_gone(
+    shell_session, console, mas_app, monkeypatch
+):
+    # Between a delete's start and its process's end, the worker is still listed "running"
+    # but no longer attachable: before, such a console was told ["exit", null] and 1000.
+    from mas_jupyter.core.worker import LiveWorker
+
+    await shell_session()
+    entered, release = asyncio.Event(), asyncio.Event()
+    stop = LiveWorker.stop
+
+    async def held_stop(self, *args, **kwargs):
+        entered.set()
+        await release.wait()
+        return await stop(self, *args, **kwargs)
+
+    monkeypatch.setattr(LiveWorker, "stop", held_stop)
+    deleting = asyncio.ensure_future(mas_app.manager.delete_worker("s", "sh"))
+    try:
+        await asyncio.wait_for(entered.wait(), 15)
+        c = await console()
+        await c.read_until(lambda c: len(c.messages) > 1, what="the end")
+        assert c.messages == [["setup", {}], ["disconnect", 1]]
+        assert await c.closed() == 4004
+    finally:
+        release.set()
+        await asyncio.wait_for(deleting, 15)
 
 
 @pytest.fixture
