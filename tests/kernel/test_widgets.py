@@ -222,7 +222,8 @@ def test_console_follows_its_worker_through_restarts(any_client, until):
         until(lambda: "again-30" in console.output(), what="typing after the second restart")
         # Exited by `exit`, then by the restart; nothing else in between (no "disconnected").
         assert statuses[:3] == ["exited (0)", "connecting", "connected"], statuses
-        assert statuses[3].startswith("exited") and statuses[4:] == ["connecting", "connected"]
+        # A restart's end says so (before: "exited (-1)", as for a crash).
+        assert statuses[3:] == ["restarted", "connecting", "connected"], statuses
         third = console.channel
         client.pause("fr")  # its processes stop: the console waits for the resume
         until(lambda: console._following is not None, what="waiting while paused")

@@ -22,6 +22,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from ..channel import ENDED_FOR_IT
 from ..errors import ConnectionFailed, MASClientError, NotFound
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
@@ -124,7 +125,9 @@ class WorkerConsole(anywidget.AnyWidget):
         elif kind == "activity":
             self.activity = str(payload)
         elif kind == "exit":
-            self.status = f"exited ({payload})"
+            # Ended for it (a restart, a pause: SIGHUP, -1) is not a crash: say which.
+            reason = getattr(self.channel, "exit_reason", None)
+            self.status = reason if reason in ENDED_FOR_IT else f"exited ({payload})"
             self.activity = "exited"
             self._exited = True
         elif kind == "disconnect":
@@ -133,7 +136,7 @@ class WorkerConsole(anywidget.AnyWidget):
             self.status = "reconnecting"
         elif kind == "closed" and self._closing.is_set():
             self.status = "closed"
-        elif kind == "closed" and not self.status.startswith(("exited", "disconnected")):
+        elif kind == "closed" and not (self._exited or self.status == "disconnected"):
             self.status = f"closed ({payload})" if payload else "closed"
         if kind == "closed" and self._exited and not self._closing.is_set():
             # Subscribing waits for the event stream: not on the client's loop thread.
