@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 Handler = Callable[[str, Any], None]
 
 RECONNECT_FIRST_SECONDS = 0.25
-# The exit_reasons of a worker whose process was ended for it, not by itself or a crash.
-ENDED_FOR_IT = ("restarted", "paused", "stopped", "server stopped")
 RECONNECT_MAX_SECONDS = 10.0
+# The exit_reasons of a worker whose process was ended for it, not by itself or a crash
+# (attach.ENDED words each).
+ENDED_FOR_IT = ("restarted", "paused", "stopped", "server stopped")
 
 
 class Channel:
