@@ -10,7 +10,7 @@ export type ChannelMessage =
   | { kind: 'setup' }
   | { kind: 'stdout'; data: string }
   | { kind: 'activity'; state: string }
-  | { kind: 'exit'; code: number | null }
+  | { kind: 'exit'; code: number | null; reason: string | null }
   | { kind: 'disconnect'; code: number | null }
   | { kind: 'unknown' };
 
@@ -34,7 +34,8 @@ export function parseChannelMessage(raw: string): ChannelMessage {
     case 'activity':
       return { kind: 'activity', state: String(msg[1] ?? 'unknown') };
     case 'exit':
-      return { kind: 'exit', code: num(msg[1]) };
+      // The third element says why (the worker's exit_reason: "restarted", "paused", ...).
+      return { kind: 'exit', code: num(msg[1]), reason: typeof msg[2] === 'string' ? msg[2] : null };
     case 'disconnect':
       return { kind: 'disconnect', code: num(msg[1]) };
     default:
@@ -63,7 +64,8 @@ export interface IChannelOptions {
   sink: ITerminalSink;
   onState?: (state: ChannelState) => void;
   onActivity?: (state: string) => void;
-  onExit?: (code: number | null) => void;
+  /** The worker ended (`reason`: its exit_reason) or was deleted (`reason` null). */
+  onExit?: (code: number | null, reason: string | null) => void;
   minDelay?: number;
   maxDelay?: number;
   setTimeout?: (fn: () => void, ms: number) => any;
@@ -98,9 +100,15 @@ export class ChannelClient {
     return this._exitCode;
   }
 
+  /** Why the worker ended, as the server said ("restarted", "crashed", ...), or null. */
+  get exitReason(): string | null {
+    return this._exitReason;
+  }
+
   /** Connect (again, e.g. after a restart of the worker). */
   connect(): void {
     this._exitCode = null;
+    this._exitReason = null;
     this._everOpen = false;
     this._setState('connecting');
     this._socket.start();
@@ -162,9 +170,10 @@ export class ChannelClient {
       case 'exit':
       case 'disconnect':
         this._exitCode = msg.code;
+        this._exitReason = msg.kind === 'exit' ? msg.reason : null;
         this._socket.stop();
         this._setState('exited');
-        this._options.onExit?.(msg.code);
+        this._options.onExit?.(msg.code, this._exitReason);
         break;
       default:
         break;
@@ -200,6 +209,7 @@ export class ChannelClient {
   private _state: ChannelState = 'connecting';
   private _size: [number, number] | null = null;
   private _exitCode: number | null = null;
+  private _exitReason: string | null = null;
   private _everOpen = false;
   private _pendingReset = false;
 }

@@ -30,6 +30,17 @@ export interface IConsoleOptions {
   isGone?: () => boolean;
 }
 
+/**
+ * What the console says when its worker's process was ended for it, by the worker's
+ * exit_reason (a restart or a pause ends the process with SIGHUP: exit code -1, no crash).
+ */
+const ENDED_TEXT: Record<string, string> = {
+  restarted: 'The worker is restarting: the console reconnects when it runs.',
+  paused: 'The session is paused: its processes are stopped.',
+  stopped: 'The worker was stopped with its session.',
+  'server stopped': 'The worker ended when the server stopped.'
+};
+
 const STATE_TEXT: Record<ChannelState, string> = {
   connecting: 'Connecting…',
   open: '',
@@ -219,21 +230,54 @@ export class ConsoleView extends Widget {
     this.node.dataset.activity = 'exited';
     this._showExited();
     this._stateChanged();
+    // Restarted from elsewhere, the worker may run again before the panel's events say so
+    // (they come on another socket): ask the server once, then follow the events.
+    void this._connectIfRunning();
+  }
+
+  /** Connect again if the server says the worker runs (and the session is active). */
+  private async _connectIfRunning(): Promise<void> {
+    let session: ISession;
+    try {
+      session = await this._options.client.getSession(this._options.sessionId);
+    } catch {
+      return; // gone or unreachable: the events tell the rest
+    }
+    const worker = session.workers.find(w => w.id === this._options.workerId);
+    if (this.isDisposed || this._channel.state !== 'exited' || session.status !== 'active') {
+      return;
+    }
+    if (worker && worker.status === 'running') {
+      this._connectAgain();
+    }
+  }
+
+  private _connectAgain(): void {
+    this._hideBanner();
+    this._activity = 'unknown';
+    this._channel.connect();
+    this._stateChanged();
   }
 
   /** The banner of a console whose process is gone: paused session, or how it ended. */
   private _showExited(): void {
     const session = this._options.lookupSession?.();
-    if (session && session.status === 'paused') {
-      this._showBanner('The session is paused: its processes are stopped.', 'resume');
+    const worker = this._options.lookup?.();
+    // The panel's record once its events have caught up, else what the console was told.
+    const reason = worker?.status === 'exited' ? worker.exit_reason : this._channel.exitReason;
+    if ((session && session.status === 'paused') || reason === 'paused') {
+      this._showBanner(ENDED_TEXT.paused, 'resume');
       return;
     }
-    const worker = this._options.lookup?.();
+    const stopped = session?.status === 'stopped';
+    if (reason && ENDED_TEXT[reason]) {
+      this._showBanner(ENDED_TEXT[reason], stopped ? 'none' : 'restart');
+      return;
+    }
     const code = this._exitCode;
     const text =
       worker && worker.status === 'exited' ? exitText(worker) : code === null ? 'exited' : `exited (${code})`;
-    const reason = worker?.status === 'exited' && worker.exit_reason ? `: ${worker.exit_reason}` : '';
-    this._showBanner(`The worker ${text}${reason}.`, session && session.status === 'stopped' ? 'none' : 'restart');
+    this._showBanner(`The worker ${text}${reason ? `: ${reason}` : ''}.`, stopped ? 'none' : 'restart');
   }
 
   /**
@@ -253,10 +297,7 @@ export class ConsoleView extends Widget {
     const session = this._options.lookupSession?.();
     const state = this._channel.state;
     if (state === 'exited' && worker && worker.status !== 'exited' && session?.status === 'active') {
-      this._hideBanner();
-      this._activity = 'unknown';
-      this._channel.connect();
-      this._stateChanged();
+      this._connectAgain();
     } else if (state === 'exited') {
       this._showExited();
     }

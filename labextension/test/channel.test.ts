@@ -11,6 +11,7 @@ function setup() {
   const states: ChannelState[] = [];
   const activity: string[] = [];
   const exits: (number | null)[] = [];
+  const reasons: (string | null)[] = [];
   const ch = new ChannelClient({
     open: () => {
       const s = new FakeSocket();
@@ -23,20 +24,25 @@ function setup() {
     },
     onState: s => states.push(s),
     onActivity: a => activity.push(a),
-    onExit: c => exits.push(c),
+    onExit: (c, r) => {
+      exits.push(c);
+      reasons.push(r);
+    },
     minDelay: 100,
     setTimeout: timers.setTimeout,
     clearTimeout: timers.clearTimeout
   });
-  return { ch, sockets, timers, screen, states, activity, exits };
+  return { ch, sockets, timers, screen, states, activity, exits, reasons };
 }
 
 test('messages are decoded, malformed ones are unknown', () => {
   assert.deepEqual(parseChannelMessage('["setup", {}]'), { kind: 'setup' });
   assert.deepEqual(parseChannelMessage('["stdout", "hi"]'), { kind: 'stdout', data: 'hi' });
   assert.deepEqual(parseChannelMessage('["activity", "busy"]'), { kind: 'activity', state: 'busy' });
-  assert.deepEqual(parseChannelMessage('["exit", 2]'), { kind: 'exit', code: 2 });
-  assert.deepEqual(parseChannelMessage('["exit", null]'), { kind: 'exit', code: null });
+  assert.deepEqual(parseChannelMessage('["exit", 2]'), { kind: 'exit', code: 2, reason: null });
+  assert.deepEqual(parseChannelMessage('["exit", null]'), { kind: 'exit', code: null, reason: null });
+  assert.deepEqual(parseChannelMessage('["exit", -1, "restarted"]'), { kind: 'exit', code: -1, reason: 'restarted' });
+  assert.deepEqual(parseChannelMessage('["exit", 1, 5]'), { kind: 'exit', code: 1, reason: null });
   assert.deepEqual(parseChannelMessage('["disconnect", 1]'), { kind: 'disconnect', code: 1 });
   assert.deepEqual(parseChannelMessage('not json'), { kind: 'unknown' });
   assert.deepEqual(parseChannelMessage('{"a": 1}'), { kind: 'unknown' });
@@ -88,6 +94,7 @@ test('exit ends reconnecting until connect is called again', () => {
   t.sockets[0].receive(['exit', 7]);
   assert.equal(t.ch.state, 'exited');
   assert.equal(t.ch.exitCode, 7);
+  assert.equal(t.ch.exitReason, null, 'a server that does not say why');
   assert.deepEqual(t.exits, [7]);
   t.sockets[0].drop();
   t.timers.advance(100000);
@@ -99,6 +106,22 @@ test('exit ends reconnecting until connect is called again', () => {
   t.sockets[1].open();
   assert.equal(t.ch.state, 'open');
   assert.equal(t.ch.exitCode, null);
+});
+
+test('exit tells why the worker ended, until connect is called again', () => {
+  const t = setup();
+  t.ch.connect();
+  t.sockets[0].open();
+  t.sockets[0].receive(['exit', -1, 'restarted']);
+  assert.equal(t.ch.state, 'exited');
+  assert.equal(t.ch.exitReason, 'restarted');
+  assert.deepEqual(t.reasons, ['restarted']);
+  t.ch.connect();
+  assert.equal(t.ch.exitReason, null);
+  t.sockets[1].open();
+  t.sockets[1].receive(['disconnect', 1]);
+  assert.equal(t.ch.exitReason, null, 'a delete has no exit reason');
+  assert.deepEqual(t.reasons, ['restarted', null]);
 });
 
 test('disconnect is treated like exit', () => {

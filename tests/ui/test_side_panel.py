@@ -284,6 +284,45 @@ def test_a_question_puts_the_worker_in_the_attention_state(page, lab):
     page.locator(f"{PANEL_TAB}[data-maswaiting]").wait_for(state="detached")
 
 
+def test_a_restart_from_elsewhere_is_followed_by_the_console(page, lab):
+    """Restarted through the API (a notebook, a script), the open console says the worker is
+    restarting, not that it exited with -1 (the SIGHUP that ends a restarted process), and
+    connects to the new process by itself, restart after restart."""
+    widget = page.locator(".mas-ConsoleWidget:visible").last
+    widget.locator(".mas-Console-banner").evaluate(
+        """b => {
+            window.__masBanners = [];
+            new MutationObserver(() => window.__masBanners.push(b.hidden ? '' : b.textContent))
+                .observe(b, {childList: true, subtree: true, attributes: true});
+        }"""
+    )
+    s = session_by_name(lab, "demo-one")
+    wid = s["workers"][0]["id"]
+    view = widget.locator(".mas-Console")
+    for n in (1, 2):
+        shown = page.evaluate("() => window.__masBanners.length")
+        lab.api("POST", f"sessions/{s['id']}/workers/{wid}/restart", {})
+        wait_for(
+            lambda shown=shown: (
+                page.evaluate("() => window.__masBanners.length") > shown
+                and view.get_attribute("data-channel") == "open"
+                and widget.locator(".mas-Console-banner").is_hidden()
+                and "continuing conversation" in console_text(page, widget)
+            ),
+            timeout=30,
+            what=f"the console connected to restart {n}'s process",
+        )
+    banners = page.evaluate("() => window.__masBanners")
+    assert any("restarting" in b for b in banners), banners
+    assert not any("(-1)" in b or "signal" in b for b in banners), banners
+    # Connected to the new process: it answers.
+    widget.locator(".xterm-helper-textarea").focus()
+    page.keyboard.type("after the restarts")
+    page.keyboard.press("Enter")
+    wait_for(lambda: "reply: after the restarts" in console_text(page, widget), what="the reply")
+    row(page, "demo-one").locator(".mas-Worker[data-activity='idle']").wait_for(timeout=30_000)
+
+
 def test_pause_and_resume(page, lab):
     open_panel(page)
     r = row(page, "demo-one")
