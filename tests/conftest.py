@@ -48,6 +48,25 @@ def make_repo(tmp_path):
     return make
 
 
+@pytest.fixture
+def held_stops(monkeypatch):
+    """Hold every worker's stop (`LiveWorker.stop`) before it ends a process: `entered` is set
+    once one is held; set `release` to let them go on (the test's end does)."""
+    from mas_jupyter.core.worker import LiveWorker
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    stop = LiveWorker.stop
+
+    async def held_stop(self, *args, **kwargs):
+        entered.set()
+        await release.wait()
+        return await stop(self, *args, **kwargs)
+
+    monkeypatch.setattr(LiveWorker, "stop", held_stop)
+    yield entered, release
+    release.set()
+
+
 async def until(predicate, timeout: float = 20.0, what: str = "condition", every: float = 0.02):
     """Poll a (possibly async) predicate until it holds, every `every` s; bounded by timeout.
 

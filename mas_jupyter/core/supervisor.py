@@ -54,6 +54,9 @@ class Supervisor:
     def __init__(self, manager: MASManager) -> None:
         self.manager = manager
         self.live: dict[str, LiveWorker] = {}
+        # Workers whose delete is under way: from the start of their stop until their row is
+        # gone. No console attaches to them (`delete_begun`); they are gone to consoles.
+        self.being_deleted: set[str] = set()
         self._backends: dict[str, Backend] | None = None
         self._create_lock: asyncio.Lock | None = None
         self._persona_tasks: set[asyncio.Task] = set()
@@ -413,13 +416,22 @@ class Supervisor:
 
     # stopping, resuming, forgetting
 
+    def delete_begun(self, record: Worker) -> bool:
+        """Whether a delete of the worker has begun: it is under way (its process is being
+        ended, its row is not yet gone), or it ended the process and its row was left (a
+        delete that failed then, or a crash then: its exit_reason says "deleted")."""
+        return record.id in self.being_deleted or record.exit_reason == "deleted"
+
     async def stop_worker(self, record: Worker, reason: str) -> None:
         """End one worker's processes, recording why.
 
         A stopped worker's recent output stays, as a crashed one's does, until it starts again
         or is deleted: a console opened after a pause or stop replays it, and `GET .../output`
-        shows it.
+        shows it. A stop for a delete puts the worker in `being_deleted` first; the delete
+        takes it out when the row is gone.
         """
+        if reason == "deleted":
+            self.being_deleted.add(record.id)
         live = self.live.get(record.id)
         if live is None or not live.running:
             if live is None and record.status != "exited":
@@ -463,10 +475,13 @@ class Supervisor:
 
     async def delete_worker(self, session: Session, record: Worker) -> None:
         """Stop a worker and forget it."""
-        await self.stop_worker(record, "deleted")
-        if record.tmux_name and tmux_runtime.available():
-            await self.tmux.kill_session(record.tmux_name)
-        self.manager.store.delete_worker(record.id)
+        try:
+            await self.stop_worker(record, "deleted")
+            if record.tmux_name and tmux_runtime.available():
+                await self.tmux.kill_session(record.tmux_name)
+            self.manager.store.delete_worker(record.id)
+        finally:
+            self.being_deleted.discard(record.id)
         self.manager.store.add_activity(
             session.id, "worker-deleted", record.id, {"name": record.name}
         )
@@ -500,12 +515,17 @@ class Supervisor:
         )
 
     async def forget_all(self, session: Session) -> None:
-        """Stop and remove every worker of a session, tmux sessions included."""
-        await self.stop_all(session, reason="deleted")
-        if tmux_runtime.available():
-            for record in self.manager.store.list_workers(session.id):
-                if record.tmux_name:
-                    await self.tmux.kill_session(record.tmux_name)
+        """Stop and remove every worker of a session, tmux sessions included (the session's
+        row, `deleting` meanwhile, then goes with theirs)."""
+        records = self.manager.store.list_workers(session.id)
+        try:
+            await self.stop_all(session, reason="deleted")
+            if tmux_runtime.available():
+                for record in records:
+                    if record.tmux_name:
+                        await self.tmux.kill_session(record.tmux_name)
+        finally:
+            self.being_deleted.difference_update(r.id for r in records)
 
     # restart of the server
 

@@ -16,7 +16,7 @@ from .errors import InvalidError, NotFoundError
 from .models import Session, Worker
 from .ring import first_character
 from .transcript import last_output, read_transcript
-from .worker import transcript_path
+from .worker import LiveWorker, transcript_path
 
 if TYPE_CHECKING:
     from .store import Store
@@ -98,13 +98,18 @@ class WorkerOperations:
         rows = min(max(rows, validate.ROWS[0]), validate.ROWS[1])
         self.resize_worker(key, wkey, cols, rows)
 
-    def _live(self, key: str, wkey: str):
+    def _running(self, key: str, wkey: str) -> LiveWorker | None:
         # Keystrokes from a console name both by id: find them without reading the store.
         live = self.supervisor.live.get(wkey)
         if live is not None and live.running and live.record.session_id == key:
             return live
-        session = self._session(key)
-        return self.supervisor.live_worker(self._worker(session, wkey))
+        return None
+
+    def _live(self, key: str, wkey: str) -> LiveWorker:
+        live = self._running(key, wkey)
+        if live is not None:
+            return live
+        return self.supervisor.live_worker(self._worker(self._session(key), wkey))
 
     def write_input(self, key: str, wkey: str, data: object) -> None:
         """Type raw keystrokes into a worker."""
@@ -179,8 +184,18 @@ class WorkerOperations:
     def attach(
         self, key: str, wkey: str, listener: Callable[[str, object], None]
     ) -> tuple[str, Callable[[], None]]:
-        """Recent output and a subscription to live output, activity and exit, for a console."""
-        return self._live(key, wkey).attach(listener)
+        """Recent output and a subscription to live output, activity and exit, for a console.
+
+        A worker whose delete has begun is not found (NotFoundError), though `get_worker` still
+        lists it until its row is gone: its consoles are told it is gone, not that it exited.
+        """
+        live = self._running(key, wkey)  # never one being deleted: it leaves `live` first
+        if live is None:
+            record = self._worker(self._session(key), wkey)
+            if self.supervisor.delete_begun(record):
+                raise NotFoundError(f"worker {record.name!r} is being deleted")
+            live = self.supervisor.live_worker(record)
+        return live.attach(listener)
 
     def connect_info(self, key: str) -> dict:
         """How to reach a session: its workspace and each worker's console."""

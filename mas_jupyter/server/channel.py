@@ -306,36 +306,47 @@ class ChannelHandler(MASWebSocket):
         )
         self.queue.put("setup", {})
         self.mas_app.sockets.add(self)
-        try:
-            replay, self._detach = self.manager.attach(
-                self.session_id, self.worker_id, self._on_worker
-            )
-        except MASError:
-            # Not running (it exited meanwhile): show what it left, then say it exited.
-            self._finish_exited()
+        replay = self._attach()
+        if replay is None:
             return
         if replay:
             self.queue.put("stdout", replay)
         self._unsubscribe = self.manager.events.subscribe(self._on_event)
+
+    def _attach(self) -> str | None:
+        """Subscribe to the worker; its recent output, or None with the last messages queued:
+        gone if the engine does not find it (deleted, or its delete has begun), else exited."""
+        try:
+            replay, self._detach = self.manager.attach(
+                self.session_id, self.worker_id, self._on_worker
+            )
+        except NotFoundError:
+            self._finish_gone()
+            return None
+        except MASError:
+            # Not running (it exited meanwhile): show what it left, then say it exited.
+            self._finish_exited()
+            return None
+        return replay
 
     def _finish_exited(self) -> None:
         try:
             replay = self.manager.get_output(self.session_id, self.worker_id)["data"]
             worker = self.manager.get_worker(self.session_id, self.worker_id)
             code = exit_status(worker["exit_code"], worker["exit_signal"])  # as live clients
-        except NotFoundError:  # deleted between the lookup before the upgrade and now
-            worker = {"status": "deleted"}
+        except NotFoundError:
+            self._finish_gone()
+            return
         except MASError:
             replay, code, worker = "", None, {}
         if self.queue is None:
             return
-        # Still "running" yet not attachable: its delete has begun (the process is being ended).
-        if worker.get("status") in ("deleted", "running") or worker.get("exit_reason") == "deleted":
-            self._finish(["disconnect", 1], CLOSE_GONE, "worker deleted")
-            return
         if replay:
             self.queue.put("stdout", replay)
         self._finish_exit(code, worker.get("exit_reason"))
+
+    def _finish_gone(self) -> None:
+        self._finish(["disconnect", 1], CLOSE_GONE, "worker deleted")
 
     def _on_worker(self, kind: str, payload: Any) -> None:
         # Called on the event loop for every output burst: queue only, never block.
@@ -356,7 +367,7 @@ class ChannelHandler(MASWebSocket):
         gone = event["type"] == "session-deleted" and event["session_id"] == self.session_id
         gone = gone or (event["type"] == "worker-deleted" and event["worker_id"] == self.worker_id)
         if gone and self.queue is not None:
-            self._finish(["disconnect", 1], CLOSE_GONE, "worker deleted")
+            self._finish_gone()
 
     def _finish_exit(self, code: int | None, reason: str | None) -> None:
         """["exit", code, reason]: why as the worker's exit_reason (a restart is no crash)."""
@@ -395,12 +406,8 @@ class ChannelHandler(MASWebSocket):
         if self._detach is not None:
             self._detach()
             self._detach = None
-        try:
-            replay, self._detach = self.manager.attach(
-                self.session_id, self.worker_id, self._on_worker
-            )
-        except MASError:
-            self._finish_exited()
+        replay = self._attach()
+        if replay is None:
             return
         self.queue.put("setup", {})
         if replay:

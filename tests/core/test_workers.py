@@ -281,6 +281,53 @@ async def test_delete_worker_ends_its_processes(manager):
         manager.get_worker("s", "sh")
 
 
+async def test_a_worker_whose_delete_has_begun_cannot_be_attached(manager, held_stops):
+    # From the start of a delete until its row is gone, the worker is still listed (as
+    # "running" while its process is being ended) but is gone to consoles: attach says it is
+    # not found, so a console is told it was deleted, not that it exited. Before, attach
+    # raised a ConflictError ("not running") and the console's handler guessed.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    w = await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    entered, release = held_stops
+    deleting = asyncio.ensure_future(manager.delete_worker("s", "sh"))
+    try:
+        await asyncio.wait_for(entered.wait(), 15)
+        for key in (w["id"], "sh"):
+            with pytest.raises(NotFoundError, match="being deleted"):
+                manager.attach("s", key, lambda kind, data: None)
+        assert manager.get_worker("s", "sh")["status"] == "running"  # REST still lists it
+    finally:
+        release.set()
+        await asyncio.wait_for(deleting, 15)
+    assert manager.supervisor.being_deleted == set()
+    with pytest.raises(NotFoundError):
+        manager.attach("s", w["id"], lambda kind, data: None)
+
+
+async def test_a_delete_that_failed_after_ending_the_process_leaves_the_worker_unattachable(
+    manager, monkeypatch
+):
+    # The row is left, its exit_reason "deleted": consoles are told it is gone (as before,
+    # when the handler read exit_reason); deleting it again finishes the delete.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+
+    def fail(worker_id):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(manager.store, "delete_worker", fail)
+    with pytest.raises(OSError):
+        await manager.delete_worker("s", "sh")
+    monkeypatch.undo()
+    assert manager.supervisor.being_deleted == set()
+    left = manager.get_worker("s", "sh")
+    assert (left["status"], left["exit_reason"]) == ("exited", "deleted")
+    with pytest.raises(NotFoundError, match="being deleted"):
+        manager.attach("s", "sh", lambda kind, data: None)
+    await manager.delete_worker("s", "sh")
+    assert manager.list_workers("s") == []
+
+
 @pytest.mark.parametrize(
     "spec, error, message",
     [

@@ -215,22 +215,12 @@ async def test_a_console_is_told_its_worker_was_restarted_and_can_follow_it(
 
 
 async def test_a_console_opened_while_its_worker_is_being_killed_for_a_delete_is_told_it_is_gone(
-    shell_session, console, mas_app, monkeypatch
+    shell_session, console, mas_app, held_stops
 ):
     # Between a delete's start and its process's end, the worker is still listed "running"
     # but no longer attachable: before, such a console was told ["exit", null] and 1000.
-    from mas_jupyter.core.worker import LiveWorker
-
     await shell_session()
-    entered, release = asyncio.Event(), asyncio.Event()
-    stop = LiveWorker.stop
-
-    async def held_stop(self, *args, **kwargs):
-        entered.set()
-        await release.wait()
-        return await stop(self, *args, **kwargs)
-
-    monkeypatch.setattr(LiveWorker, "stop", held_stop)
+    entered, release = held_stops
     deleting = asyncio.ensure_future(mas_app.manager.delete_worker("s", "sh"))
     try:
         await asyncio.wait_for(entered.wait(), 15)
