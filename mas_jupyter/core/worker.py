@@ -290,6 +290,9 @@ class LiveWorker:
             "activity": self.activity if self.running else "exited",
             "timed_out": not done and self.running,
             "exit_code": self.exit_code if self.exited.is_set() else None,
+            # Why it ended before it replied (paused, deleted, ...; the supervisor recorded it
+            # as the process exited), so a reply cut off is not taken for a crash.
+            "exit_reason": self.record.exit_reason if self.exited.is_set() else None,
         }
 
     def resize(self, cols: int, rows: int) -> None:

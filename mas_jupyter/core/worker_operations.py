@@ -140,7 +140,13 @@ class WorkerOperations:
         offset = live.submit(text, self.max_input_bytes)
         self._log(session, "message-sent", record.id, worker=record.name, text=text[:200])
         if not wait:
-            return {"reply": None, "activity": live.activity, "timed_out": False, "exit_code": None}
+            return {
+                "reply": None,
+                "activity": live.activity,
+                "timed_out": False,
+                "exit_code": None,
+                "exit_reason": None,
+            }
         return await live.reply(text, offset, float(timeout))
 
     def get_screen(self, key: str, wkey: str) -> dict:

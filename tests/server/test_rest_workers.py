@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 
@@ -86,6 +88,45 @@ async def test_a_send_that_ends_the_agent_says_it_exited_with_its_code(api, demo
     code, result = await api("POST", "sessions", "s", "workers", "bot", "send", body=body)
     assert code == 200, result  # the api fixture checks the body against SendReply
     assert (result["activity"], result["exit_code"], result["timed_out"]) == ("exited", 0, False)
+    assert result["exit_reason"] == "exited"
+
+
+async def test_a_send_that_is_not_waited_for_has_no_exit_reason(api, demo_session):
+    await demo_session()
+    code, result = await api("POST", "sessions", "s", "workers", "bot", "send", body={"text": "hi"})
+    assert code == 200 and result["reply"] is None and result["exit_reason"] is None
+
+
+@pytest.mark.parametrize(
+    ("action", "reason"),
+    [
+        (("POST", "sessions", "s", "pause"), "paused"),
+        (("POST", "sessions", "s", "stop", {"force": True}), "stopped"),
+        (("POST", "sessions", "s", "workers", "bot", "restart"), "restarted"),
+        (("DELETE", "sessions", "s", "workers", "bot"), "deleted"),
+    ],
+)
+async def test_a_send_cut_off_by_a_pause_stop_restart_or_delete_says_why(
+    api, demo_session, until, action, reason
+):
+    """The waiting send answers 200 with the worker's exit_reason (before: only
+    `activity: exited` and `exit_code: null`, as if the agent had ended by itself)."""
+    await demo_session()
+    body = {"text": "/sleep 30", "wait": True, "timeout": 60}
+    send = asyncio.ensure_future(api("POST", "sessions", "s", "workers", "bot", "send", body=body))
+
+    async def busy():
+        return (await api("GET", "sessions", "s", "workers", "bot"))[1]["activity"] == "busy"
+
+    await until(busy, what="the demo agent busy sleeping")
+    method, *path = action
+    extra = path.pop() if isinstance(path[-1], dict) else None
+    code, _ = await api(method, *path, body=extra)
+    assert code in (200, 204)
+    code, result = await asyncio.wait_for(send, 30)
+    assert code == 200, result  # the api fixture checks the body against SendReply
+    assert (result["activity"], result["timed_out"]) == ("exited", False)
+    assert result["exit_reason"] == reason
 
 
 async def test_stop_refused_while_an_agent_waits_for_an_answer(api, demo_session):
