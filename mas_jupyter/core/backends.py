@@ -59,9 +59,15 @@ class Backend:
     # that resumes exactly that conversation ("{conversation_id}" is replaced).
     conversation_id_pattern: str | None = None
     resume_id_argv: list[str] | None = None
+    # Set (not configurable) on an entry whose configuration or entry point is invalid: why.
+    # It stands in for that name so the name is listed unavailable with this reason; it has
+    # no argv and is never started, and nothing of a built-in of that name is used instead.
+    invalid: str | None = None
 
     def availability(self, path: str | None = None) -> tuple[bool, str | None]:
         """Whether the program can be started here, and if not, why and what to do."""
+        if self.invalid:
+            return False, self.invalid
         program = self.argv[0]
         if shutil.which(program, path=path):
             return True, None
@@ -266,7 +272,7 @@ def builtin_backends() -> dict[str, Backend]:
     }
 
 
-_FIELDS = {f.name for f in dataclasses.fields(Backend)}
+_FIELDS = {f.name for f in dataclasses.fields(Backend)} - {"invalid"}
 
 
 def _argv(value: object, name: str, what: str) -> list[str]:
@@ -306,9 +312,8 @@ def validate_backend(data: dict, name: str) -> Backend:
             validate.name(d["instructions_file"], "instructions_file")
         except InvalidError as exc:
             raise InvalidError(f"backend {name!r}: {exc.message}") from exc
-    d["instructions_args"] = list(d.get("instructions_args") or [])
-    if d["instructions_args"]:
-        d["instructions_args"] = _argv(d["instructions_args"], name, "instructions_args")
+    args = d.get("instructions_args")
+    d["instructions_args"] = _argv(args, name, "instructions_args") if args else []
     patterns = d.get("patterns") or {}
     compile_patterns(patterns, name)
     d["patterns"] = {k: list(v) for k, v in patterns.items()}
@@ -350,42 +355,97 @@ def load_backends(configured: dict | None = None, entry_points: bool = True) -> 
     A configured dict for an existing name changes only the fields it gives; its `patterns`
     replace the built-in list of each kind it names ("idle", "busy", "waiting") and keep the
     others. A new name needs at least `argv`.
+
+    An entry that is invalid (or an entry point that fails) never stops the others: its name
+    gets an `invalid` stand-in (see `Backend.invalid`), also over a built-in of that name.
     """
     backends = builtin_backends()
     if entry_points:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                loaded = ep.load()
-                if callable(loaded) and not isinstance(loaded, Backend):
-                    loaded = loaded()
-            except Exception as exc:
-                raise InvalidError(
-                    f"backend entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
-                ) from exc
-            if isinstance(loaded, Backend):
-                loaded = dataclasses.asdict(loaded)
-            if not isinstance(loaded, dict):
-                raise InvalidError(
-                    f"backend entry point {ep.name!r} must give a Backend or a dict, "
-                    f"not {type(loaded).__name__}"
-                )
-            name = loaded.get("name", ep.name)
-            backends[name] = validate_backend(loaded, name)
-    for name, data in (configured or {}).items():
-        if not isinstance(data, dict):
-            raise InvalidError(f"backend {name!r}: configuration must be a dict of fields")
-        if name in backends:
-            merged = dataclasses.asdict(backends[name])
-            patterns = dict(merged["patterns"])
-            given = data.get("patterns")
-            if isinstance(given, dict):
-                patterns.update(given)
-            merged.update(data)
-            if isinstance(given, dict):
-                merged["patterns"] = patterns
-            data = merged
-        backends[name] = validate_backend(data, name)
+            name, backend = _entry_point_backend(ep)
+            backends[name] = backend
+    for key, data in (configured or {}).items():
+        name = key if isinstance(key, str) else repr(key)
+        base = backends.get(name)
+        if base is not None and base.invalid:
+            continue  # nothing valid to change: a broken entry point stays unavailable
+        try:
+            if not isinstance(key, str):
+                raise InvalidError(f"backend name {key!r} must be a string")
+            backends[name] = _configured_backend(name, data, base)
+        except InvalidError as exc:
+            problem = exc.message.removeprefix(f"backend {name!r}: ")
+            reason = f"invalid configuration (c.MASManager.backends[{key!r}]): {problem}"
+            backends[name] = _stand_in(name, reason, data, base)
     return backends
+
+
+def _configured_backend(name: str, data: object, base: Backend | None) -> Backend:
+    if not isinstance(data, dict):
+        raise InvalidError(f"backend {name!r}: configuration must be a dict of fields")
+    if base is not None:
+        merged = _fields(base)
+        patterns = dict(merged["patterns"])
+        given = data.get("patterns")
+        if isinstance(given, dict):
+            patterns.update(given)
+        merged.update(data)
+        if isinstance(given, dict):
+            merged["patterns"] = patterns
+        data = merged
+    return validate_backend(data, name)
+
+
+def _entry_point_backend(ep: metadata.EntryPoint) -> tuple[str, Backend]:
+    """The backend an entry point gives, or a stand-in saying why it cannot be used."""
+    name = ep.name
+    try:
+        loaded = ep.load()
+        if callable(loaded) and not isinstance(loaded, Backend):
+            loaded = loaded()
+    except Exception as exc:
+        return name, _stand_in(
+            name, f"backend entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
+        )
+    if isinstance(loaded, Backend):
+        loaded = _fields(loaded)
+    if not isinstance(loaded, dict):
+        return name, _stand_in(
+            name,
+            f"backend entry point {ep.name!r} ({ep.value}) must give a Backend or a dict, "
+            f"not {type(loaded).__name__}",
+        )
+    given = loaded.get("name", ep.name)
+    name = given if isinstance(given, str) else ep.name
+    try:
+        return name, validate_backend(loaded, name)
+    except InvalidError as exc:
+        problem = exc.message.removeprefix(f"backend {name!r}: ")
+        return name, _stand_in(
+            name, f"invalid backend entry point {ep.name!r} ({ep.value}): {problem}", loaded
+        )
+
+
+def _fields(backend: Backend) -> dict:
+    """A backend's configurable fields, as a dict to change and validate again."""
+    fields = dataclasses.asdict(backend)
+    del fields["invalid"]
+    return fields
+
+
+def _stand_in(name: str, reason: str, data: object = None, base: Backend | None = None) -> Backend:
+    """What is listed for an invalid entry: unavailable with `reason`, with the description
+    and kind it was meant to have when those are readable, and nothing to run."""
+    data = data if isinstance(data, dict) else {}
+    description = data.get("description", base.description if base else "")
+    kind = data.get("kind", base.kind if base else "agent")
+    return Backend(
+        name=name,
+        argv=[],
+        description=description if isinstance(description, str) else "",
+        kind=kind if kind in ("agent", "terminal") else "agent",
+        invalid=reason,
+    )
 
 
 def list_templates(extra_dir: str | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
-from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default, observe
 from traitlets.config import LoggingConfigurable
 
 from . import faults, validate
@@ -70,7 +70,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     ).tag(config=True)
     backends = Dict(
         help="Agent backends merged over the built-ins: name -> {argv, resume_argv, env, "
-        "instructions_file, patterns: {idle, busy, waiting}, submit, paste, ...}."
+        "instructions_file, patterns: {idle, busy, waiting}, submit, paste, ...}. An invalid "
+        "entry is logged at start-up and listed unavailable with why; the others work."
     ).tag(config=True)
     allowed_roots = List(
         Unicode(),
@@ -114,6 +115,12 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     entry_point_backends = Bool(
         True, help="Load backends from the 'mas_jupyter.backends' entry-point group."
     ).tag(config=True)
+
+    @observe("backends", "entry_point_backends")
+    def _backends_changed(self, _change: dict) -> None:
+        supervisor = getattr(self, "supervisor", None)  # none yet while __init__ configures
+        if supervisor is not None:
+            supervisor.forget_backends()
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -180,6 +187,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         except BaseException:
             self._release_locks()
             raise
+        # Checked now so that each invalid backend entry is logged once, at start-up.
+        self.supervisor.check_backends()
 
     def _release_locks(self) -> None:
         for lock in self._locks:

@@ -67,12 +67,28 @@ class Supervisor:
 
     @property
     def backends(self) -> dict[str, Backend]:
-        """Built-in, configured and entry-point backends (loaded once)."""
+        """Built-in, configured and entry-point backends (loaded once, and again after the
+        configuration changes). An invalid entry is in it as unavailable, with why."""
         if self._backends is None:
-            self._backends = load_backends(
-                self.manager.backends, entry_points=self.manager.entry_point_backends
-            )
+            return self.check_backends()
         return self._backends
+
+    def check_backends(self) -> dict[str, Backend]:
+        """Load the backends now, logging one warning for each invalid entry (the manager
+        calls it when it starts, so the server log says so at start-up)."""
+        self._backends = load_backends(
+            self.manager.backends, entry_points=self.manager.entry_point_backends
+        )
+        for name, backend in sorted(self._backends.items()):
+            if backend.invalid:
+                self.manager.log.warning(
+                    "mas_jupyter: backend %r is unavailable: %s", name, backend.invalid
+                )
+        return self._backends
+
+    def forget_backends(self) -> None:
+        """Load the backends again when next used (the configuration changed)."""
+        self._backends = None
 
     def personas(self) -> dict:
         """Built-in and configured personas (re-read when files are added to or removed from the
@@ -112,6 +128,14 @@ class Supervisor:
                 f"no backend named {name!r}; available: {', '.join(sorted(self.backends))}"
             )
         return self.backends[name]
+
+    def startable_backend(self, name: str) -> Backend:
+        """A backend by name that may be started: not one whose configuration is invalid.
+        (Whether its program is installed is left to check_spec and to starting it.)"""
+        backend = self.backend(name)
+        if backend.invalid:
+            raise UnavailableError(f"backend {name!r} is unavailable: {backend.invalid}")
+        return backend
 
     # specs
 
@@ -271,7 +295,7 @@ class Supervisor:
         )
 
     async def _launch(self, session: Session, record: Worker, resume: bool) -> LiveWorker:
-        backend = self.backend(record.backend)
+        backend = self.startable_backend(record.backend)
         argv = self._argv(record, backend, resume)
         if not os.path.isdir(session.workspace):
             raise ConflictError(f"the workspace {session.workspace} is gone")
@@ -464,6 +488,7 @@ class Supervisor:
         """Stop a worker if it runs and start it again (agents continue their conversation)."""
         if session.status != "active":
             raise ConflictError(f"session {session.name!r} is {session.status}; resume it first")
+        self.startable_backend(record.backend)  # refused before the running process is ended
         await self.stop_worker(record, "restarted")
         await self._launch(session, record, resume=True)
         self.manager.store.add_activity(session.id, "worker-restarted", record.id, {})

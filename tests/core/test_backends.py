@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import pytest
 
 from mas_jupyter.core import backends as backends_module
-from mas_jupyter.core.backends import Backend, list_templates, load_backends
-from mas_jupyter.core.errors import ForbiddenError, InvalidError
+from mas_jupyter.core.backends import (
+    DEMO_PATTERNS,
+    Backend,
+    list_templates,
+    load_backends,
+    validate_backend,
+)
+from mas_jupyter.core.errors import ForbiddenError, InvalidError, UnavailableError
 from mas_jupyter.core.personas import (
     PERSONA_END,
     PERSONA_START,
@@ -146,6 +153,8 @@ def test_configured_new_backend_like_the_design_example():
         ({"new": {"argv": ["bot"], "submit": ""}}, "submit"),
         ({"new": {"argv": ["bot"], "idle_stable_seconds": -1}}, "idle_stable_seconds"),
         ({"new": {"argv": ["bot"], "instructions_file": "../x.md"}}, "instructions_file"),
+        ({"new": {"argv": ["bot"], "instructions_args": 5}}, "instructions_args must be"),
+        ({"new": {"argv": ["bot"], "instructions_args": "--read"}}, "instructions_args must be"),
         ({"new": {"argv": ["bot"], "colour": "red"}}, "unknown field"),
         ({"bad name!": {"argv": ["bot"]}}, "backend name"),
         ({"claude": {"argv": None}}, "argv must be a non-empty list"),
@@ -153,12 +162,44 @@ def test_configured_new_backend_like_the_design_example():
         ({"new": {"argv": ["b"], "conversation_id_pattern": "(a)(b)"}}, "exactly one group"),
     ],
 )
-def test_invalid_configuration_names_backend_and_field(config, message):
-    with pytest.raises(InvalidError) as err:
-        load_backends(config, entry_points=False)
-    assert message in err.value.message
+def test_invalid_configuration_names_option_and_field(config, message):
+    # The entry is not used; it is listed unavailable with why, and the others are kept.
+    b = load_backends(config, entry_points=False)
     name = next(iter(config))
-    assert repr(name) in err.value.message or "backend name" in err.value.message
+    ok, reason = b[name].availability()
+    assert not ok
+    assert reason.startswith(f"invalid configuration (c.MASManager.backends[{name!r}]): ")
+    assert message in reason
+    assert b[name].to_dict()["reason"] == reason
+    assert {"demo", "shell", "codex"} <= set(b) and b["demo"].availability() == (True, None)
+    assert b["demo"].argv == builtins()["demo"].argv
+
+
+def test_an_invalid_entry_over_a_builtin_does_not_fall_back_to_the_builtin():
+    b = load_backends(
+        {"claude": {"patterns": {"busy": ["["]}}, "aider": {"env": {"GOOD": "1"}}},
+        entry_points=False,
+    )
+    ok, reason = b["claude"].availability(path=os.path.dirname(sys.executable))
+    assert not ok and reason.startswith("invalid configuration (c.MASManager.backends['claude'])")
+    assert "patterns.busy" in reason
+    listed = b["claude"].to_dict()
+    assert listed["available"] is False and listed["kind"] == "agent"
+    assert listed["argv"] == [] and listed["patterns"] == {}  # nothing of the built-in is run
+    assert b["claude"].command() == [] and b["claude"].command(resume=True) == []
+    assert b["aider"].env == {"GOOD": "1"}  # a valid entry next to it still applies
+
+
+def test_an_invalid_entry_keeps_its_kind_when_that_is_valid():
+    b = load_backends({"mysh": {"argv": "bash", "kind": "terminal"}}, entry_points=False)
+    assert b["mysh"].kind == "terminal" and b["mysh"].invalid
+    b = load_backends({"odd": {"argv": "x", "kind": "robot"}}, entry_points=False)
+    assert b["odd"].kind == "agent"
+
+
+def test_validate_backend_itself_still_raises():
+    with pytest.raises(InvalidError, match="patterns.idle"):
+        validate_backend({"argv": ["bot"], "patterns": {"idle": ["("]}}, "new")
 
 
 class FakeEntryPoint:
@@ -186,17 +227,115 @@ def test_entry_point_backends(monkeypatch):
     assert b["fromfactory"].argv == ["fac"]
 
 
-def test_broken_entry_points_are_clear_errors(monkeypatch):
-    for ep, message in [
-        (FakeEntryPoint("boom", ImportError("no module named boom")), "failed to load"),
-        (FakeEntryPoint("num", 42), "must give a Backend or a dict"),
-        (FakeEntryPoint("bad", {"argv": ["x"], "env": {"PATH": "/evil"}}), "env"),
+def test_broken_entry_points_are_unavailable_with_why(monkeypatch):
+    eps = [
+        FakeEntryPoint("boom", ImportError("no module named boom")),
+        FakeEntryPoint("num", 42),
+        FakeEntryPoint("bad", {"argv": ["x"], "env": {"PATH": "/evil"}}),
+        FakeEntryPoint("good", {"argv": ["good"]}),
+    ]
+    monkeypatch.setattr(backends_module.metadata, "entry_points", lambda group: eps)
+    b = load_backends({"bad": {"argv": ["fixed"]}})
+    for name, message in [
+        ("boom", "backend entry point 'boom' (pkg:boom) failed to load: no module named boom"),
+        ("num", "backend entry point 'num' (pkg:num) must give a Backend or a dict, not int"),
+        ("bad", "invalid backend entry point 'bad' (pkg:bad): env: "),
     ]:
-        monkeypatch.setattr(backends_module.metadata, "entry_points", lambda group, ep=ep: [ep])
-        with pytest.raises(InvalidError, match=message):
-            load_backends({})
+        ok, reason = b[name].availability()
+        assert not ok and reason.startswith(message), reason
+    # Configuration cannot patch over a broken entry point: it stays unavailable.
+    assert b["bad"].argv == []
+    assert b["good"].argv == ["good"] and b["demo"].availability() == (True, None)
     # Entry points are not consulted when turned off.
     assert "boom" not in load_backends({}, entry_points=False)
+
+
+BAD_CONFIG = {
+    "catbot": {"argv": ["cat"], "patterns": {"idle": ["(unclosed"]}},
+    "strbot": {"argv": "python3"},
+}
+DEMO_FAST = {"MAS_DEMO_DELAY": "0.3"}
+
+
+def _config_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "c.MASManager.backends" in r.getMessage()
+    ]
+
+
+async def test_an_invalid_configured_backend_is_isolated(make_manager, caplog):
+    caplog.set_level(logging.WARNING)
+    manager = make_manager(backends=BAD_CONFIG)
+    listed = {b["name"]: b for b in manager.list_backends()}
+    assert listed["demo"]["available"] is True and listed["demo"]["reason"] is None
+    assert listed["catbot"]["available"] is False
+    assert listed["catbot"]["reason"].startswith(
+        "invalid configuration (c.MASManager.backends['catbot']): "
+        "patterns.idle has an invalid regex '(unclosed': "
+    )
+    assert listed["strbot"] == {
+        **listed["strbot"],
+        "available": False,
+        "reason": "invalid configuration (c.MASManager.backends['strbot']): "
+        "argv must be a non-empty list of strings",
+    }
+    s = await manager.create_session(
+        {"name": "x", "workers": [{"backend": "demo", "env": DEMO_FAST}]}
+    )
+    assert [w["backend"] for w in s["workers"]] == ["demo"]
+    with pytest.raises(UnavailableError) as err:
+        await manager.create_session({"name": "y", "workers": [{"backend": "catbot"}]})
+    assert err.value.status == 409 and err.value.reason == "unavailable"
+    assert err.value.message.startswith(
+        "backend 'catbot' is unavailable: invalid configuration "
+        "(c.MASManager.backends['catbot']): patterns.idle has an invalid regex"
+    )
+    with pytest.raises(UnavailableError, match="c.MASManager.backends\\['strbot'\\]"):
+        await manager.create_worker("x", {"name": "w", "backend": "strbot"})
+    assert [s["name"] for s in manager.list_sessions()] == ["x"]
+    assert [w["name"] for w in manager.list_workers("x")] == ["demo"]
+    manager.list_backends()
+    # Checked when the engine started: one warning line per invalid entry, however often used.
+    warnings = _config_warnings(caplog)
+    assert len(warnings) == 2
+    assert (
+        warnings[0]
+        == "mas_jupyter: backend 'catbot' is unavailable: " + (listed["catbot"]["reason"])
+    )
+    assert (
+        warnings[1]
+        == "mas_jupyter: backend 'strbot' is unavailable: " + (listed["strbot"]["reason"])
+    )
+
+
+async def test_the_invalid_configuration_is_logged_at_start(make_manager, caplog):
+    caplog.set_level(logging.WARNING)
+    make_manager(backends=BAD_CONFIG)
+    assert len(_config_warnings(caplog)) == 2  # before anything asked for the backends
+
+
+async def test_a_configuration_made_invalid_later_refuses_to_start_its_workers(
+    make_manager, caplog
+):
+    demo = builtins()["demo"]
+    manager = make_manager(backends={"bot": {"argv": demo.argv, "patterns": DEMO_PATTERNS}})
+    await manager.create_session({"name": "s"})
+    w = await manager.create_worker("s", {"name": "b", "backend": "bot", "env": DEMO_FAST})
+    caplog.set_level(logging.WARNING)
+    manager.backends = {**manager.backends, "bot": {"argv": demo.argv, "submit": ""}}
+    assert _config_warnings(caplog) == []  # the registry is built again when next used
+    (bot,) = [b for b in manager.list_backends() if b["name"] == "bot"]
+    assert bot["available"] is False and "submit must be" in bot["reason"]
+    assert len(_config_warnings(caplog)) == 1
+    with pytest.raises(UnavailableError, match="invalid configuration"):
+        await manager.restart_worker("s", "b")
+    # Refused before it was stopped: the running worker is left as it was.
+    assert manager.get_worker("s", "b")["status"] == "running"
+    assert manager.get_worker("s", "b")["pid"] == w["pid"]
+    manager.list_backends()
+    assert len(_config_warnings(caplog)) == 1
 
 
 def test_builtin_personas():

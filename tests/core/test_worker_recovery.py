@@ -13,6 +13,8 @@ import textwrap
 import pytest
 
 from mas_jupyter.core import processes
+from mas_jupyter.core.errors import UnavailableError
+from tests.conftest import PLAIN_BASH
 from tests.core.test_workers import screen_text, until
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -136,6 +138,31 @@ async def test_recovery_reads_every_tmux_pane_at_once(make_manager, root):
     # (its shell may still be dying of the SIGHUP: then it is ended as an orphan too)
     assert report["workers"]["reattached"] == 0 and report["workers"]["interrupted"] == 1
     assert third.get_worker("s", "runs")["exit_reason"] == "interrupted"
+
+
+@needs_tmux
+async def test_a_tmux_worker_of_a_backend_made_invalid_runs_on_but_is_not_restarted(make_manager):
+    """The server restarts with a typo in the configuration of a running worker's backend:
+    the worker is reattached (a typo does not end work in progress), its backend is listed
+    unavailable, and a restart is refused before the process is ended."""
+    mysh = {"argv": PLAIN_BASH, "kind": "terminal"}
+    first = make_manager(backends={"mysh": mysh})
+    await first.create_session({"kind": "quick", "name": "s"})
+    w = await first.create_worker("s", {"name": "sh", "backend": "mysh", "runtime": "tmux"})
+    await first.shutdown()
+
+    second = make_manager(backends={"mysh": {**mysh, "paste": "fancy"}})
+    report = await second.recover()
+    assert report["workers"]["reattached"] == 1
+    (listed,) = [b for b in second.list_backends() if b["name"] == "mysh"]
+    assert listed["available"] is False and listed["kind"] == "terminal"
+    assert listed["reason"].startswith("invalid configuration (c.MASManager.backends['mysh'])")
+    second.write_input("s", "sh", "echo still-$((40+2))\r")
+    await until(lambda: "still-42" in screen_text(second, "s", "sh"), what="typing")
+    with pytest.raises(UnavailableError, match="backend 'mysh' is unavailable: invalid conf"):
+        await second.restart_worker("s", "sh")
+    again = second.get_worker("s", "sh")
+    assert again["status"] == "running" and again["pid"] == w["pid"]
 
 
 async def test_output_of_a_worker_that_did_not_survive_a_restart_is_read_back(make_manager):

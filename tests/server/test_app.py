@@ -129,3 +129,59 @@ def test_a_cause_without_advice_gets_the_advice_once():
         "[Errno 17] File exists. Fix that, or set c.MASManager.sessions_root (and "
         "c.MASManager.db_path) to a folder this server can write, then restart the server."
     )
+
+
+@pytest.fixture
+def bad_backends(mas_config):
+    """The server's configuration has two invalid backend entries and one valid one."""
+    mas_config["MASManager"] = {
+        "backends": {
+            "catbot": {"argv": ["cat"], "patterns": {"idle": ["(unclosed"]}},
+            "strbot": {"argv": "python3"},
+            "okbot": {"argv": ["cat"]},
+        }
+    }
+
+
+async def test_an_invalid_configured_backend_is_unavailable_and_the_rest_works(
+    bad_backends, extension_log, api
+):
+    code, backends = await api("GET", "backends")
+    assert code == 200
+    listed = {b["name"]: b for b in backends}
+    assert listed["demo"]["available"] is True and listed["okbot"]["available"] is True
+    assert listed["catbot"]["available"] is False
+    assert listed["catbot"]["reason"].startswith(
+        "invalid configuration (c.MASManager.backends['catbot']): "
+        "patterns.idle has an invalid regex '(unclosed': "
+    )
+    assert listed["strbot"]["available"] is False
+    assert listed["strbot"]["reason"] == (
+        "invalid configuration (c.MASManager.backends['strbot']): "
+        "argv must be a non-empty list of strings"
+    )
+    demo = {"backend": "demo", "env": {"MAS_DEMO_DELAY": "0.05"}}
+    code, s = await api("POST", "sessions", body={"name": "x", "workers": [demo]})
+    assert code == 201, s
+    assert [w["backend"] for w in s["workers"]] == ["demo"]
+    code, body = await api(
+        "POST", "sessions", body={"name": "y", "workers": [{"backend": "catbot"}]}
+    )
+    assert code == 409 and body["reason"] == "unavailable"
+    assert body["message"].startswith(
+        "backend 'catbot' is unavailable: invalid configuration (c.MASManager.backends['catbot'])"
+    )
+    code, body = await api("POST", "sessions", "x", "workers", body={"backend": "strbot"})
+    assert code == 409 and "c.MASManager.backends['strbot']" in body["message"]
+    assert (await api("GET", "sessions", "y"))[0] == 404
+    # The server log warned once, at start-up, however often the entries were listed or used
+    # (each refused request is logged by itself, as every refused request is).
+    lines = [
+        r.getMessage()
+        for r in extension_log
+        if r.levelname == "WARNING" and "c.MASManager.backends" in r.getMessage()
+    ]
+    assert lines == [
+        f"mas_jupyter: backend 'catbot' is unavailable: {listed['catbot']['reason']}",
+        f"mas_jupyter: backend 'strbot' is unavailable: {listed['strbot']['reason']}",
+    ]
