@@ -17,6 +17,7 @@ import termios
 import tty
 from typing import Any
 
+from .channel import ENDED_FOR_IT
 from .errors import MASClientError
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
@@ -24,13 +25,44 @@ DETACH_NAME = "Ctrl-]"
 CLEAR_SCREEN = "\x1b[H\x1b[2J\x1b[3J"  # home, erase the screen and the scrollback
 
 
+def _ended(reason: str) -> str:
+    if reason == "restarted":
+        return "was restarted; attach again to follow it"
+    again = " (resume it, then attach again)" if reason in ("paused", "stopped") else ""
+    return f"stopped: {ENDED_FOR_IT[reason]}{again}"
+
+
 # How a worker ended when not by itself (its exit_reason): words and what to do next.
-ENDED = {
-    "restarted": "was restarted; attach again to follow it",
-    "paused": "stopped: its session was paused (resume it, then attach again)",
-    "stopped": "stopped: its session was stopped",
-    "server stopped": "stopped: the server stopped",
-}
+ENDED = {reason: _ended(reason) for reason in ENDED_FOR_IT}
+
+
+def _exited(code: int | None) -> str:
+    """How a worker ended by itself, from its `exit` (the code, or minus the signal)."""
+    if code is None:
+        return "exited"
+    return f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+
+
+def _not_running(client: Any, record: Any, session: str) -> str:
+    """Why an exited worker cannot be attached, and the command that runs it again: a
+    resume when its session is paused or stopped (a resume starts every worker again), else
+    a restart, with how it ended (its code or signal, or what ended it for it)."""
+    status = client.session(record.session_key).status
+    if status != "active":
+        return f"session {session!r} is {status}; resume it first (jupyter mas resume {session})"
+    reason = record.data.get("exit_reason")
+    if reason == "deleted":  # a delete has begun: the channel would refuse it as gone
+        return f"worker {record.name!r} is being deleted"
+    if reason in ENDED_FOR_IT:
+        how = f"stopped: {ENDED_FOR_IT[reason]}"
+    elif record.data.get("exit_signal") is not None:
+        how = f"has exited (signal {record.exit_signal})"
+    elif record.data.get("exit_code") is not None:
+        how = f"has exited (code {record.exit_code})"
+    else:
+        how = "has exited"
+    restart = f"jupyter mas restart {session} {record.name}"
+    return f"worker {record.name!r} {how}; restart it first ({restart})"
 
 
 def _size(fd: int) -> tuple[int, int]:
@@ -44,11 +76,7 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
         raise MASClientError("attach needs a terminal (stdin is not a tty)", reason="invalid")
     record = client.worker(worker, session=session)
     if record.status == "exited":
-        raise MASClientError(
-            f"worker {record.name!r} has exited (code {record.exit_code}); restart it first "
-            f"(jupyter mas restart {session} {record.name})",
-            reason="conflict",
-        )
+        raise MASClientError(_not_running(client, record, session), reason="conflict")
     wake_r, wake_w = os.pipe()
     ended: dict[str, Any] = {}
     link = {"lost": False}  # a `reconnecting` came: the next `setup` is a reconnection
@@ -132,7 +160,7 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
         os.close(wake_w)
     if "exit" in ended:
         reason = channel.exit_reason if channel is not None else None
-        return f"worker {record.name} " + ENDED.get(reason, f"exited with code {ended['exit']}")
+        return f"worker {record.name} " + ENDED.get(reason, _exited(ended["exit"]))
     if ended.get("reason"):
         return ended["reason"]
     why = ended.get("closed")
