@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core.screen import strip_ansi
+from .channel import ENDED_FOR_IT
 from .records import Record
 from .render import activity_html, esc, markdown_safe, pre_html, table_html, table_text
 
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
 
 
 class Reply(Record):
-    """What an agent answered: `text` (ANSI removed), its `activity` after, `timed_out`."""
+    """What an agent answered: `text` (ANSI removed), its `activity` after, `timed_out`; when
+    the agent ended before it replied, `exit_code` and `exit_reason` (why: `paused`, ...)."""
 
     def __init__(self, client: MASClient | None, data: dict, worker: str = "") -> None:
         super().__init__(client, data)
@@ -25,16 +27,31 @@ class Reply(Record):
         """The reply (None when the message was sent without waiting)."""
         return self.data.get("reply")
 
+    @property
+    def ended(self) -> bool:
+        """Whether the agent ended (by itself or for it) before it replied: no reply came."""
+        return self.data.get("activity") == "exited"
+
     def __str__(self) -> str:
         return self.text or ""
+
+    def _ended(self) -> str:
+        reason, code = self.data.get("exit_reason"), self.data.get("exit_code")
+        if reason in ENDED_FOR_IT:  # a pause, a restart, a delete, ...: no crash
+            return f"the agent was stopped: {ENDED_FOR_IT[reason]}"
+        if code is not None:
+            return f"the agent exited with code {code}"
+        if reason == "crashed":  # without a code: a signal ended it
+            return "the agent was killed by a signal"
+        return "the agent exited"
 
     def _status(self) -> str:
         if self.text is None and not self.data.get("timed_out"):
             return "sent; not waiting for the reply"
         if self.data.get("timed_out"):
             return "timed out waiting; the agent is still working"
-        if self.data.get("activity") == "exited":
-            return f"the agent exited (code {self.data.get('exit_code')})"
+        if self.ended:
+            return self._ended()
         if self.data.get("activity") == "waiting":
             return "the agent is waiting for an answer"
         return ""

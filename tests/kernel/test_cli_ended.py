@@ -4,11 +4,15 @@ They say which, and what to do next, never "code None"."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pexpect
 import pytest
 import test_cli
 from kernel_support import demo_idle, wait_until
-from test_cli import _spawn
+from test_cli import CLI, _spawn
+
+from mas_jupyter.kernel.outputs import Reply
 
 cli = test_cli.cli  # the fixture: `jupyter mas ...` against the test server
 
@@ -78,3 +82,87 @@ def test_attach_to_a_worker_killed_by_a_signal_names_the_signal(cli, client):
         "(jupyter mas restart att-sig terminal)"
     )
     client.delete("att-sig", purge=True)
+
+
+def _send_cut_off(cli, client, name: str, cut) -> tuple[int, str, str]:
+    """`jupyter mas send NAME /sleep 30`, cut off by cut() once the agent is busy."""
+    code, _, err = cli("new", name, "--agent=demo")
+    assert code == 0, err
+    demo_idle(client, name)
+    send = subprocess.Popen(
+        [*CLI, "send", name, "/sleep 30"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: client.worker("demo", session=name).activity == "busy", 15, "busy")
+        cut()
+        out, err = send.communicate(timeout=30)
+    finally:
+        send.kill()
+    return send.returncode, out, err
+
+
+def test_a_send_cut_off_by_a_pause_says_so(cli, client):
+    """Before: `[the agent exited (code None)]`."""
+    _, out, err = _send_cut_off(cli, client, "race-p", lambda: client.pause("race-p"))
+    assert out.startswith("[the agent was stopped: its session was paused]\n"), (out, err)
+    client.delete("race-p", purge=True)
+
+
+def test_a_send_cut_off_by_a_delete_of_its_worker_says_so(cli, client):
+    """The waiting send still gets its answer (not a 404): the worker was deleted."""
+    _, out, err = _send_cut_off(
+        cli, client, "race-d", lambda: client.delete_worker("demo", session="race-d")
+    )
+    assert out.startswith("[the agent was stopped: the worker was deleted]\n"), (out, err)
+    assert "Traceback" not in err
+    client.delete("race-d", purge=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.py's SendCommand still exits 0 after printing the reply (see Reply.ended)",
+)
+def test_a_send_that_got_no_reply_because_the_agent_ended_exits_with_status_1(cli, client):
+    code, out, err = _send_cut_off(cli, client, "race-s", lambda: client.pause("race-s"))
+    client.delete("race-s", purge=True)
+    assert code == 1, (out, err)
+
+
+def _reply(**fields) -> Reply:
+    data = {"reply": "", "activity": "exited", "timed_out": False, "exit_code": None}
+    return Reply(None, {**data, **fields}, worker="lead")
+
+
+@pytest.mark.parametrize(
+    ("reason", "code", "words"),
+    [
+        ("paused", None, "the agent was stopped: its session was paused"),
+        ("stopped", None, "the agent was stopped: its session was stopped"),
+        ("restarted", None, "the agent was stopped: the worker was restarted"),
+        ("deleted", None, "the agent was stopped: the worker was deleted"),
+        ("server stopped", None, "the agent was stopped: the server stopped"),
+        ("exited", 0, "the agent exited with code 0"),
+        ("crashed", 3, "the agent exited with code 3"),
+        ("crashed", None, "the agent was killed by a signal"),
+        (None, 2, "the agent exited with code 2"),  # a server without exit_reason
+        (None, None, "the agent exited"),
+    ],
+)
+def test_a_reply_says_why_the_agent_ended_before_it_replied(reason, code, words):
+    reply = _reply(exit_code=code, exit_reason=reason, reply="half an answer")
+    assert repr(reply) == f"[{words}]\nhalf an answer"
+    assert reply._repr_markdown_() == f"**lead** — *{words}*\n\nhalf an answer"
+    assert reply.ended is True
+    assert "None" not in words
+
+
+def test_a_reply_that_came_or_was_not_waited_for_has_not_ended():
+    assert _reply(activity="idle", reply="done", exit_reason=None).ended is False
+    assert _reply(activity="busy", reply=None, exit_reason=None).ended is False
+    timed_out = _reply(activity="busy", reply="", timed_out=True, exit_reason=None)
+    assert timed_out.ended is False
+    assert repr(timed_out).startswith("[timed out waiting; the agent is still working]")
