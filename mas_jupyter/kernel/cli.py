@@ -22,6 +22,7 @@ from traitlets.config.loader import KVArgParseConfigLoader
 
 from .._version import __version__
 from .client import SECONDS, is_seconds
+from .discovery import from_here
 from .errors import MASClientError
 from .records import deleted_text
 from .transport import HTTPTransport
@@ -37,13 +38,17 @@ _COMMON_FLAGS = {**base_flags}
 class _Loader(KVArgParseConfigLoader):
     """The command-line loader of a subcommand: what argparse refuses (an option without its
     value) and an unknown `--option=value` (which traitlets would only warn about, and
-    ignore) are usage errors in the CLI's format."""
+    ignore) are usage errors in the CLI's format. Options may come between the arguments,
+    as with git (`send SESSION --worker=W TEXT`)."""
 
     app: MASCommand
 
     def _create_parser(self) -> None:
         super()._create_parser()
         self.parser.error = self._parse_error  # argparse reports through self.error(message)
+        # traitlets parses with parse_args, where the arguments (`extra_args`, nargs="*")
+        # are one run: those after an option would be refused as unrecognized.
+        self.parser.parse_args = self.parser.parse_intermixed_args  # type: ignore[method-assign]
 
     def _parse_error(self, message: str) -> None:
         # argparse names an option by its trait (--ListCommand.status): use the option's name.
@@ -269,10 +274,10 @@ class NewCommand(MASCommand):
             args[0] if args else None,
             self.kind,
             template=self.template,
-            repo=self.repo,
+            repo=from_here(self.repo),
             branch=self.branch,
             base=self.base,
-            path=self.path,
+            path=from_here(self.path),
             task=self.task,
             agent=self.agent,
             persona=self.persona,
@@ -319,6 +324,8 @@ class SendCommand(MASCommand):
             text, worker=self.worker, session=args[0], wait=not self.no_wait, timeout=self.timeout
         )
         print(repr(reply).rstrip("\n"))
+        if reply.ended:  # no reply: the agent ended (by itself, or paused, deleted, ...)
+            self.exit(1)
 
 
 class AttachCommand(MASCommand):

@@ -35,6 +35,18 @@ class Found:
     how: str
 
 
+def from_here(path: str | None) -> str | None:
+    """A path as the user typed it where they are (a shell's or a notebook's folder), for the
+    server: `.`, `../repo`, `data` and `~/x` made absolute against the working directory.
+
+    The server reads a relative path from its root_dir; the CLI and the magics are used from a
+    folder, and `--repo .` means that folder. The Python client passes paths on as given.
+    """
+    if not path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def server_url(url: str) -> tuple[str, str | None]:
     """The server's base URL and the token in it, from a URL as Jupyter prints it or a
     browser shows it: `http://host:8888/lab?token=abc` is `("http://host:8888/", "abc")`,

@@ -25,6 +25,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
 from .client import SECONDS, is_seconds
+from .discovery import from_here
 from .errors import MASClientError
 from .records import deleted_text
 from .render import esc
@@ -106,10 +107,10 @@ def _parsers() -> dict[str, _Parser]:
     p.add_argument("--name", dest="name_opt", metavar="NAME", help="the session name")
     p.add_argument("--kind", choices=["quick", "worktree", "dir"], default="quick")
     p.add_argument("--template", help="quick: the template to fill the folder from")
-    p.add_argument("--repo", help="worktree: the repository to branch")
+    p.add_argument("--repo", help="worktree: the repository to branch (from this folder)")
     p.add_argument("--branch", help="worktree: the branch (default mas/<name>)")
     p.add_argument("--base", help="worktree: the revision to start from (default HEAD)")
-    p.add_argument("--path", help="dir: the existing folder to use, shared")
+    p.add_argument("--path", help="dir: the existing folder to use, shared (from this folder)")
     p.add_argument("--task", help="the task label (e.g. a ticket id)")
     p.add_argument("--agent", metavar="BACKEND", help="start an agent (see %%mas backends)")
     p.add_argument("--persona", help="the agent's role (pm, qa, specialist, ...)")
@@ -274,10 +275,10 @@ class MASMagics(Magics):
             args.name or args.name_opt,
             args.kind,
             template=args.template,
-            repo=args.repo,
+            repo=from_here(args.repo),
             branch=args.branch,
             base=args.base,
-            path=args.path,
+            path=from_here(args.path),
             task=args.task,
             agent=args.agent,
             persona=args.persona,

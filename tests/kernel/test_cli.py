@@ -28,11 +28,11 @@ def cli(server, tmp_path):
     """Run `jupyter mas ...`: returns (exit status, stdout, stderr)."""
     env = {**server.env, "MAS_SERVER_URL": server.url, "MAS_TOKEN": server.token}
 
-    def run(*args: str, stdin: str | None = None, timeout: float = 60):
+    def run(*args: str, stdin: str | None = None, timeout: float = 60, cwd=None):
         p = subprocess.run(
             [*CLI, *args],
             env=env,
-            cwd=tmp_path,
+            cwd=cwd or tmp_path,
             input=stdin,
             capture_output=True,
             text=True,
@@ -60,6 +60,10 @@ def test_new_list_send_stop_delete(cli, client):
     assert "reply: hello from the shell (4 words, 1 lines)" in out
     code, out, _ = cli("send", "cli-1", "--worker=demo", stdin="piped in\n")
     assert "reply: piped in (2 words, 1 lines)" in out
+    # Options may come between the arguments, as with git.
+    code, out, err = cli("send", "cli-1", "--worker=demo", "--timeout=30", "between", "options")
+    assert code == 0, err
+    assert "reply: between options (2 words, 1 lines)" in out
     code, out, _ = cli("send", "cli-1", "/sleep 30", "--no-wait")
     assert code == 0 and "not waiting" in out
     code, out, err = cli("stop", "cli-1")
@@ -71,9 +75,31 @@ def test_new_list_send_stop_delete(cli, client):
     assert client.sessions() == []
 
 
+def test_new_reads_repo_and_path_from_the_folder_it_is_run_in(cli, client, server):
+    """`--repo=.` is the repository the shell is in, `--path=sub` the folder `sub` there,
+    wherever that is under the server's root (the server alone would read them from its root)."""
+    (server.root / "projects").mkdir()
+    repo = git_repo(server.root / "projects" / "here-repo")
+    code, _, err = cli("new", "here-wt", "--kind=worktree", "--repo=.", cwd=repo)
+    assert code == 0, err
+    assert client.session("here-wt").data["repo"] == str(repo)
+    sub = server.root / "notes" / "sub"
+    sub.mkdir(parents=True)
+    code, _, err = cli("new", "here-dir", "--kind=dir", "--path=sub", cwd=sub.parent)
+    assert code == 0, err
+    assert client.session("here-dir").workspace == str(sub)
+    other = repo.parent / "other"
+    other.mkdir()
+    code, _, err = cli("new", "up", "--kind=worktree", "--repo=../here-repo", cwd=other)
+    assert code == 0, err
+    assert client.session("up").data["repo"] == str(repo)
+    code, _, err = cli("new", "nowhere", "--kind=dir", "--path=missing", cwd=sub)
+    assert code == 1 and f"'{sub / 'missing'}' is not an existing directory" in err, err
+
+
 def test_delete_says_where_a_worktrees_changes_went_and_that_a_dir_is_kept(cli, client, server):
     repo = git_repo(server.root / "cli-repo")
-    code, _, err = cli("new", "feat", "--kind=worktree", "--repo=cli-repo")
+    code, _, err = cli("new", "feat", "--kind=worktree", "--repo=cli-repo", cwd=server.root)
     assert code == 0, err
     pathlib.Path(client.session("feat").workspace, "a.txt").write_text("changed\n")
     code, out, err = cli("delete", "feat", "--purge")

@@ -122,10 +122,6 @@ def test_a_send_cut_off_by_a_delete_of_its_worker_says_so(cli, client):
     client.delete("race-d", purge=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py's SendCommand still exits 0 after printing the reply (see Reply.ended)",
-)
 def test_a_send_that_got_no_reply_because_the_agent_ended_exits_with_status_1(cli, client):
     code, out, err = _send_cut_off(cli, client, "race-s", lambda: client.pause("race-s"))
     client.delete("race-s", purge=True)

@@ -241,6 +241,25 @@ def test_delete_says_where_a_worktrees_changes_went_and_that_a_dir_is_kept(mas, 
     )
 
 
+def test_new_reads_repo_and_path_from_the_notebooks_folder(mas, server_env, monkeypatch):
+    """A notebook in a subfolder: `--repo .` is the repository it sits in, `--path data` the
+    folder beside it (the kernel's working directory is the notebook's folder)."""
+    (server_env.root / "work").mkdir()
+    repo = git_repo(server_env.root / "work" / "nb-repo")
+    monkeypatch.chdir(repo)
+    out, _, error = mas("%mas new nb-wt --kind worktree --repo .")
+    assert error is None, error
+    client = mas_jupyter.connect()
+    assert client.session("nb-wt").data["repo"] == str(repo)
+    (repo.parent / "data").mkdir()
+    monkeypatch.chdir(repo.parent)
+    out, _, error = mas("%mas new nb-dir --kind dir --path data")
+    assert error is None, error
+    assert client.session("nb-dir").workspace == str(repo.parent / "data")
+    for name in ("nb-wt", "nb-dir"):
+        client.delete(name)
+
+
 def test_use_with_a_worker_and_an_explicit_session(mas):
     mas("%mas new one --agent demo")
     mas("%mas new two --terminal")
