@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from .channel import Channel, Handler
+from .channel import ENDED_FOR_IT, Channel, Handler
 from .errors import Conflict, MASClientError, NoActiveSession
 from .events import EventStream, Feed, Subscription
 from .loop import LoopThread
@@ -407,9 +407,16 @@ class MASClient:
             wid, sid = record.id, record.session_key
             while record.data.get("activity") not in ("idle", "waiting"):
                 if record.status == "exited":
+                    reason = record.data.get("exit_reason")
+                    if reason in ENDED_FOR_IT:  # a pause, a stop, a delete: not its own exit
+                        raise Conflict(
+                            f"worker {record.name!r} was stopped before it was ready: "
+                            f"{ENDED_FOR_IT[reason]}"
+                        )
+                    how = "" if record.exit_code is None else f" (code {record.exit_code})"
                     raise Conflict(
-                        f"worker {record.name!r} exited (code {record.exit_code}) before it "
-                        "was ready; see its output with %mas screen or client.output()"
+                        f"worker {record.name!r} exited{how} before it was ready; see its "
+                        "output with %mas screen or client.output()"
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:

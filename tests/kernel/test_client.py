@@ -466,6 +466,15 @@ def test_wait_ready_before_the_first_message(client, server):
     client.send("/crash", session="ready", wait=False)
     with pytest.raises(Conflict, match="exited"):
         client.wait_ready(session="ready", timeout=15)
+    # Paused under it: says so, not "exited (code None)".
+    client.restart(session="ready")
+    client.wait_ready(session="ready")
+    client.pause("ready")
+    with pytest.raises(Conflict) as raised:
+        client.wait_ready(session="ready", timeout=15)
+    assert raised.value.message == (
+        "worker 'demo' was stopped before it was ready: its session was paused"
+    )
 
 
 def test_env_and_persona_need_an_agent(client, server):
