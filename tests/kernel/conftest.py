@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 
 import pytest
-from kernel_support import DEMO_DELAY, SHELL_ARGV, wait_until
+from kernel_support import CLI, DEMO_DELAY, SHELL_ARGV, wait_until
 
 _DISCOVERY_VARS = ("MAS_SERVER_URL", "MAS_TOKEN", "JUPYTER_SERVER_URL", "JUPYTER_TOKEN")
 
@@ -213,3 +213,24 @@ def kernel(tmp_path):
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def cli(server, tmp_path):
+    """Run `jupyter mas ...`: returns (exit status, stdout, stderr)."""
+    env = {**server.env, "MAS_SERVER_URL": server.url, "MAS_TOKEN": server.token}
+
+    def run(*args: str, stdin: str | None = None, timeout: float = 60, cwd=None):
+        p = subprocess.run(
+            [*CLI, *args],
+            env=env,
+            cwd=cwd or tmp_path,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return p.returncode, p.stdout, p.stderr
+
+    run.env = env
+    return run

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import socket
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
+
+import pexpect
 
 from tests.conftest import PLAIN_BASH as SHELL_ARGV  # noqa: F401 (the kernel tests' name)
 from tests.conftest import run_git
@@ -140,3 +143,14 @@ class Proxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+CLI = [sys.executable, "-m", "mas_jupyter.kernel.cli"]  # `jupyter mas`
+
+
+def spawn_cli(cli, *args: str, env: dict | None = None) -> pexpect.spawn:
+    """`jupyter mas ARGS` in a pseudo-terminal of 30x100 (`cli`: the fixture, for its env)."""
+    return pexpect.spawn(
+        CLI[0], [*CLI[1:], *args], env=env or cli.env, encoding="utf-8", timeout=20,
+        dimensions=(30, 100),
+    )  # fmt: skip

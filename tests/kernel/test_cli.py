@@ -13,35 +13,13 @@ import sys
 
 import pexpect
 import pytest
-from kernel_support import Proxy, demo_idle, git_repo, wait_until
+from kernel_support import CLI, Proxy, demo_idle, git_repo, spawn_cli, wait_until
 
 import mas_jupyter
 from mas_jupyter.kernel import ConnectionFailed
 from mas_jupyter.kernel.transport import HTTPTransport
 
-CLI = [sys.executable, "-m", "mas_jupyter.kernel.cli"]
 DOCS = pathlib.Path(__file__).parent.parent.parent / "docs"
-
-
-@pytest.fixture
-def cli(server, tmp_path):
-    """Run `jupyter mas ...`: returns (exit status, stdout, stderr)."""
-    env = {**server.env, "MAS_SERVER_URL": server.url, "MAS_TOKEN": server.token}
-
-    def run(*args: str, stdin: str | None = None, timeout: float = 60, cwd=None):
-        p = subprocess.run(
-            [*CLI, *args],
-            env=env,
-            cwd=cwd or tmp_path,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        return p.returncode, p.stdout, p.stderr
-
-    run.env = env
-    return run
 
 
 def test_new_list_send_stop_delete(cli, client):
@@ -365,21 +343,9 @@ def test_found_from_the_servers_root(server, tmp_path):
     assert p.returncode == 0 and "no sessions" in p.stdout, p.stderr
 
 
-def _spawn(cli, *args, env=None):
-    child = pexpect.spawn(
-        CLI[0],
-        [*CLI[1:], *args],
-        env=env or cli.env,
-        encoding="utf-8",
-        timeout=20,
-        dimensions=(30, 100),
-    )
-    return child
-
-
 def test_attach_types_resizes_and_detaches(cli, client):
     client.create_session("att", terminal=True)
-    child = _spawn(cli, "attach", "att", "terminal")
+    child = spawn_cli(cli, "attach", "att", "terminal")
     child.expect_exact("detach with Ctrl-]")
     child.send("echo attached-$((6*7))\r")
     child.expect_exact("attached-42")
@@ -400,7 +366,7 @@ def test_attach_types_resizes_and_detaches(cli, client):
 
 def test_attach_ends_when_the_worker_exits_and_ctrl_c_reaches_it(cli, client):
     client.create_session("att2", terminal=True)
-    child = _spawn(cli, "attach", "att2")
+    child = spawn_cli(cli, "attach", "att2")
     child.expect_exact("detach with Ctrl-]")
     child.send("sleep 100\r")
     child.send("\x03")  # raw mode: Ctrl-C goes to the worker, not to the CLI
@@ -415,7 +381,7 @@ def test_attach_ends_when_the_worker_exits_and_ctrl_c_reaches_it(cli, client):
 
 def test_attach_says_its_worker_was_restarted_not_that_it_exited(cli, client):
     client.create_session("att6", terminal=True)
-    child = _spawn(cli, "attach", "att6")
+    child = spawn_cli(cli, "attach", "att6")
     child.expect_exact("detach with Ctrl-]")
     child.send("echo before-$((6*7))\r")
     child.expect_exact("before-42")
@@ -433,7 +399,7 @@ def test_attach_reconnects_after_a_dropped_connection_and_ends_when_the_worker_i
 ):
     client.create_session("att4", terminal=True)
     with Proxy(server.url) as proxy:
-        child = _spawn(
+        child = spawn_cli(
             cli, "attach", "att4", "terminal", env={**cli.env, "MAS_SERVER_URL": proxy.url}
         )
         child.expect_exact("detach with Ctrl-]")
@@ -465,7 +431,7 @@ def test_attach_to_an_exited_worker_says_how_to_restart_it_with_the_cli(cli, cli
     client.create_session("att5", terminal=True)
     client.input("exit 3\r", "terminal", session="att5")
     wait_until(lambda: client.worker("terminal", session="att5").status == "exited", 15, "exit")
-    child = _spawn(cli, "attach", "att5", "terminal")
+    child = spawn_cli(cli, "attach", "att5", "terminal")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1

@@ -8,13 +8,9 @@ import subprocess
 
 import pexpect
 import pytest
-import test_cli
-from kernel_support import demo_idle, wait_until
-from test_cli import CLI, _spawn
+from kernel_support import CLI, demo_idle, spawn_cli, wait_until
 
 from mas_jupyter.kernel.outputs import Reply
-
-cli = test_cli.cli  # the fixture: `jupyter mas ...` against the test server
 
 
 def _status(child) -> int:
@@ -25,7 +21,7 @@ def _status(child) -> int:
 
 
 def _attach_refused(cli, *args: str) -> str:
-    child = _spawn(cli, "attach", *args)
+    child = spawn_cli(cli, "attach", *args)
     assert _status(child) == 1, child.before
     return child.before.strip()
 
@@ -49,7 +45,7 @@ def test_attach_to_a_paused_or_stopped_session_says_to_resume_it(cli, client, ho
     code, _, err = cli("resume", name)
     assert code == 0, err
     demo_idle(client, name)
-    child = _spawn(cli, "attach", name)
+    child = spawn_cli(cli, "attach", name)
     child.expect_exact("detach with Ctrl-]")
     child.send("\x1d")
     child.expect_exact("[detached]")
@@ -61,7 +57,7 @@ def test_attach_to_a_paused_or_stopped_session_says_to_resume_it(cli, client, ho
 def test_attach_ended_by_a_pause_or_a_stop_says_to_resume(cli, client, how):
     name = f"attached-{how}"
     client.create_session(name, terminal=True)
-    child = _spawn(cli, "attach", name, "terminal")
+    child = spawn_cli(cli, "attach", name, "terminal")
     child.expect_exact("detach with Ctrl-]")
     getattr(client, how)(name)
     state = {"pause": "paused", "stop": "stopped"}[how]
