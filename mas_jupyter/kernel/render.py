@@ -1,4 +1,5 @@
-"""Text, HTML and Markdown views of the client's records: names and output always escaped.
+"""Text, HTML and Markdown views of the client's records: names and output always escaped;
+tables aligned by display width.
 
 Agent output never becomes HTML: in HTML it is escaped text inside <pre>; in Markdown (a
 reply), `<`, `>` and `&` outside code fences are escaped, so markup an agent prints shows as
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 # Colors of the activity states; "waiting" stands out: it needs the user.
@@ -68,12 +70,29 @@ def pre_html(text: str, title: str | None = None) -> str:
     return f"{caption}<pre class='mas-pre'>{esc(text)}</pre>"
 
 
+def display_width(text: str) -> int:
+    """How many columns a terminal gives `text`: 2 for a wide or fullwidth character (CJK,
+    most emoji), 0 for a combining mark or an invisible format character (a zero-width
+    joiner), 1 for the others. (An emoji sequence joined by zero-width joiners counts each
+    of its emoji; terminals differ there anyway.)"""
+    width = 0
+    for char in text:
+        if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
 def table_text(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table with aligned columns."""
+    """A plain-text table with its columns aligned on a terminal (by display width: a CJK
+    character or an emoji takes two columns)."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(headers))]
     lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+        "  ".join(
+            c + " " * (w - display_width(c)) for c, w in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in cells
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

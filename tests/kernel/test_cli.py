@@ -459,3 +459,30 @@ def test_jupyter_finds_the_subcommand(cli):
         [jupyter, "mas", "list"], env=cli.env, capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 0, p.stderr
+
+
+def test_list_aligns_wide_characters_by_their_width_on_screen(cli, client):
+    """Before: columns were aligned by code points, so a CJK or emoji task pushed the
+    workers column right and a combining accent pulled it left."""
+    for name, task in (
+        ("cjk", "修复登录"),
+        ("emoji", "🚀 launch"),
+        ("accent", "cafe\u0301"),  # é as e and a combining accent: 4 columns, 5 code points
+        ("ascii", "T-42"),
+    ):
+        client.create_session(name, task=task, terminal=True)
+    code, out, err = cli("list")
+    assert code == 0, err
+    lines = out.splitlines()
+    # The workers column starts at the same place on screen in every row.
+    expected = [
+        "session  kind   status  task       workers",
+        "-------  -----  ------  ---------  -----",
+        "cjk      quick  active  修复登录   terminal:",
+        "emoji    quick  active  🚀 launch  terminal:",
+        "accent   quick  active  cafe\u0301       terminal:",
+        "ascii    quick  active  T-42       terminal:",
+    ]
+    assert len(lines) == len(expected), out
+    for line, start in zip(lines, expected, strict=True):
+        assert line.startswith(start), (line, start)
