@@ -276,9 +276,14 @@ class MASClient:
     async def aactivities(
         self, session: SessionRef = None, limit: int | None = None, since: int | None = None
     ) -> ActivityLog:
-        """A session's activity log, oldest first (`since` a seq, `limit` the newest N)."""
-        data = await self._call("list_activities", self._sid(session), limit=limit, since=since)
-        return ActivityLog(data)
+        """A session's activity log, oldest first (`since` a seq, `limit` the newest N); each
+        entry about a worker names it (`log.worker_name(entry)`)."""
+        sid = self._sid(session)
+        log = ActivityLog(await self._call("list_activities", sid, limit=limit, since=since))
+        if log.unnamed():  # activity-changed entries carry only the worker's id
+            workers = await self._call("list_workers", sid)
+            log.workers.update({w["id"]: w["name"] for w in workers})
+        return log
 
     @aio
     async def aconnect_info(self, session: SessionRef = None) -> dict:

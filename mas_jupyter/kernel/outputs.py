@@ -3,6 +3,7 @@ activity logs, printable as text and rendered (escaped) in a notebook."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..core.screen import strip_ansi
@@ -156,19 +157,52 @@ class Transcript(Record):
 
 
 class ActivityLog(list):
-    """A session's activity log entries (dicts with seq, type, time, worker_id, detail)."""
+    """A session's activity log entries (dicts with seq, type, time, worker_id, detail). Each
+    row names its worker: `workers` maps worker ids to names, from the entries that carry
+    the name (worker-created, message-sent, ...) and, as the client fills it in, from the
+    session's workers (an activity-changed entry has only the id); a worker known by
+    neither (deleted, its entries out of the page) shows as the start of its id."""
 
-    @staticmethod
-    def _detail(entry: dict) -> str:
-        detail = entry.get("detail") or {}
+    HEADERS = ("seq", "time", "what", "worker", "detail")
+
+    def __init__(self, entries: Iterable[dict] = (), workers: dict[str, str] | None = None):
+        super().__init__(entries)
+        self.workers: dict[str, str] = {}
+        for entry in self:
+            detail = entry.get("detail") or {}
+            name = detail.get("worker") or (
+                detail.get("name") if str(entry.get("type", "")).startswith("worker-") else None
+            )
+            if entry.get("worker_id") and name:
+                self.workers[entry["worker_id"]] = name
+        self.workers.update(workers or {})
+
+    def unnamed(self) -> set[str]:
+        """The ids of workers whose entries carry no name."""
+        return {e["worker_id"] for e in self if e.get("worker_id")} - set(self.workers)
+
+    def worker_name(self, entry: dict) -> str:
+        """The name of the worker an entry is about ("" for the session's own entries)."""
+        wid = entry.get("worker_id")
+        return (self.workers.get(wid) or wid[:8]) if wid else ""
+
+    def _detail(self, entry: dict) -> str:
+        detail = dict(entry.get("detail") or {})
+        name = self.worker_name(entry)
+        for key in ("worker", "name"):  # in the worker column already
+            if name and detail.get(key) == name:
+                del detail[key]
         return ", ".join(f"{k}={v}" for k, v in detail.items())
+
+    def _rows(self) -> list[list]:
+        return [
+            [e["seq"], e["time"], e["type"], self.worker_name(e), self._detail(e)] for e in self
+        ]
 
     def __repr__(self) -> str:
         if not self:
             return "no activity"
-        rows = [[e["seq"], e["time"], e["type"], self._detail(e)] for e in self]
-        return table_text(["seq", "time", "what", "detail"], rows)
+        return table_text(self.HEADERS, self._rows())
 
     def _repr_html_(self) -> str:
-        rows = [[e["seq"], e["time"], e["type"], self._detail(e)] for e in self]
-        return table_html(["seq", "time", "what", "detail"], rows)
+        return table_html(self.HEADERS, self._rows())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 from IPython.core.error import UsageError
@@ -291,3 +292,29 @@ def test_cell_send_in_a_kernel_shows_progress_then_the_reply(server_env, monkeyp
     markdown = final["content"]["data"]["text/markdown"]
     assert "reply: slow &lt;b&gt;one&lt;/b&gt; (2 words, 1 lines)" in markdown
     assert "<b>one</b>" not in markdown
+
+
+def test_the_activity_log_names_the_worker_of_every_row(mas):
+    """Before: activity-changed rows (`from=idle, to=busy`) did not say whose activity."""
+    mas("%mas new act --agent demo --terminal")
+    mas("%mas send -w demo hello")
+    out, _, error = mas("%mas activity")
+    assert error is None
+    rows = [line for line in out.splitlines() if "activity-changed" in line]
+    assert rows, out
+    for row in rows:
+        assert re.search(r"\sactivity-changed\s+(demo|terminal)\s+from=", row), row
+    assert re.search(r"\sworker-created\s+demo\s+backend=demo$", out, re.M), out
+    assert re.search(r"\smessage-sent\s+demo\s+text=hello$", out, re.M), out
+    # A page without the entries that carry the name: the session's workers name them.
+    out, _, error = mas("%mas activity --limit 2")
+    rows = [line for line in out.splitlines() if "activity-changed" in line]
+    assert rows, out
+    assert all(re.search(r"\sactivity-changed\s+(demo|terminal)\s+from=", r) for r in rows), out
+    html = mas_jupyter.connect().activities("act", limit=2)._repr_html_()
+    assert "<th style='text-align:left'>worker</th>" in html
+    assert (
+        html.count("<td style='text-align:left'>demo</td>")
+        + html.count("<td style='text-align:left'>terminal</td>")
+        == 2
+    )
