@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -33,6 +34,7 @@ _COMMON_ALIASES = {
     "token": "MASCommand.token",
 }
 _COMMON_FLAGS = {**base_flags}
+DEFAULT_SEND_TIMEOUT = 600.0  # the server's, for a send without --timeout
 
 
 class _Loader(KVArgParseConfigLoader):
@@ -315,7 +317,8 @@ class SendCommand(MASCommand):
     }
 
     def run(self) -> None:
-        """Send and print the reply (the text is read from stdin when not given)."""
+        """Send and print the reply (the text is read from stdin when not given). No reply
+        (the agent ended, or is still busy at the timeout) is status 1."""
         args = self.args(1, 10_000)
         text = " ".join(args[1:]) if len(args) > 1 else sys.stdin.read()
         if not text.strip():
@@ -326,6 +329,15 @@ class SendCommand(MASCommand):
         print(repr(reply).rstrip("\n"))
         if reply.ended:  # no reply: the agent ended (by itself, or paused, deleted, ...)
             self.exit(1)
+        if reply.data.get("timed_out"):
+            waited = self.timeout if self.timeout is not None else DEFAULT_SEND_TIMEOUT
+            where = shlex.join([args[0], reply.worker])
+            sys.stdout.flush()  # the partial reply first, then the error under it
+            self.fail(
+                f"{reply.worker} is still busy after {waited:g} s (no reply yet); see what "
+                f"it is doing with: jupyter mas attach {where} (Ctrl-] detaches, the agent "
+                "goes on)"
+            )
 
 
 class AttachCommand(MASCommand):

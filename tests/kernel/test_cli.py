@@ -461,6 +461,32 @@ def test_jupyter_finds_the_subcommand(cli):
     assert p.returncode == 0, p.stderr
 
 
+def test_a_send_still_busy_at_its_timeout_exits_1_and_says_how_to_watch_the_agent(cli, client):
+    """Before: status 0, and only `[timed out waiting; the agent is still working]` on stdout:
+    a script took the missing reply for one."""
+    code, _, err = cli("new", "tmo-busy", "--agent=demo")
+    assert code == 0, err
+    demo_idle(client, "tmo-busy")
+    code, out, err = cli("send", "tmo-busy", "/sleep 30", "--timeout=1")
+    assert code == 1, (out, err)
+    assert out.startswith("[timed out waiting; the agent is still working]\n")
+    assert err == (
+        "jupyter mas send: demo is still busy after 1 s (no reply yet); see what it is doing "
+        "with: jupyter mas attach tmo-busy demo (Ctrl-] detaches, the agent goes on)\n"
+    )
+    # The command it names shows the agent at work, and detaching leaves it working.
+    child = spawn_cli(cli, "attach", "tmo-busy", "demo")
+    child.expect_exact("detach with Ctrl-]")
+    child.expect_exact("working... (")
+    child.send("\x1d")
+    child.expect_exact("[detached]")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert client.worker("demo", session="tmo-busy").activity == "busy"
+    client.delete("tmo-busy", purge=True, force=True)
+
+
 def test_list_aligns_wide_characters_by_their_width_on_screen(cli, client):
     """Before: columns were aligned by code points, so a CJK or emoji task pushed the
     workers column right and a combining accent pulled it left."""
