@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from . import processes
@@ -80,6 +81,7 @@ class LiveWorker:
         self._check: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._asking = asyncio.Lock()  # one waited message at a time: see `turn`
 
     # starting
 
@@ -278,6 +280,33 @@ class LiveWorker:
         self.set_activity("busy")  # it has work now, whatever the screen still shows
         return offset
 
+    @contextlib.asynccontextmanager
+    async def turn(self, timeout: float) -> AsyncIterator[float]:
+        """The turn of a message whose reply is awaited: once no other such message is being
+        answered and the worker is no longer busy, so that what it prints next answers this
+        one, not the work it was busy with. Yields the seconds left of `timeout`; a
+        ConflictError, and nothing typed, when the turn does not come within it."""
+        deadline = time.monotonic() + timeout
+        name = self.record.name
+        try:
+            await asyncio.wait_for(self._asking.acquire(), timeout)
+        except asyncio.TimeoutError:
+            raise ConflictError(
+                f"{name!r} was still answering another message after {timeout:g} s; "
+                "this one was not sent"
+            ) from None
+        try:
+            if self.activity == "busy":
+                await self.wait_for(("idle", "waiting", "unknown"), deadline - time.monotonic())
+                if self.running and self.activity == "busy":
+                    raise ConflictError(
+                        f"{name!r} was still busy after {timeout:g} s; the message was not "
+                        "sent (send it without waiting to type it ahead)"
+                    )
+            yield max(0.0, deadline - time.monotonic())
+        finally:
+            self._asking.release()
+
     async def reply(self, text: str, offset: int, timeout: float) -> dict:
         """Wait until the agent is idle or waiting again, and return what it replied."""
         done = await self.wait_for(("idle", "waiting"), timeout, after=offset)
@@ -285,6 +314,10 @@ class LiveWorker:
         reply = extract_reply(
             self.ring.since(offset), text, patterns.get("idle", []), patterns.get("busy", [])
         )
+        return self.outcome(reply, done)
+
+    def outcome(self, reply: str | None, done: bool) -> dict:
+        """A send's answer: the reply, and how the worker is (or why it ended)."""
         return {
             "reply": reply,
             "activity": self.activity if self.running else "exited",

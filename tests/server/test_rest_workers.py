@@ -129,6 +129,26 @@ async def test_a_send_cut_off_by_a_pause_stop_restart_or_delete_says_why(
     assert result["exit_reason"] == reason
 
 
+async def test_a_waited_send_to_a_busy_agent_waits_for_its_turn_or_is_a_409(api, demo_session):
+    """Before, it was typed ahead and the answer was the end of the work the agent was busy
+    with ('slept 1.5 s')."""
+    await demo_session()
+    send = ("POST", "sessions", "s", "workers", "bot", "send")
+    assert (await api(*send, body={"text": "/sleep 1.5"}))[0] == 200
+    code, result = await api(*send, body={"text": "count the rows", "wait": True, "timeout": 30})
+    assert code == 200 and "reply: count the rows" in result["reply"], result
+    assert "slept" not in result["reply"]
+    assert (await api(*send, body={"text": "/sleep 60"}))[0] == 200
+    code, body = await api(*send, body={"text": "too early", "wait": True, "timeout": 0.5})
+    assert code == 409 and body["reason"] == "conflict", body
+    assert body["message"] == (
+        "'bot' was still busy after 0.5 s; the message was not sent (send it without "
+        "waiting to type it ahead)"
+    )
+    _, output = await api("GET", "sessions", "s", "workers", "bot", "output")
+    assert "too early" not in output["data"]
+
+
 async def test_stop_refused_while_an_agent_waits_for_an_answer(api, demo_session):
     await demo_session()
     body = {"text": "/ask", "wait": True, "timeout": 30}
