@@ -11,6 +11,7 @@ quietly with status 141, as a command killed by SIGPIPE does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -26,6 +27,7 @@ from .client import SECONDS, is_seconds
 from .discovery import from_here
 from .errors import MASClientError
 from .records import deleted_text
+from .render import TerminalProgress
 from .transport import HTTPTransport
 
 _COMMON_ALIASES = {
@@ -317,21 +319,31 @@ class SendCommand(MASCommand):
     }
 
     def run(self) -> None:
-        """Send and print the reply (the text is read from stdin when not given). No reply
-        (the agent ended, or is still busy at the timeout) is status 1."""
+        """Send and print the reply (the text is read from stdin when not given). While it
+        waits, a terminal on stderr shows the progress line (erased before the reply); a
+        pipe gets nothing extra. No reply (the agent ended, or is still busy at the
+        timeout) is status 1."""
         args = self.args(1, 10_000)
+        session, worker = args[0], self.worker
         text = " ".join(args[1:]) if len(args) > 1 else sys.stdin.read()
         if not text.strip():
             self.fail("nothing to send")
-        reply = self.client().send(
-            text, worker=self.worker, session=args[0], wait=not self.no_wait, timeout=self.timeout
-        )
+        client = self.client()
+        progress: Any = contextlib.nullcontext()
+        if not self.no_wait and sys.stderr.isatty():
+            if worker is None:  # the progress line names it: the session's agent
+                worker = client.worker(None, session=session).name
+            progress = TerminalProgress(worker, sys.stderr)
+        with progress:
+            reply = client.send(
+                text, worker=worker, session=session, wait=not self.no_wait, timeout=self.timeout
+            )
         print(repr(reply).rstrip("\n"))
         if reply.ended:  # no reply: the agent ended (by itself, or paused, deleted, ...)
             self.exit(1)
         if reply.data.get("timed_out"):
             waited = self.timeout if self.timeout is not None else DEFAULT_SEND_TIMEOUT
-            where = shlex.join([args[0], reply.worker])
+            where = shlex.join([session, reply.worker])
             sys.stdout.flush()  # the partial reply first, then the error under it
             self.fail(
                 f"{reply.worker} is still busy after {waited:g} s (no reply yet); see what "

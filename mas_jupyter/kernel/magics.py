@@ -28,7 +28,7 @@ from .client import SECONDS, is_seconds
 from .discovery import from_here
 from .errors import MASClientError
 from .records import deleted_text
-from .render import esc
+from .render import esc, working_text
 
 PROGRESS_TICK = 0.5
 
@@ -206,7 +206,7 @@ class Progress:
         self.started = started
 
     def _text(self) -> str:
-        return f"⏳ {self.who} is working… {time.monotonic() - self.started:.0f} s"
+        return working_text(self.who, time.monotonic() - self.started)
 
     def __repr__(self) -> str:
         return self._text()

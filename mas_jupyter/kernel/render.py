@@ -1,5 +1,5 @@
 """Text, HTML and Markdown views of the client's records: names and output always escaped;
-tables aligned by display width.
+tables aligned by display width; the progress words while an agent works.
 
 Agent output never becomes HTML: in HTML it is escaped text inside <pre>; in Markdown (a
 reply), `<`, `>` and `&` outside code fences are escaped, so markup an agent prints shows as
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import html
 import re
+import threading
+import time
 import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import IO
 
 # Colors of the activity states; "waiting" stands out: it needs the user.
 ACTIVITY_COLORS = {
@@ -96,6 +99,54 @@ def table_text(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def working_text(who: str, seconds: float) -> str:
+    """The progress words while an agent works on a message (`%mas send`, `jupyter mas
+    send`): `⏳ demo is working… 12 s`."""
+    return f"⏳ {who} is working… {seconds:.0f} s"
+
+
+class TerminalProgress:
+    """`⏳ WHO is working… N s` on a terminal, from the first `interval` on, redrawn in place
+    every `interval` seconds, and erased when the `with` block ends (however it ends), so
+    what is printed next starts on a clean line. A wait shorter than `interval` shows
+    nothing. Only for a stream that is a terminal: in a pipe or a file the redraws would be
+    clutter."""
+
+    def __init__(self, who: str, stream: IO[str], interval: float = 1.0) -> None:
+        self.who = who
+        self.stream = stream
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._shown = False
+        self._thread = threading.Thread(target=self._run, name="mas-progress", daemon=True)
+
+    def __enter__(self) -> TerminalProgress:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        ticks = 1
+        while not self._stopped.wait(self._started + ticks * self.interval - time.monotonic()):
+            with self._lock:
+                if self._stopped.is_set():
+                    return
+                elapsed = time.monotonic() - self._started
+                self.stream.write("\r" + working_text(self.who, elapsed) + "\x1b[K")
+                self.stream.flush()
+                self._shown = True
+            ticks = max(ticks + 1, int((time.monotonic() - self._started) / self.interval) + 1)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._stopped.set()
+            if self._shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+        self._thread.join(5)
 
 
 def markdown_safe(text: str) -> str:

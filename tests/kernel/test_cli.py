@@ -487,6 +487,37 @@ def test_a_send_still_busy_at_its_timeout_exits_1_and_says_how_to_watch_the_agen
     client.delete("tmo-busy", purge=True, force=True)
 
 
+def test_send_shows_its_progress_on_a_terminal_and_nothing_in_a_pipe(cli, client, tmp_path):
+    """Before: nothing at all while it waited, on a terminal too."""
+    code, _, err = cli("new", "prog", "--agent=demo")
+    assert code == 0, err
+    demo_idle(client, "prog")
+    # On a terminal: the progress line from the first second, redrawn in place on stderr,
+    # then erased just before the reply.
+    child = spawn_cli(cli, "send", "prog", "/sleep 2.5")
+    child.expect_exact("\r⏳ demo is working… 1 s\x1b[K")
+    child.expect_exact("\r⏳ demo is working… 2 s\x1b[K")
+    child.expect_exact("\r\x1b[Kslept 2.5 s\r\n")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and child.before == ""
+    # stdout to a file, stderr on the terminal: the progress is on stderr only.
+    out_file = tmp_path / "reply.txt"
+    child = pexpect.spawn(
+        "bash", ["-c", 'exec "$@" > "$0"', str(out_file), *CLI, "send", "prog", "/sleep 1.5"],
+        env=cli.env, encoding="utf-8", timeout=20,
+    )  # fmt: skip
+    child.expect_exact("\r⏳ demo is working… 1 s\x1b[K")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and child.before == "\r\x1b[K"
+    assert out_file.read_text() == "slept 1.5 s\n"
+    # In a pipe (a script): nothing extra.
+    code, out, err = cli("send", "prog", "/sleep 1.5")
+    assert (code, out, err) == (0, "slept 1.5 s\n", "")
+    client.delete("prog", purge=True, force=True)
+
+
 def test_list_aligns_wide_characters_by_their_width_on_screen(cli, client):
     """Before: columns were aligned by code points, so a CJK or emoji task pushed the
     workers column right and a combining accent pulled it left."""
