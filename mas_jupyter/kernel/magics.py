@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import math
 import shlex
 import sys
@@ -28,7 +29,7 @@ from .client import SECONDS, is_seconds
 from .discovery import from_here
 from .errors import MASClientError
 from .records import deleted_text
-from .render import esc, working_text
+from .render import TerminalProgress, esc, working_text
 
 PROGRESS_TICK = 0.5
 
@@ -199,7 +200,7 @@ def usage(subs: dict[str, _Parser]) -> str:
 
 
 class Progress:
-    """What %%mas send shows while the agent works."""
+    """What %%mas send shows in a notebook while the agent works."""
 
     def __init__(self, who: str, started: float) -> None:
         self.who = who
@@ -338,19 +339,30 @@ class MASMagics(Magics):
         self._show_when_done(future, args.worker or client.active_worker or "the agent")
 
     def _show_when_done(self, future: concurrent.futures.Future, who: str) -> None:
+        """Wait for the reply, showing the progress line from the first tick on: an answer
+        sooner (a refusal, an unknown worker, a quick reply) shows no progress at all, since
+        a notebook output once displayed can only be replaced, not removed. In a notebook
+        the line is an output the reply replaces; in a terminal it is on stderr, redrawn in
+        place and erased (nothing when stderr is not a terminal)."""
         progress = Progress(who, time.monotonic())
         in_kernel = _in_kernel(self.shell)
-        handle = display(progress, display_id=True) if in_kernel else None
-        if handle is None:
-            print(repr(progress))
+        handle = None
+        ticker: Any = contextlib.nullcontext()
+        if not in_kernel and sys.stderr.isatty():
+            ticker = TerminalProgress(who, sys.stderr)
         try:
-            while True:
-                try:
-                    reply = future.result(PROGRESS_TICK)
-                    break
-                except concurrent.futures.TimeoutError:
-                    if handle is not None:
-                        handle.update(progress)
+            with ticker:
+                while True:
+                    try:
+                        reply = future.result(PROGRESS_TICK)
+                        break
+                    except concurrent.futures.TimeoutError:
+                        if not in_kernel:
+                            continue
+                        if handle is None:
+                            handle = display(progress, display_id=True)
+                        else:
+                            handle.update(progress)
         except KeyboardInterrupt:
             future.cancel()
             message = "stopped waiting; the agent goes on (see %mas screen)"

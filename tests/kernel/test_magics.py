@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pathlib
 import re
+import sys
 
+import pexpect
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from kernel_support import demo_idle, execute, git_repo, text_of
+from kernel_support import DEMO_DELAY, demo_idle, execute, git_repo, text_of
 from traitlets.config import Config
 
 import mas_jupyter
@@ -292,6 +294,78 @@ def test_cell_send_in_a_kernel_shows_progress_then_the_reply(server_env, monkeyp
     markdown = final["content"]["data"]["text/markdown"]
     assert "reply: slow &lt;b&gt;one&lt;/b&gt; (2 words, 1 lines)" in markdown
     assert "<b>one</b>" not in markdown
+
+
+REFUSED_SENDS = [
+    ("%mas send -w nosuch hi", "no worker"),
+    ("%mas send -s nosuch hi", "no session with id or name 'nosuch'"),
+    ("%mas send hi --timeout 7200", "at most 3600 seconds"),
+]
+
+
+def test_a_refused_send_in_a_notebook_leaves_no_progress_line(server_env, kernel):
+    """Before: `⏳ the agent is working… 0 s` was displayed, then blanked (an output a
+    notebook keeps) above the error."""
+    status, messages = execute(
+        kernel,
+        f"import mas_jupyter\nmas_jupyter.connect({server_env.url!r}, {server_env.token!r})\n"
+        "%load_ext mas_jupyter\n"
+        "%mas new refused --agent demo",
+    )
+    assert status == "ok", text_of(messages)
+    for line, error in REFUSED_SENDS:
+        status, messages = execute(kernel, line)
+        assert status == "error" and error in text_of(messages), (line, text_of(messages))
+        shown = [m["msg_type"] for m in messages if "display_data" in m["msg_type"]]
+        assert shown == [], (line, text_of(messages))
+
+
+def test_a_refused_send_in_a_terminal_prints_no_progress_line(mas):
+    """Before: `⏳ the agent is working… 0 s` was printed above the error."""
+    mas("%mas new refused-t --agent demo")
+    for line, error in REFUSED_SENDS:
+        out, err, raised = mas(line)
+        assert isinstance(raised, UsageError) and error in str(raised), (line, out, err)
+        assert out == "", line
+        assert err.startswith("UsageError: %mas send: "), (line, err)
+
+
+def test_send_in_terminal_ipython_shows_its_progress_in_place_and_erases_it(server_env, tmp_path):
+    """IPython in a terminal: the progress line is on stderr, redrawn in place and erased
+    before the reply (before: printed once, `… 0 s`, and left above the reply)."""
+    env = {
+        **server_env.env,
+        "MAS_SERVER_URL": server_env.url,
+        "MAS_TOKEN": server_env.token,
+        "MAS_DEMO_DELAY": DEMO_DELAY,
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+    }
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "IPython", "--simple-prompt", "--no-banner", "--colors=NoColor",
+         "--HistoryManager.enabled=False"],
+        env=env, cwd=str(tmp_path), encoding="utf-8", timeout=30, dimensions=(30, 100),
+    )  # fmt: skip
+    try:
+        child.expect_exact("In [1]: ")
+        child.sendline("%load_ext mas_jupyter")
+        child.expect_exact("In [2]: ")
+        child.sendline("%mas new ipy --agent demo")
+        child.expect_exact("<Session ipy quick active")
+        child.expect_exact("In [3]: ")
+        child.sendline("%mas use ipy demo")
+        child.expect_exact("In [4]: ")
+        child.sendline("%mas send /sleep 2.5")
+        child.expect_exact("\r⏳ demo is working… 1 s\x1b[K")
+        child.expect_exact("\r⏳ demo is working… 2 s\x1b[K")
+        child.expect_exact("\r\x1b[K")
+        child.expect_exact("slept 2.5 s")
+        child.expect_exact("In [5]: ")
+        assert "⏳" not in child.before
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
 
 
 def test_the_activity_log_names_the_worker_of_every_row(mas):
