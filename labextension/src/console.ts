@@ -41,6 +41,8 @@ const ENDED_TEXT: Record<string, string> = {
   'server stopped': 'The worker ended when the server stopped.'
 };
 
+const SERVER_PAUSED_TEXT = 'The worker ended with the server: its session is paused until you resume it.';
+
 const STATE_TEXT: Record<ChannelState, string> = {
   connecting: 'Connecting…',
   open: '',
@@ -266,7 +268,9 @@ export class ConsoleView extends Widget {
     // The panel's record once its events have caught up, else what the console was told.
     const reason = worker?.status === 'exited' ? worker.exit_reason : this._channel.exitReason;
     if ((session && session.status === 'paused') || reason === 'paused') {
-      this._showBanner(ENDED_TEXT.paused, 'resume');
+      // A server's stop (or death) pauses a session it left with nothing running.
+      const byServer = reason === 'server stopped' || reason === 'interrupted';
+      this._showBanner(byServer ? SERVER_PAUSED_TEXT : ENDED_TEXT.paused, 'resume');
       return;
     }
     const stopped = session?.status === 'stopped';

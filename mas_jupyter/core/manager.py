@@ -216,16 +216,36 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         repos = {s.repo for s in self.store.list_sessions(kind="worktree") if s.repo}
         for repo in repos:
             await self.workspaces.prune(repo)
-        report["workers"] = await self.supervisor.reconcile()
+        report["workers"], interrupted = await self.supervisor.reconcile()
+        report["paused"] = self._pause_without_workers(interrupted, "interrupted")
         return report
 
     async def shutdown(self) -> None:
         """Stop pty workers, detach from tmux workers, close the store."""
-        await self.supervisor.shutdown()
+        stopped = await self.supervisor.shutdown()
+        if stopped:
+            self._pause_without_workers(stopped, "server stopped")
         if self._store is not None:
             self._store.close()
             self._store = None
         self._release_locks()
+
+    def _pause_without_workers(self, session_ids: set[str], reason: str) -> int:
+        """Pause the active sessions whose workers the server's stop (or death) ended and
+        that have none running now: one resume brings them all back, agents continuing
+        their conversation. A session with a tmux worker that lives on stays active."""
+        paused = 0
+        for session_id in session_ids:
+            session = self.store.get_session(session_id)
+            if session is None or session.status != "active":
+                continue
+            if any(w.status != "exited" for w in self.store.list_workers(session_id)):
+                continue
+            self._set_status(session, "paused")
+            self._log(session, "paused", reason=reason)
+            self.events.emit("session-updated", session.id, session=self.session_dict(session))
+            paused += 1
+        return paused
 
     def _metadata_matches(self, session: Session) -> bool:
         data = self.workspaces.read_metadata(self.workspaces.metadata_path(session))

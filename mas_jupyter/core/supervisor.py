@@ -554,9 +554,11 @@ class Supervisor:
 
     # restart of the server
 
-    async def reconcile(self) -> dict:
-        """Re-attach tmux workers, end orphaned pty workers, after a server start."""
+    async def reconcile(self) -> tuple[dict, set[str]]:
+        """Re-attach tmux workers, end orphaned pty workers, after a server start: the
+        figures, and the sessions that had a worker interrupted."""
         report = {"reattached": 0, "interrupted": 0, "orphans_ended": 0}
+        interrupted: set[str] = set()
         store = self.manager.store
         records = [
             r for r in store.list_workers() if r.status != "exited" and r.id not in self.live
@@ -585,8 +587,9 @@ class Supervisor:
                     session.id, "worker-exited", record.id,
                     {"name": record.name, "reason": "interrupted"},
                 )  # fmt: skip
+                interrupted.add(session.id)
             report["interrupted"] += 1
-        return report
+        return report, interrupted
 
     async def _reattach(self, session: Session, record: Worker, pane: tmux_runtime.Pane) -> None:
         live = LiveWorker(
@@ -602,8 +605,10 @@ class Supervisor:
         self._mark_running(record, live, record.argv)
         live.evaluate_soon()
 
-    async def shutdown(self) -> None:
-        """Stop pty workers; detach from tmux workers so they live on."""
+    async def shutdown(self) -> set[str]:
+        """Stop pty workers; detach from tmux workers so they live on. Returns the sessions
+        that had a worker stopped."""
+        stopped: set[str] = set()
         for task in list(self._persona_tasks):
             task.cancel()
         # A tmux worker that exited just now: let its exit be recorded first (bounded).
@@ -621,7 +626,10 @@ class Supervisor:
                 live.close()
                 self.live.pop(worker_id, None)
             else:
+                if live.running:
+                    stopped.add(live.record.session_id)
                 live.stop_reason = "server stopped"  # type: ignore[attr-defined]
                 with contextlib.suppress(Exception):
                     await live.stop(self.manager.kill_timeout)
                 self.live.pop(worker_id, None)
+        return stopped

@@ -15,7 +15,7 @@ import pytest
 from mas_jupyter.core import processes
 from mas_jupyter.core.errors import UnavailableError
 from tests.conftest import PLAIN_BASH
-from tests.core.test_workers import screen_text, until
+from tests.core.test_workers import FAST, screen_text, until
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -88,8 +88,16 @@ async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux)
         assert tm["status"] == "running" and tm["pid"] == info["tmux"]["pid"]
         manager.write_input("s", "tm", "echo after-crash-$((40+2))\r")
         await until(lambda: "after-crash-42" in screen_text(manager, "s", "tm"), what="tmux")
-        # The restart can be resumed: the stubborn pty worker is restarted on demand.
-    restarted = await manager.restart_worker("s", "stubborn")
+        # Its tmux worker runs on, so it stays active; the pty worker is restarted on demand.
+        assert manager.get_session("s")["status"] == "active" and report["paused"] == 0
+        restarted = await manager.restart_worker("s", "stubborn")
+    else:
+        # Nothing of it runs any more: it comes back paused, and one resume restarts it.
+        assert manager.get_session("s")["status"] == "paused" and report["paused"] == 1
+        last = manager.list_activities("s")[-1]
+        assert (last["type"], last["detail"]) == ("paused", {"reason": "interrupted"})
+        await manager.resume_session("s")
+        restarted = manager.get_worker("s", "stubborn")
     assert restarted["status"] == "running"
     await manager.delete_session("s")
     assert not os.path.exists(f"/proc/{restarted['pid']}/status") or not processes.is_alive(
@@ -191,3 +199,44 @@ async def test_output_of_a_worker_that_did_not_survive_a_restart_is_read_back(ma
         assert after["start"] == after["end"] - len(after["data"].encode())
         newest = second.get_output(name, "sh", tail=10)
         assert newest["data"] == after["data"][-10:] and newest["end"] == after["end"]
+
+
+async def test_a_session_the_server_stop_left_without_workers_comes_back_paused(make_manager):
+    """A clean server stop ends pty workers: their session is paused (its active time stops
+    then), so after the restart one resume brings its agents back, continuing their
+    conversation. A session with a worker that had ended on its own, or with none, is not
+    the stop's doing and stays active."""
+    first = make_manager()
+    await first.create_session({"kind": "quick", "name": "work"})
+    await first.create_worker("work", {"name": "agent", "backend": "demo", "env": FAST})
+    await first.create_worker("work", {"name": "sh", "kind": "terminal"})
+    await until(lambda: first.get_worker("work", "agent")["activity"] == "idle", what="idle")
+    await first.send_message("work", "agent", "remember the churn table", wait=True, timeout=30)
+    first.write_input("work", "sh", "echo before-$((6*7))\r")
+    await until(lambda: "before-42" in first.get_output("work", "sh")["data"], what="echo")
+    await first.create_session({"kind": "quick", "name": "done"})
+    await first.create_worker("done", {"name": "sh", "kind": "terminal"})
+    first.write_input("done", "sh", "exit 4\r")
+    await until(lambda: first.get_worker("done", "sh")["status"] == "exited", what="the exit")
+    await first.create_session({"kind": "quick", "name": "empty"})
+    await first.shutdown()
+
+    second = make_manager()
+    report = await second.recover()
+    assert report["paused"] == 0  # paused by the stop, before the restart
+    work = second.get_session("work")
+    assert work["status"] == "paused"
+    frozen = work["active_seconds"]
+    last = second.list_activities("work")[-1]
+    assert (last["type"], last["detail"]) == ("paused", {"reason": "server stopped"})
+    assert second.get_session("done")["status"] == "active"
+    assert second.get_session("empty")["status"] == "active"
+    assert second.get_session("work")["active_seconds"] == frozen  # not counting while paused
+
+    resumed = await second.resume_session("work")
+    assert resumed["status"] == "active"
+    assert [w["status"] for w in second.list_workers("work")] == ["running", "running"]
+    await until(
+        lambda: "continuing conversation (1 earlier" in screen_text(second, "work", "agent"),
+        what="the agent to continue its conversation",
+    )

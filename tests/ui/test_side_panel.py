@@ -451,12 +451,16 @@ def test_server_restart_reconnects_panel_and_console(page, lab):
     # The panel reconnects by itself and lists the sessions again.
     page.locator(f"{PANEL} .mas-Panel-status").wait_for(state="hidden", timeout=30_000)
     row(page, "demo-one").wait_for()
-    # A pty worker ends with its server: the console says how and offers a restart.
-    restart = widget.locator(".mas-Console-action[data-action='restart']")
-    restart.wait_for(timeout=30_000)
+    # A pty worker ends with its server, which pauses its session (nothing of it runs): the
+    # console says so and offers to resume it.
+    resume = widget.locator(".mas-Console-action[data-action='resume']")
+    resume.wait_for(timeout=30_000)
+    banner = widget.locator(".mas-Console-banner").inner_text()
+    assert "ended with the server: its session is paused" in banner, banner
     shot(page, "console-exited")
     row(page, "demo-one").locator(".mas-Worker[data-activity='exited']").wait_for()
-    restart.click()
+    assert row(page, "demo-one").get_attribute("data-status") == "paused"
+    resume.click()
     wait_for(
         lambda: "continuing conversation" in console_text(page, widget),
         timeout=30,
