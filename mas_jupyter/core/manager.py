@@ -398,9 +398,14 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         checked_workers = [
             self.supervisor.check_spec(w, index=i) for i, w in enumerate(worker_specs)
         ]
-        names = [w["name"] for w in checked_workers]
+        names = [w["name"] for w in checked_workers if w["named"]]
         if len(set(names)) != len(names):
             raise InvalidError("worker names must be unique within a session")
+        for w in checked_workers:  # unnamed: the backend's name, or the next free one
+            if not w["named"]:
+                w["name"] = validate.next_free(w["name"], names)
+                w["named"] = True
+                names.append(w["name"])
         if len(checked_workers) > self.max_workers_per_session:
             # The limit POST .../workers meets: the same error (429), not bad input.
             raise LimitError(

@@ -185,6 +185,8 @@ class Supervisor:
             raise UnavailableError("the tmux runtime needs tmux installed; use runtime 'pty'")
         return {
             "name": validate.name(spec.get("name", backend_name), "worker name"),
+            # Without a name, the backend's is taken, or the next free one (`demo-2`).
+            "named": "name" in spec,
             "kind": kind or backend.kind,
             "backend": backend_name,
             "persona": persona,
@@ -221,10 +223,13 @@ class Supervisor:
                     "(MASManager.max_workers); delete a worker first"
                 )
             backend = self.backend(spec["backend"])
+            name = spec["name"]
+            if not spec.get("named", True):
+                name = validate.next_free(name, {w.name for w in store.list_workers(session.id)})
             record = Worker(
                 id=str(uuid.uuid4()),
                 session_id=session.id,
-                name=spec["name"],
+                name=name,
                 kind=spec["kind"],
                 backend=spec["backend"],
                 argv=list(backend.argv),

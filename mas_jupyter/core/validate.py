@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 
 from .errors import ForbiddenError, InvalidError
 from .models import SESSION_KINDS, WORKER_KINDS
@@ -67,6 +68,17 @@ _ENV_DENY = {
     "TMUX",
 }
 _ENV_DENY_PREFIXES = ("LD_", "DYLD_", "JUPYTER", "GIT_CONFIG_", "BASH_FUNC_")
+
+
+def next_free(base: str, taken: Collection[str]) -> str:
+    """`base`, else `base-2`, `base-3`, ...: the first name not taken (a worker's default)."""
+    number = 1
+    candidate = base
+    while candidate in taken:
+        number += 1
+        suffix = f"-{number}"
+        candidate = base[: NAME_MAX - len(suffix)] + suffix
+    return candidate
 
 
 def name(value: object, what: str = "name") -> str:

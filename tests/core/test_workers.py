@@ -459,6 +459,27 @@ async def test_worker_names_are_unique_in_a_session(manager):
         await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
 
 
+async def test_unnamed_workers_of_one_backend_get_the_next_free_name(manager):
+    """Before, the second `{"backend": "demo"}` of a session was a 409 (`demo` exists)."""
+    spec = {"backend": "demo", "env": FAST}
+    made = await manager.create_session(
+        {
+            "kind": "quick",
+            "name": "s",
+            "workers": [spec, {"name": "demo-2", "kind": "terminal"}, spec],
+        }
+    )
+    assert [w["name"] for w in made["workers"]] == ["demo", "demo-2", "demo-3"]
+    assert (await manager.create_worker("s", spec))["name"] == "demo-4"
+    await manager.delete_worker("s", "demo-2")
+    again = await manager.create_worker("s", {"kind": "terminal"})
+    assert again["name"] == "shell"
+    assert (await manager.create_worker("s", {"backend": "demo"}))["name"] == "demo-2"
+    # A name that is given is still that name, or a conflict.
+    with pytest.raises(ConflictError, match="already exists"):
+        await manager.create_worker("s", {"name": "demo", "backend": "demo"})
+
+
 async def test_worker_limits(make_manager):
     manager = make_manager(max_workers_per_session=2, max_workers=3)
     await manager.create_session({"kind": "quick", "name": "a"})
