@@ -493,7 +493,8 @@ def main(argv: list[str] | None = None) -> None:
     """`jupyter mas`. A closed stdout (`jupyter mas list | head -1`) ends it quietly with
     status 141, as SIGPIPE ends other commands (Python ignores SIGPIPE, and restoring it
     would let a dropped socket kill the command): stdout goes to /dev/null, as Python's docs
-    advise, so that the flush at exit does not fail again."""
+    advise, so that the flush at exit does not fail again. Ctrl-C (while a send waits, say)
+    ends it with one line and status 130, as a shell reports SIGINT, not a traceback."""
     try:
         try:
             MASApp.launch_instance(argv)
@@ -502,6 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
+    except KeyboardInterrupt:
+        print("\njupyter mas: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

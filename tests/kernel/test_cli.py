@@ -518,6 +518,21 @@ def test_send_shows_its_progress_on_a_terminal_and_nothing_in_a_pipe(cli, client
     client.delete("prog", purge=True, force=True)
 
 
+def test_ctrl_c_while_a_send_waits_ends_it_with_one_line_and_status_130(cli, client):
+    """Before: a KeyboardInterrupt traceback."""
+    code, _, err = cli("new", "intr", "--agent=demo")
+    assert code == 0, err
+    demo_idle(client, "intr")
+    child = spawn_cli(cli, "send", "intr", "/sleep 30")
+    child.expect_exact("⏳ demo is working… 1 s")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130, (child.exitstatus, child.signalstatus, child.before)
+    assert "jupyter mas: interrupted" in child.before and "Traceback" not in child.before
+    client.delete("intr", purge=True, force=True)
+
+
 def test_list_aligns_wide_characters_by_their_width_on_screen(cli, client):
     """Before: columns were aligned by code points, so a CJK or emoji task pushed the
     workers column right and a combining accent pulled it left."""
