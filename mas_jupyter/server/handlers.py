@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -178,7 +179,23 @@ class SendHandler(MASAPIHandler):
         body = self.json_body({"text", "wait", "timeout"}, "send")
         text = _field(body, "text", str, required=True)
         wait, timeout = body.get("wait", False), body.get("timeout")  # the manager checks them
-        self.reply(await self.manager.send_message(sid, wid, text, wait=wait, timeout=timeout))
+        self._sending = asyncio.ensure_future(
+            self.manager.send_message(sid, wid, text, wait=wait, timeout=timeout)
+        )
+        try:
+            result = await self._sending
+        except asyncio.CancelledError:
+            if not self._sending.cancelled():
+                raise
+            return  # the client went away: a message still waiting for its turn is not typed
+        self.reply(result)
+
+    def on_connection_close(self) -> None:
+        """Whoever asked is gone (Ctrl-C on `jupyter mas send`): stop waiting for them."""
+        super().on_connection_close()
+        sending = getattr(self, "_sending", None)
+        if sending is not None and not sending.done():
+            sending.cancel()
 
 
 class ScreenHandler(MASAPIHandler):

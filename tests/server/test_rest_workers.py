@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -147,6 +148,37 @@ async def test_a_waited_send_to_a_busy_agent_waits_for_its_turn_or_is_a_409(api,
     )
     _, output = await api("GET", "sessions", "s", "workers", "bot", "output")
     assert "too early" not in output["data"]
+
+
+async def test_a_waited_send_whose_client_went_away_is_not_typed_later(
+    api, demo_session, until, mas_app, jp_http_port, jp_base_url, jp_auth_header
+):
+    """Ctrl-C on `jupyter mas send` closes its connection: the message that waited for its
+    turn is dropped. Before, the server went on waiting and typed it once the agent was free."""
+    await demo_session()
+    assert (
+        await api("POST", "sessions", "s", "workers", "bot", "send", body={"text": "/sleep 2"})
+    )[0] == 200
+    body = json.dumps({"text": "nobody waits for this", "wait": True, "timeout": 60}).encode()
+    head = (
+        f"POST {jp_base_url}api/mas/sessions/s/workers/bot/send HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{jp_http_port}\r\nAuthorization: {jp_auth_header['Authorization']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    live = next(iter(mas_app.manager.supervisor.live.values()))
+    await until(live._asking.locked, what="the message to wait for its turn")
+    writer.close()
+    await until(lambda: not live._asking.locked(), what="the server to drop the message")
+
+    async def idle():
+        return (await api("GET", "sessions", "s", "workers", "bot"))[1]["activity"] == "idle"
+
+    await until(idle, what="the agent free again")
+    _, output = await api("GET", "sessions", "s", "workers", "bot", "output")
+    assert "slept 2 s" in output["data"] and "nobody waits" not in output["data"]
 
 
 async def test_stop_refused_while_an_agent_waits_for_an_answer(api, demo_session):
