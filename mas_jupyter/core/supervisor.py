@@ -356,7 +356,10 @@ class Supervisor:
         """A worker's activity changed: log it and announce it."""
         record = live.record
         self.manager.store.add_activity(
-            record.session_id, "activity-changed", record.id, {"from": old, "to": new}
+            record.session_id,
+            "activity-changed",
+            record.id,
+            {"worker": record.name, "from": old, "to": new},
         )
         self.manager.events.emit(
             "activity-changed",

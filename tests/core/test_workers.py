@@ -93,6 +93,10 @@ async def test_demo_agent_send_and_wait_returns_the_reply(manager):
     assert [a["detail"]["to"] for a in log[sent + 1 :] if a["type"] == "activity-changed"][
         -1
     ] == "idle"
+    # Each entry about the worker names it, activity changes too (before: only its id).
+    assert {a["detail"].get("worker", a["detail"].get("name")) for a in log if a["worker_id"]} == {
+        "bot"
+    }
 
 
 async def test_multi_line_message_arrives_as_one_message(manager):
