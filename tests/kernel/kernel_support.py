@@ -154,3 +154,12 @@ def spawn_cli(cli, *args: str, env: dict | None = None) -> pexpect.spawn:
         CLI[0], [*CLI[1:], *args], env=env or cli.env, encoding="utf-8", timeout=20,
         dimensions=(30, 100),
     )  # fmt: skip
+
+
+def detach(child: pexpect.spawn) -> int:
+    """Leave a `jupyter mas attach` in child with Ctrl-]: its exit status, once it has ended."""
+    child.send("\x1d")
+    child.expect_exact("[detached]")
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus

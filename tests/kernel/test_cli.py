@@ -13,7 +13,7 @@ import sys
 
 import pexpect
 import pytest
-from kernel_support import CLI, Proxy, demo_idle, git_repo, spawn_cli, wait_until
+from kernel_support import CLI, Proxy, demo_idle, detach, git_repo, spawn_cli, wait_until
 
 import mas_jupyter
 from mas_jupyter.kernel import ConnectionFailed
@@ -355,11 +355,7 @@ def test_attach_types_resizes_and_detaches(cli, client):
     child.setwinsize(25, 90)
     child.send("stty size\r")
     child.expect_exact("25 90")
-    child.send("\x1d")
-    child.expect_exact("[detached]")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert detach(child) == 0
     # The worker goes on after the terminal detached.
     assert client.worker("terminal", session="att").status == "running"
 
@@ -478,11 +474,7 @@ def test_a_send_still_busy_at_its_timeout_exits_1_and_says_how_to_watch_the_agen
     child = spawn_cli(cli, "attach", "tmo-busy", "demo")
     child.expect_exact("detach with Ctrl-]")
     child.expect_exact("working... (")
-    child.send("\x1d")
-    child.expect_exact("[detached]")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert detach(child) == 0
     assert client.worker("demo", session="tmo-busy").activity == "busy"
     client.delete("tmo-busy", purge=True, force=True)
 

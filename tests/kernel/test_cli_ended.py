@@ -8,7 +8,7 @@ import subprocess
 
 import pexpect
 import pytest
-from kernel_support import CLI, demo_idle, spawn_cli, wait_until
+from kernel_support import CLI, demo_idle, detach, spawn_cli, wait_until
 
 from mas_jupyter.kernel.outputs import Reply
 
@@ -47,9 +47,7 @@ def test_attach_to_a_paused_or_stopped_session_says_to_resume_it(cli, client, ho
     demo_idle(client, name)
     child = spawn_cli(cli, "attach", name)
     child.expect_exact("detach with Ctrl-]")
-    child.send("\x1d")
-    child.expect_exact("[detached]")
-    assert _status(child) == 0
+    assert detach(child) == 0
     client.delete(name, purge=True)
 
 
