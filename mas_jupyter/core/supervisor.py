@@ -224,7 +224,7 @@ class Supervisor:
                 )
             backend = self.backend(spec["backend"])
             name = spec["name"]
-            if not spec.get("named", True):
+            if not spec["named"]:
                 name = validate.next_free(name, {w.name for w in store.list_workers(session.id)})
             record = Worker(
                 id=str(uuid.uuid4()),

@@ -137,22 +137,19 @@ class WorkerOperations:
         session = self._session(key)
         record = self._worker(session, wkey)
         live = self.supervisor.live_worker(record)
-        if not wait:  # typed at once, ahead of whatever the agent is doing
-            live.submit(text, self.max_input_bytes)
+
+        def type_it() -> int:
+            offset = live.submit(text, self.max_input_bytes)
             self._log(session, "message-sent", record.id, worker=record.name, text=text[:200])
-            return {
-                "reply": None,
-                "activity": live.activity,
-                "timed_out": False,
-                "exit_code": None,
-                "exit_reason": None,
-            }
+            return offset
+
+        if not wait:  # typed at once, ahead of whatever the agent is doing
+            type_it()
+            return live.outcome(None, done=True)
         async with live.turn(float(timeout)) as left:
             if not live.running:  # it ended while the message waited: nothing was typed
                 return live.outcome(None, done=False)
-            offset = live.submit(text, self.max_input_bytes)
-            self._log(session, "message-sent", record.id, worker=record.name, text=text[:200])
-            return await live.reply(text, offset, left)
+            return await live.reply(text, type_it(), left)
 
     def get_screen(self, key: str, wkey: str) -> dict:
         """The rendered screen of a running worker."""

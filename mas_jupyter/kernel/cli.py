@@ -28,7 +28,7 @@ from .discovery import from_here
 from .errors import MASClientError
 from .records import deleted_text
 from .render import TerminalProgress
-from .transport import HTTPTransport
+from .transport import DEFAULT_SEND_TIMEOUT, HTTPTransport
 
 _COMMON_ALIASES = {
     **base_aliases,
@@ -36,7 +36,6 @@ _COMMON_ALIASES = {
     "token": "MASCommand.token",
 }
 _COMMON_FLAGS = {**base_flags}
-DEFAULT_SEND_TIMEOUT = 600.0  # the server's, for a send without --timeout
 
 
 class _Loader(KVArgParseConfigLoader):

@@ -20,6 +20,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from .errors import ConnectionFailed, MASClientError, error_from
 
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_SEND_TIMEOUT = 600.0  # the server's, for a waited send without a timeout
 RESCUE_HEADER = "X-MAS-Rescue-Ref"  # a forced purge's answer: where a worktree's changes went
 
 
@@ -257,7 +258,7 @@ class HTTPTransport:
         body: dict = {"text": text, "wait": bool(wait)}
         if timeout is not None:
             body["timeout"] = timeout
-        limit = (timeout or 600.0) + 30.0 if wait else DEFAULT_TIMEOUT
+        limit = (timeout or DEFAULT_SEND_TIMEOUT) + 30.0 if wait else DEFAULT_TIMEOUT
         path = f"sessions/{_q(key)}/workers/{_q(wkey)}/send"
         return await self.request("POST", path, body=body, timeout=limit)
 
