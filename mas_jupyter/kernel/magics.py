@@ -365,7 +365,12 @@ class MASMagics(Magics):
                             handle.update(progress)
         except KeyboardInterrupt:
             future.cancel()
-            message = "stopped waiting; the agent goes on (see %mas screen)"
+            # The send's connection closes: the server drops a message still waiting for its
+            # turn; one already typed is being answered.
+            message = (
+                "stopped waiting: the message was not sent if the agent was still busy; "
+                "otherwise it goes on answering (see %mas screen)"
+            )
             if handle is not None:
                 handle.update(_Text(message))
             else:

@@ -9,12 +9,22 @@ Errors become `MASClientError`s.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import ssl
 import urllib.parse
 from typing import Any
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.httputil import HTTPHeaders
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httputil import (
+    HTTPHeaders,
+    HTTPMessageDelegate,
+    RequestStartLine,
+    ResponseStartLine,
+)
+from tornado.tcpclient import TCPClient
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from .errors import ConnectionFailed, MASClientError, error_from
@@ -50,6 +60,62 @@ def _query(**params: Any) -> dict[str, str]:
             continue
         out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return out
+
+
+class _Answer(HTTPMessageDelegate):
+    """Collects one HTTP response (status line, headers, body)."""
+
+    def __init__(self) -> None:
+        self.start: ResponseStartLine | None = None
+        self.headers = HTTPHeaders()
+        self.chunks: list[bytes] = []
+
+    def headers_received(self, start_line, headers) -> None:  # type: ignore[override]
+        self.start, self.headers = start_line, headers
+
+    def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+        self.chunks.append(chunk)
+
+
+async def fetch_closing(request: HTTPRequest) -> HTTPResponse:
+    """Fetch on a connection of its own that closes when the caller is cancelled.
+
+    Tornado's client goes on with a request whose caller was cancelled (tornado#157). For a
+    send that waits for the agent's turn, giving up (Ctrl-C, the kernel's stop button) must
+    close the connection: that is how the server knows to drop the message instead of typing
+    it later. Raises OSError when the server cannot be reached or closes without an answer,
+    TimeoutError when the answer does not come within the request's timeout.
+    """
+    url = urllib.parse.urlsplit(request.url)
+    tls = url.scheme == "https"
+    stream = await TCPClient().connect(
+        url.hostname or "localhost",
+        url.port or (443 if tls else 80),
+        ssl_options=ssl.create_default_context() if tls else None,
+        timeout=request.connect_timeout,
+    )
+    try:
+        connection = HTTP1Connection(stream, True, HTTP1ConnectionParameters(decompress=True))
+        body = request.body or b""
+        headers = HTTPHeaders(request.headers)
+        headers.update({"Host": url.netloc.rpartition("@")[2], "Connection": "close"})
+        headers["Content-Length"] = str(len(body))
+        target = url.path + (f"?{url.query}" if url.query else "")
+        connection.write_headers(RequestStartLine(request.method, target, "HTTP/1.1"), headers)
+        connection.write(body)
+        connection.finish()
+        answer = _Answer()
+        await asyncio.wait_for(connection.read_response(answer), request.request_timeout)
+    finally:
+        stream.close()
+    if answer.start is None:
+        raise ConnectionResetError("the connection closed before an answer")
+    return HTTPResponse(
+        request,
+        answer.start.code,
+        headers=answer.headers,
+        buffer=io.BytesIO(b"".join(answer.chunks)),
+    )
 
 
 class HTTPTransport:
@@ -92,6 +158,12 @@ class HTTPTransport:
             return self.not_serving()
         return error_from(status, body)
 
+    def timed_out(self, method: str, path: str, timeout: float) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"the Jupyter server at {self.shown_url} did not answer {method} {path} within "
+            f"{timeout:g} s"
+        )
+
     def headers(self) -> dict[str, str]:
         """Headers every request carries (the token, never logged)."""
         headers = {"Accept": "application/json"}
@@ -110,9 +182,11 @@ class HTTPTransport:
         params: dict | None = None,
         body: object = None,
         timeout: float = DEFAULT_TIMEOUT,
+        closing: bool = False,
     ) -> tuple[Any, HTTPHeaders]:
         """One JSON request; the parsed answer and its headers, or the matching
-        MASClientError."""
+        MASClientError. With `closing`, on a connection of its own that a cancelled caller
+        closes (`fetch_closing`)."""
         if self._http is None:
             # Made on the loop that uses it (the client's private loop).
             self._http = AsyncHTTPClient(force_instance=True)
@@ -134,7 +208,12 @@ class HTTPTransport:
             allow_nonstandard_methods=True,
         )
         try:
-            response = await self._http.fetch(request, raise_error=False)
+            if closing:
+                response = await fetch_closing(request)
+            else:
+                response = await self._http.fetch(request, raise_error=False)
+        except TimeoutError:
+            raise self.timed_out(method, path, timeout) from None
         except OSError as e:
             raise ConnectionFailed(
                 f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running? "
@@ -143,10 +222,7 @@ class HTTPTransport:
         if response.code == 599:
             error = response.error
             if isinstance(error, HTTPClientError) and error.code == 599 and "Timeout" in str(error):
-                raise ConnectionFailed(
-                    f"the Jupyter server at {self.shown_url} did not answer {method} {path} within "
-                    f"{timeout:g} s"
-                )
+                raise self.timed_out(method, path, timeout)
             raise ConnectionFailed(
                 f"cannot reach the Jupyter server at {self.shown_url}: {error}; is it running?"
             )
@@ -160,8 +236,9 @@ class HTTPTransport:
         if response.code >= 400:
             if response.code in (401, 403):
                 message = parsed.get("message") if isinstance(parsed, dict) else None
-                if message in (None, "", "Forbidden", "Unauthorized"):
-                    # Jupyter's own login check, not ours: the token is missing or wrong.
+                # Jupyter's own login check, not ours: the token is missing or wrong. (A state
+                # change with a token it does not accept falls to the cookie's XSRF check.)
+                if message in (None, "", "Forbidden", "Unauthorized") or "_xsrf" in message:
                     parsed = {
                         "message": f"the server at {self.shown_url} refused the request "
                         f"({response.code}): check the token ({self.token_hint})",
@@ -260,7 +337,9 @@ class HTTPTransport:
             body["timeout"] = timeout
         limit = (timeout or DEFAULT_SEND_TIMEOUT) + 30.0 if wait else DEFAULT_TIMEOUT
         path = f"sessions/{_q(key)}/workers/{_q(wkey)}/send"
-        return await self.request("POST", path, body=body, timeout=limit)
+        # A waited message may wait for the agent's turn: a caller that gives up closes the
+        # connection, and the server then drops the message.
+        return await self.request("POST", path, body=body, timeout=limit, closing=wait)
 
     async def _get_screen(self, key, wkey):
         return await self.request("GET", f"sessions/{_q(key)}/workers/{_q(wkey)}/screen")

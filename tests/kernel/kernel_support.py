@@ -47,12 +47,16 @@ def demo_idle(client, session: str, worker: str = "demo", timeout: float = 15.0)
 
 def execute(kc, code: str, timeout: float = 60.0) -> tuple[str, list[dict]]:
     """Run code in a kernel; returns (the reply status, the iopub messages it produced)."""
-    msg_id = kc.execute(code)
+    return finish(kc, kc.execute(code), timeout)
+
+
+def finish(kc, msg_id: str, timeout: float = 60.0) -> tuple[str, list[dict]]:
+    """Wait for a cell started with kc.execute to end: (the reply status, its iopub messages)."""
     messages = []
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
-        assert left > 0, f"the kernel did not finish {code[:60]!r}: {messages[-5:]}"
+        assert left > 0, f"the kernel did not finish the cell: {messages[-5:]}"
         msg = kc.get_iopub_msg(timeout=left)
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
@@ -91,6 +95,7 @@ class Proxy:
         self.lock = threading.Lock()
         self.sockets: list = []
         self.accepted = 0
+        self.upstream = bytearray()  # every byte a client sent through, in order
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -106,14 +111,16 @@ class Proxy:
             upstream = socket.create_connection(self.target)
             with self.lock:
                 self.sockets += [downstream, upstream]
-            for a, b in ((downstream, upstream), (upstream, downstream)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, seen in ((downstream, upstream, self.upstream), (upstream, downstream, None)):
+                threading.Thread(target=self._pipe, args=(a, b, seen), daemon=True).start()
 
     @staticmethod
-    def _pipe(a, b) -> None:
+    def _pipe(a, b, seen: bytearray | None) -> None:
         try:
             while data := a.recv(65536):
                 b.sendall(data)
+                if seen is not None:
+                    seen += data
         except OSError:
             pass
         for s in (a, b):

@@ -200,16 +200,24 @@ def test_errors_carry_the_server_message(client, server):
         client.send("   ", session="dup", worker="x")
 
 
+def _waited_send(c: MASClient) -> None:
+    """A send that waits for its reply: it goes on a connection of its own (fetch_closing)."""
+    c._loop.run(c._transport.call("send_message", "s", "w", "hi", wait=True, timeout=1))
+
+
 def test_wrong_token_and_unreachable_server(server):
     loop = LoopThread("t")
     try:
         bad = MASClient(HTTPTransport(server.url, "wrong"), loop)
-        with pytest.raises(MASClientError) as info:
-            bad.sessions()
-        assert info.value.status in (401, 403) and "token" in info.value.message
+        # A state change with a refused token meets the XSRF check: still "check the token".
+        for call in (bad.sessions, lambda: bad.create_session("x"), lambda: _waited_send(bad)):
+            with pytest.raises(MASClientError) as info:
+                call()
+            assert info.value.status in (401, 403) and "token" in info.value.message
         gone = MASClient(HTTPTransport("http://127.0.0.1:9/", "x"), loop)
-        with pytest.raises(ConnectionFailed, match="cannot reach"):
-            gone.sessions()
+        for call in (gone.sessions, lambda: _waited_send(gone)):
+            with pytest.raises(ConnectionFailed, match="cannot reach"):
+                call()
         # A URL with credentials or a token in it is shown without them.
         secret = MASClient(HTTPTransport("http://me:pw@127.0.0.1:9/?token=tk", "x"), loop)
         with pytest.raises(ConnectionFailed) as info:
@@ -220,16 +228,18 @@ def test_wrong_token_and_unreachable_server(server):
         # ... and so is a server that refuses the token.
         host = server.url.split("://", 1)[1]
         refused = MASClient(HTTPTransport(f"http://me:pw@{host}", "wrong"), loop)
-        with pytest.raises(MASClientError) as info:
-            refused.sessions()
-        assert info.value.status in (401, 403) and "check the token" in info.value.message
-        assert "pw" not in info.value.message
-        assert server.url in info.value.message
+        for call in (refused.sessions, lambda: _waited_send(refused)):
+            with pytest.raises(MASClientError) as info:
+                call()
+            assert info.value.status in (401, 403) and "check the token" in info.value.message
+            assert "pw" not in info.value.message
+            assert server.url in info.value.message
         # A page (here Jupyter's start page: the query swallows the API's path) is not taken
         # for an answer of the API.
         page = MASClient(HTTPTransport(f"{server.url}?next=", server.token), loop)
-        with pytest.raises(ConnectionFailed, match="does not serve /api/mas"):
-            page.sessions()
+        for call in (page.sessions, lambda: _waited_send(page)):
+            with pytest.raises(ConnectionFailed, match="does not serve /api/mas"):
+                call()
         page.close()
         refused.close()
         secret.close()
@@ -251,7 +261,8 @@ def test_a_server_without_the_extension_is_one_clear_message(server_without_mas,
     loop = LoopThread("t")
     c = MASClient(HTTPTransport(plain.url, plain.token), loop)
     try:
-        for call in (c.sessions, lambda: c.session("x"), lambda: c.create_session("x")):
+        calls = (c.sessions, lambda: c.session("x"), lambda: c.create_session("x"))
+        for call in (*calls, lambda: _waited_send(c)):
             with pytest.raises(ConnectionFailed) as info:
                 call()
             assert info.value.message == expected
@@ -425,6 +436,27 @@ def test_a_console_channel_says_why_its_worker_ended(any_client, until):
         assert [k for k, _ in out[-2:]] == ["exit", "closed"]
         # Before, a restart's end looked like a crash: ["exit", -1] and nothing more.
         assert channel.exit_reason == reason, out[-2:]
+
+
+def test_an_interrupted_send_is_never_typed(server, until):
+    # A send that waits for a busy agent's turn, cancelled (the kernel's stop button on
+    # `%mas send`, Ctrl-C on client.send): the client closes its connection, so the server
+    # drops the message. Before, the HTTP request lived on and the text was typed later.
+    with Proxy(server.url) as proxy:
+        c = MASClient(HTTPTransport(proxy.url, server.token), LoopThread("test-interrupted"))
+        try:
+            c.create_session("turns", agent="demo")
+            demo_idle(c, "turns")
+            c.send("/sleep 30", session="turns", wait=False)
+            until(lambda: c.worker("demo", session="turns").activity == "busy", what="busy")
+            pending = c._loop.submit(c.asend("never typed", session="turns"))
+            until(lambda: b"never typed" in proxy.upstream, what="the send reached the server")
+            pending.cancel()  # what LoopThread.run does on KeyboardInterrupt
+            c.input("\x03", session="turns")  # the sleep ends: the agent is free
+            assert c.send("after", session="turns").text == "reply: after (1 words, 1 lines)"
+            assert "never typed" not in c.output(session="turns").text
+        finally:
+            c.close()
 
 
 def test_a_console_channel_retries_with_backoff_until_closed(server, until):

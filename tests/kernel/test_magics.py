@@ -10,7 +10,7 @@ import pexpect
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from kernel_support import DEMO_DELAY, demo_idle, execute, git_repo, text_of
+from kernel_support import DEMO_DELAY, Proxy, demo_idle, execute, finish, git_repo, text_of
 from traitlets.config import Config
 
 import mas_jupyter
@@ -392,3 +392,34 @@ def test_the_activity_log_names_the_worker_of_every_row(mas):
         + html.count("<td style='text-align:left'>terminal</td>")
         == 2
     )
+
+
+INTERRUPTED = (
+    "stopped waiting: the message was not sent if the agent was still busy; otherwise it goes "
+    "on answering (see %mas screen)"
+)
+
+
+def test_interrupting_a_cell_send_drops_its_message(server_env, kernel, client, until):
+    # The kernel's stop button on a `%mas send` that waits for a busy agent's turn: the
+    # message is never typed. Before, the interrupted cell's request lived on in the kernel
+    # and the agent got the message when it was free, after the user had given up on it.
+    with Proxy(server_env.url) as proxy:
+        status, messages = execute(
+            kernel,
+            f"import mas_jupyter\nmas_jupyter.connect({proxy.url!r}, {server_env.token!r})\n"
+            "%load_ext mas_jupyter\n"
+            "%mas new interrupted --agent demo",
+        )
+        assert status == "ok", text_of(messages)
+        demo_idle(client, "interrupted")
+        client.send("/sleep 30", session="interrupted", wait=False)
+        until(lambda: client.worker("demo", session="interrupted").activity == "busy")
+        cell = kernel.execute("%mas send never typed")
+        until(lambda: b"never typed" in proxy.upstream, what="the send reached the server")
+        kernel.parent.interrupt_kernel()
+        status, messages = finish(kernel, cell)
+        assert status == "ok" and text_of(messages) == INTERRUPTED + "\n", text_of(messages)
+        client.input("\x03", session="interrupted")  # the sleep ends: the agent is free
+        assert client.send("after", session="interrupted").text == "reply: after (1 words, 1 lines)"
+        assert "never typed" not in client.output(session="interrupted").text
