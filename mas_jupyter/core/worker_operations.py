@@ -7,6 +7,7 @@ live work to the supervisor.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
@@ -219,6 +220,9 @@ class WorkerOperations:
                     "name": w["name"],
                     "status": w["status"],
                     "channel": w["channel"],
+                    # A terminal on this machine reaches any worker's console this way (the
+                    # package's CLI, over the channel); tmux_attach is for tmux workers only.
+                    "attach": shlex.join(["jupyter", "mas", "attach", session.name, w["name"]]),
                     "tmux_attach": w["tmux_attach"],
                 }
                 for w in workers

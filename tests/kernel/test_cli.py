@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -345,7 +346,10 @@ def test_found_from_the_servers_root(server, tmp_path):
 
 def test_attach_types_resizes_and_detaches(cli, client):
     client.create_session("att", terminal=True)
-    child = spawn_cli(cli, "attach", "att", "terminal")
+    # The command `connect` gives for the worker (before, only tmux workers had one).
+    [entry] = client.connect_info("att")["workers"]
+    assert entry["attach"] == "jupyter mas attach att terminal"
+    child = spawn_cli(cli, *shlex.split(entry["attach"])[2:])
     child.expect_exact("detach with Ctrl-]")
     child.send("echo attached-$((6*7))\r")
     child.expect_exact("attached-42")

@@ -68,6 +68,7 @@ async def test_connect_lists_each_worker_channel(api, shell_session, jp_ws_fetch
     [entry] = info["workers"]
     assert entry["name"] == "sh" and entry["id"] == w["id"]
     assert entry["channel"] == f"sessions/{s['id']}/workers/{w['id']}/channel"
+    assert entry["attach"] == "jupyter mas attach s sh" and entry["tmux_attach"] is None
     ws = await jp_ws_fetch("api", "mas", *entry["channel"].split("/"))
     ws.close()
 
