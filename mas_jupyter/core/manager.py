@@ -35,6 +35,9 @@ ROW_PURGING = "purging"
 CREATE_FIELDS = {"name", "kind", "template", "repo", "branch", "base", "path", "task", "workers"}
 UPDATE_FIELDS = {"name", "task"}
 NULLABLE_FIELDS = {"task"}  # null is "no task"; any other field given as null is a 400
+# How often the engine marks itself alive (RootLock.beat): after a kill -9, the sessions it
+# left are paused as of its last mark, so at most this much downtime counts as active time.
+HEARTBEAT_SECONDS = 30.0
 
 
 class MASManager(WorkerOperations, LoggingConfigurable):
@@ -127,6 +130,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self.events = EventBus()
         self._store: Store | None = None
         self._locks: list[RootLock] = []  # held from start() to shutdown()
+        self._heartbeat: asyncio.TimerHandle | None = None
         self._cache: _Listing | None = None
         self._encoded: tuple[tuple, bytes, str] | None = None
         self._changes: dict[str, list] = {}  # session id -> [its lock, how many hold or wait]
@@ -217,11 +221,27 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         for repo in repos:
             await self.workspaces.prune(repo)
         report["workers"], interrupted = await self.supervisor.reconcile()
-        report["paused"] = self._pause_without_workers(interrupted, "interrupted")
+        # Paused as of when the killed server was last known alive, not now: its downtime
+        # is not active time.
+        died_at = self._locks[0].holder_died_at if self._locks else None
+        report["paused"] = self._pause_without_workers(interrupted, "interrupted", at=died_at)
+        self._beat()
         return report
+
+    def _beat(self) -> None:
+        """Mark this engine alive now, and again every HEARTBEAT_SECONDS until shutdown."""
+        for lock in self._locks:
+            lock.beat()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        loop = asyncio.get_running_loop()
+        self._heartbeat = loop.call_later(HEARTBEAT_SECONDS, self._beat)
 
     async def shutdown(self) -> None:
         """Stop pty workers, detach from tmux workers, close the store."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         stopped = await self.supervisor.shutdown()
         if stopped:
             self._pause_without_workers(stopped, "server stopped")
@@ -230,10 +250,13 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             self._store = None
         self._release_locks()
 
-    def _pause_without_workers(self, session_ids: set[str], reason: str) -> int:
+    def _pause_without_workers(
+        self, session_ids: set[str], reason: str, at: float | None = None
+    ) -> int:
         """Pause the active sessions whose workers the server's stop (or death) ended and
         that have none running now: one resume brings them all back, agents continuing
-        their conversation. A session with a tmux worker that lives on stays active."""
+        their conversation. A session with a tmux worker that lives on stays active. `at`:
+        when they stopped being active (now by default)."""
         paused = 0
         for session_id in session_ids:
             session = self.store.get_session(session_id)
@@ -241,7 +264,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 continue
             if any(w.status != "exited" for w in self.store.list_workers(session_id)):
                 continue
-            self._set_status(session, "paused")
+            self._set_status(session, "paused", at=at)
             self._log(session, "paused", reason=reason)
             self.events.emit("session-updated", session.id, session=self.session_dict(session))
             paused += 1
@@ -624,8 +647,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         )
         return {"id": session.id, "name": session.name, "purged": purge, "rescue_ref": rescued}
 
-    def _set_status(self, session: Session, status: str) -> None:
-        at = now()
+    def _set_status(self, session: Session, status: str, at: float | None = None) -> None:
+        at = now() if at is None else at
         if session.status == "active" and status != "active":
             session.active_seconds = session.total_active_seconds(at)
             session.active_since = None

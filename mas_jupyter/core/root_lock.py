@@ -6,6 +6,10 @@ would write the same rows. The first engine to start holds an exclusive `flock` 
 the root's state folder (and on one beside the database when `db_path` puts it elsewhere); a
 second is refused before it reads or writes anything. The kernel drops the lock when the
 holder exits, however it exits (`kill -9` included): there is no stale lock to clean up.
+
+The holder also marks the file now and then (`beat`, its modification time): a holder that
+was killed leaves its pid in the file, and the next one reads when it was last known alive
+(`holder_died_at`), so the time the server was down is not counted as sessions' active time.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ class RootLock:
         self.path = path
         self.what = what  # what the lock guards, for the message ("the sessions root /x")
         self._fd: int | None = None
+        # When the previous holder was last known alive, if it ended without releasing the
+        # lock (killed); None after a clean release.
+        self.holder_died_at: float | None = None
 
     def acquire(self) -> None:
         """Take the lock, or raise a StoreError naming the process that holds it."""
@@ -42,9 +49,17 @@ class RootLock:
         except BaseException:
             os.close(fd)
             raise
+        if os.pread(fd, 32, 0).strip():  # a pid left behind: its holder did not release
+            self.holder_died_at = os.fstat(fd).st_mtime
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+
+    def beat(self) -> None:
+        """Mark the holder alive now (the file's modification time)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.utime(self._fd)
 
     def release(self) -> None:
         """Let another engine start here (closing the file drops the lock)."""

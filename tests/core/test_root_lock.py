@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
+from mas_jupyter.core import manager as manager_module
 from mas_jupyter.core.manager import MASManager
 from mas_jupyter.core.store import StoreError
+from tests.core.test_workers import until
 
 
 async def test_a_second_engine_on_the_same_sessions_root_is_refused(make_manager, root):
@@ -54,4 +56,28 @@ async def test_the_lock_goes_with_a_killed_holder(root):
     assert done.stdout.strip() == "started" and done.returncode == -9, done.stderr
     manager = MASManager(root_dir=str(root))
     manager.start()
+    # It left its pid behind: the next engine knows when it was last alive.
+    [lock] = root.rglob("engine.lock")
+    assert manager._locks[0].holder_died_at is not None
+    assert manager._locks[0].holder_died_at <= os.stat(lock).st_mtime
     await manager.shutdown()
+    # A clean shutdown leaves none.
+    manager.start()
+    assert manager._locks[0].holder_died_at is None
+    await manager.shutdown()
+
+
+async def test_a_running_engine_marks_itself_alive_until_it_shuts_down(
+    make_manager, root, monkeypatch
+):
+    monkeypatch.setattr(manager_module, "HEARTBEAT_SECONDS", 0.02)
+    manager = make_manager()
+    [lock] = root.rglob("engine.lock")
+    os.utime(lock, (1, 1))
+    await manager.recover()
+    assert os.stat(lock).st_mtime > 1  # at once
+    for _ in range(2):  # and again, on its timer
+        os.utime(lock, (1, 1))
+        await until(lambda: os.stat(lock).st_mtime > 1, what="a heartbeat")
+    await manager.shutdown()
+    assert manager._heartbeat is None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -72,6 +75,14 @@ async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux)
     owner.wait(timeout=10)
     owner.stdout.close()
     assert processes.is_alive(stubborn["pid"])  # an orphan, left by the dead server
+    # As if the session had been active for 1,000 s and the server last marked itself alive
+    # (its heartbeat on the root's lock file) 100 s ago, then died.
+    [lock] = root.rglob("engine.lock")
+    [db] = root.rglob("state.sqlite")
+    t = time.time()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE sessions SET active_since = ? WHERE name = 's'", (t - 1000,))
+    os.utime(lock, (t - 100, t - 100))
 
     stubborn_argv = [sys.executable, "-c", "import time\ntime.sleep(600)"]
     manager = make_manager(
@@ -90,10 +101,13 @@ async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux)
         await until(lambda: "after-crash-42" in screen_text(manager, "s", "tm"), what="tmux")
         # Its tmux worker runs on, so it stays active; the pty worker is restarted on demand.
         assert manager.get_session("s")["status"] == "active" and report["paused"] == 0
+        assert manager.get_session("s")["active_seconds"] >= 1000  # it ran all along
         restarted = await manager.restart_worker("s", "stubborn")
     else:
         # Nothing of it runs any more: it comes back paused, and one resume restarts it.
         assert manager.get_session("s")["status"] == "paused" and report["paused"] == 1
+        # Active until the server was last known alive, not until this restart.
+        assert 899 <= manager.get_session("s")["active_seconds"] <= 901
         last = manager.list_activities("s")[-1]
         assert (last["type"], last["detail"]) == ("paused", {"reason": "interrupted"})
         await manager.resume_session("s")
