@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 SPEC_FIELDS = {"name", "kind", "backend", "persona", "runtime", "cols", "rows", "env"}
 SPEC_NULLABLE = {"persona"}  # null is "no persona"; any other field given as null is a 400
+# Why a worker ended when a resume of its session would start it again.
+ENDED_TO_RESUME = ("paused", "server stopped", "interrupted")
 # Variables a worker never inherits from the server: Jupyter's tokens and our own internals.
 _PRIVATE_PREFIXES = ("JUPYTER", "JPY_", "JUPYTERHUB_", "MAS_FAULT", "TMUX")
 
@@ -472,6 +474,13 @@ class Supervisor:
                 live.close()  # exited by itself: release its terminal, keep its output
                 if reason == "deleted":
                     del self.live[record.id]
+            if reason == "stopped" and record.exit_reason in ENDED_TO_RESUME:
+                # It ended with its session's pause (or the server): now, and for good, it
+                # is not running because its session was stopped.
+                record.exit_reason = reason
+                if live is not None:
+                    live.record.exit_reason = reason
+                self.manager.store.update_worker(record.id, exit_reason=reason)
             return
         live.stop_reason = reason  # type: ignore[attr-defined]
         if reason == "deleted":

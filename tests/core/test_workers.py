@@ -257,6 +257,26 @@ async def test_pause_stops_processes_and_resume_continues(manager):
     )
 
 
+async def test_stopping_a_paused_session_says_its_workers_were_stopped(manager):
+    # Before: they kept exit_reason "paused" (and a console offered to resume a session that
+    # can no longer be resumed). A worker that had crashed on its own keeps its reason.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    manager.write_input("s", "sh", "exit 3\r")
+    await until(lambda: manager.get_worker("s", "sh")["status"] == "exited", what="sh exited")
+    await manager.pause_session("s")
+    assert manager.get_worker("s", "bot")["exit_reason"] == "paused"
+    events = []
+    manager.events.subscribe(events.append)
+    stopped = await manager.stop_session("s")
+    reasons = {w["name"]: w["exit_reason"] for w in manager.list_workers("s")}
+    assert reasons == {"bot": "stopped", "sh": "crashed"}
+    assert {w["name"]: w["exit_reason"] for w in stopped["workers"]} == reasons
+    [event] = [e for e in events if e["type"] == "session-stopped"]
+    assert {w["name"]: w["exit_reason"] for w in event["session"]["workers"]} == reasons
+
+
 async def test_worker_exit_codes_and_crash(manager):
     await manager.create_session({"kind": "quick", "name": "s"})
     await manager.create_worker("s", {"name": "bot", "backend": "demo", "env": FAST})
