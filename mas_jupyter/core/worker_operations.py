@@ -129,12 +129,17 @@ class WorkerOperations:
         if not isinstance(wait, bool):
             raise InvalidError("wait must be true or false")
         limit = 3600.0
-        if timeout is None:
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise InvalidError("timeout must be a number of seconds")
+            if not 0 < timeout <= limit:
+                raise InvalidError(f"timeout must be more than 0 and at most {limit:g} seconds")
+            if not wait:  # it would bound nothing
+                raise InvalidError(
+                    "timeout is how long to wait for the reply: it needs wait (true)"
+                )
+        else:
             timeout = 600.0
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise InvalidError("timeout must be a number of seconds")
-        if not 0 < timeout <= limit:
-            raise InvalidError(f"timeout must be more than 0 and at most {limit:g} seconds")
         session = self._session(key)
         record = self._worker(session, wkey)
         live = self.supervisor.live_worker(record)

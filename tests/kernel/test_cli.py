@@ -209,6 +209,11 @@ def test_a_timeout_over_the_servers_limit_is_the_servers_one_line(cli, client):
     code, out, err = cli("send", "tmo", "hi", "--timeout=7200")
     assert (code, out) == (1, "")
     assert err == "jupyter mas send: timeout must be more than 0 and at most 3600 seconds\n"
+    code, out, err = cli("send", "tmo", "hi", "--no-wait", "--timeout=5")
+    assert (code, out) == (1, "")
+    assert err == (
+        "jupyter mas send: timeout is how long to wait for the reply: it needs wait (true)\n"
+    )
     client.delete("tmo", purge=True, force=True)
 
 

@@ -260,8 +260,17 @@ async def test_bad_worker_bodies_say_what_is_allowed(api, shell_session):
     worker = ("sessions", "s", "workers", "sh")
     code, reply = await api("POST", *worker, "restart", body={"hard": True})
     assert reply["message"] == "unknown field(s) for restart: hard; it takes none"
-    code, reply = await api("POST", *worker, "send", body={"text": "hi", "timeout": 0})
+    body = {"text": "hi", "wait": True, "timeout": 0}
+    code, reply = await api("POST", *worker, "send", body=body)
     assert reply["message"] == "timeout must be more than 0 and at most 3600 seconds"
+    # Without wait a timeout would bound nothing: refused, not ignored, and nothing typed.
+    code, reply = await api("POST", *worker, "send", body={"text": "echo typed", "timeout": 5})
+    assert (code, reply["message"]) == (
+        400,
+        "timeout is how long to wait for the reply: it needs wait (true)",
+    )
+    code, output = await api("GET", *worker, "output")
+    assert "typed" not in output["data"]
 
 
 @pytest.mark.parametrize(
