@@ -288,13 +288,22 @@ class LiveWorker:
         ConflictError, and nothing typed, when the turn does not come within it."""
         deadline = time.monotonic() + timeout
         name = self.record.name
+        # Not wait_for: before Python 3.12 it can return the lock and swallow a cancellation
+        # that comes in the same instant (the client left just as the turn came).
+        acquiring = asyncio.ensure_future(self._asking.acquire())
         try:
-            await asyncio.wait_for(self._asking.acquire(), timeout)
-        except asyncio.TimeoutError:
+            await asyncio.wait((acquiring,), timeout=timeout)
+        except asyncio.CancelledError:
+            if acquiring.done() and not acquiring.cancelled():
+                self._asking.release()
+            acquiring.cancel()
+            raise
+        if not acquiring.done():
+            acquiring.cancel()  # a Lock's acquire cancelled takes nothing
             raise ConflictError(
                 f"{name!r} was still answering another message after {timeout:g} s; "
                 "this one was not sent"
-            ) from None
+            )
         try:
             if self.activity == "busy":
                 await self.wait_for(("idle", "waiting", "unknown"), deadline - time.monotonic())

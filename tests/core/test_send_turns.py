@@ -71,3 +71,22 @@ async def test_a_message_waiting_for_its_turn_is_told_of_a_pause(manager):
         "exit_reason": "paused",
     }
     assert _sent(manager) == ["/sleep 60"]
+
+
+async def test_a_send_cancelled_as_its_turn_comes_is_not_typed(manager):
+    # The turn comes (the message answered before it is done) in the same instant the
+    # waiting send is cancelled (its client left). Python 3.11's wait_for returned the lock
+    # and swallowed the cancellation then, so the message was typed for nobody.
+    await _idle_demo(manager)
+    live = manager.supervisor.live[manager.get_worker("s", "bot")["id"]]
+    await live._asking.acquire()  # another waited message is being answered
+    task = asyncio.ensure_future(manager.send_message("s", "bot", "raced", wait=True, timeout=30))
+    await until(lambda: bool(live._asking._waiters), what="the send waits for its turn")
+    live._asking.release()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _sent(manager) == [] and not live._asking.locked()
+    # The next waited message gets its turn at once.
+    reply = await manager.send_message("s", "bot", "next", wait=True, timeout=30)
+    assert "reply: next" in reply["reply"]
