@@ -29,7 +29,8 @@ export interface ITemplate {
 }
 
 export interface IWorkerSpec {
-  name: string;
+  /** Left out, the server names it: the backend's name (or "shell"), else the next free `demo-2`, ... */
+  name?: string;
   kind: 'agent' | 'terminal';
   backend?: string;
   persona?: string;

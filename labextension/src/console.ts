@@ -12,8 +12,7 @@ import { Terminal } from '@xterm/xterm';
 
 import { describeError, MasClient } from './api';
 import { ChannelClient, ChannelState } from './channel';
-import { exitText } from './panel';
-import { ISession, IWorker } from './model';
+import { exitText, ISession, IWorker } from './model';
 
 export interface IConsoleOptions {
   client: MasClient;
@@ -40,6 +39,10 @@ const ENDED_TEXT: Record<string, string> = {
   stopped: 'The worker was stopped with its session.',
   'server stopped': 'The worker ended when the server stopped.'
 };
+
+/** Below this the tab is not laid out yet (or too small to use): its size is not sent. */
+const MIN_COLS = 10;
+const MIN_ROWS = 3;
 
 const SERVER_PAUSED_TEXT = 'The worker ended with the server: its session is paused until you resume it.';
 
@@ -168,7 +171,9 @@ export class ConsoleView extends Widget {
       this.applyTheme();
       this._term.open(this._host);
       this._fitNow();
-      this._channel.connect();
+      if (!this._gone) {
+        this._channel.connect();
+      }
     }
   }
 
@@ -202,6 +207,12 @@ export class ConsoleView extends Widget {
       return;
     }
     try {
+      // A tab being split in is a sliver before it is laid out (2 columns): the worker must
+      // never get that size, it would draw its screen (and its history) at that width.
+      const dims = this._fit.proposeDimensions();
+      if (!dims || !(dims.cols >= MIN_COLS && dims.rows >= MIN_ROWS)) {
+        return; // the resize that lays it out fits it
+      }
       this._fit.fit();
     } catch {
       // Not laid out yet: the next resize fits.
@@ -279,8 +290,13 @@ export class ConsoleView extends Widget {
       return;
     }
     const code = this._exitCode;
+    // The code or signal here: the reason follows in words.
     const text =
-      worker && worker.status === 'exited' ? exitText(worker) : code === null ? 'exited' : `exited (${code})`;
+      worker && worker.status === 'exited'
+        ? exitText({ ...worker, exit_reason: null })
+        : code === null
+          ? 'exited'
+          : `exited (${code})`;
     this._showBanner(`The worker ${text}${reason ? `: ${reason}` : ''}.`, stopped ? 'none' : 'restart');
   }
 
@@ -291,6 +307,7 @@ export class ConsoleView extends Widget {
   syncWithModel(): void {
     if (this._options.isGone?.()) {
       // Deleted (here or elsewhere): nothing to reconnect to.
+      this._gone = true;
       this._channel.dispose();
       this._activity = 'exited';
       this._showBanner('This worker no longer exists: its session was deleted or it was removed.', 'none');
@@ -336,6 +353,8 @@ export class ConsoleView extends Widget {
     }
     this._banner.hidden = false;
     this._banner.dataset.kind = action === false ? 'connection' : 'exited';
+    // The banner takes rows from the terminal: fit again so its last lines stay in view.
+    this._scheduleFit();
   }
 
   private async _resume(): Promise<void> {
@@ -349,8 +368,12 @@ export class ConsoleView extends Widget {
   }
 
   private _hideBanner(): void {
+    if (this._banner.hidden) {
+      return;
+    }
     this._banner.hidden = true;
     this._banner.replaceChildren();
+    this._scheduleFit();
   }
 
   private _stateChanged(): void {
@@ -388,6 +411,7 @@ export class ConsoleView extends Widget {
   private _fit: FitAddon;
   private _channel: ChannelClient;
   private _opened = false;
+  private _gone = false;
   private _fitTimer: number | null = null;
   private _activity = 'unknown';
   private _exitCode: number | null = null;

@@ -99,7 +99,7 @@ class WorkerFields {
       { value: 'terminal', label: 'Terminal (a shell)' }
     ], initial?.kind ?? 'agent');
     this.persona = select('persona', personaOptions(catalog.personas), initial?.persona ?? '');
-    this.name = input('worker-name', 'e.g. the backend name', initial?.name ?? '');
+    this.name = input('worker-name', '', initial?.name ?? '');
     this.kind.addEventListener('change', () => this.sync());
     this.backend.addEventListener('change', () => this.sync());
   }
@@ -114,7 +114,10 @@ class WorkerFields {
     const agent = this.kind.value === 'agent';
     this.backend.disabled = !agent;
     this.persona.disabled = !agent || !this.backend.value;
-    this.name.placeholder = agent ? this.backend.value || 'agent' : 'terminal';
+    // What the server names it when the name is left empty (or the next free `demo-2`, ...).
+    const generated = agent ? this.backend.value || 'agent' : 'shell';
+    this.name.placeholder = generated;
+    this.name.title = `Empty: ${generated}, or ${generated}-2, ${generated}-3, … when taken`;
   }
 
   value(): IWorkerSpec | null {
@@ -122,10 +125,12 @@ class WorkerFields {
     if (kind === 'agent' && !this.backend.value) {
       return null;
     }
-    const spec: IWorkerSpec = {
-      name: this.name.value.trim() || (kind === 'agent' ? this.backend.value : 'terminal'),
-      kind
-    };
+    // An empty name is left to the server, which picks a free one (demo, then demo-2, ...).
+    const spec: IWorkerSpec = { kind };
+    const name = this.name.value.trim();
+    if (name) {
+      spec.name = name;
+    }
     if (kind === 'agent') {
       spec.backend = this.backend.value;
       if (this.persona.value) {
@@ -257,7 +262,7 @@ export class AddWorkerForm extends Widget implements Dialog.IBodyWidget<IWorkerS
       field('Kind', this._worker.kind),
       field('Backend', this._worker.backend),
       field('Persona', this._worker.persona),
-      field('Name', this._worker.name, 'Unique in the session.')
+      field('Name', this._worker.name, 'Unique in the session; generated when empty.')
     );
     this._worker.sync();
   }
@@ -272,7 +277,11 @@ export class AddWorkerForm extends Widget implements Dialog.IBodyWidget<IWorkerS
 /** Ask whether to stop anyway after the server's stop check refused. */
 export async function confirmForcedStop(name: string, err: MasApiError): Promise<boolean> {
   const body = el('div', { class: 'mas-StopCheck' });
-  body.append(el('p', {}, `The session “${name}” was not stopped: ${err.message}`));
+  // The server's message repeats its first problem ("... was not stopped: agent 'x' is busy"):
+  // with the problems listed below, it is said once.
+  body.append(
+    el('p', {}, err.errors.length ? `The session “${name}” was not stopped.` : `The session “${name}” was not stopped: ${err.message}`)
+  );
   const list = (title: string, items: string[], cls: string) => {
     if (!items.length) {
       return;

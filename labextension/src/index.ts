@@ -163,6 +163,13 @@ class Controller {
       later.changed.forEach(id => change.changed.add(id));
       change.attention.push(...later.attention);
       this._changed(change);
+      // Consoles of sessions the list no longer has (deleted while this page was away, e.g.
+      // a tab restored after a reload) learn it now instead of reconnecting for ever.
+      this.tracker.forEach(w => {
+        if (!change.changed.has(w.content.sessionId)) {
+          w.content.syncWithModel();
+        }
+      });
       this.panel.showError(null);
       if (this.socket.state !== 'open') {
         this.socket.reconnectNow();
@@ -389,6 +396,10 @@ class Controller {
           options = { ref: last.id, mode: before === 1 ? 'split-right' : 'tab-after' };
         }
         this.app.shell.add(widget, 'main', options);
+        // Known to be gone already (an old notification, a stale palette entry): say so.
+        if (this.model.loaded) {
+          widget.content.syncWithModel();
+        }
         this._lastConsole = widget;
         widget.disposed.connect(() => {
           if (this._lastConsole === widget) {
@@ -463,9 +474,10 @@ class Controller {
     commands.addCommand(CommandIDs.addWorker, {
       label: label('Add Worker'),
       caption: 'Start another agent or a terminal in a session',
-      isEnabled: args => this._statusIs(args, ['active', 'paused']),
+      // The server adds workers to active sessions only: a paused one is resumed first.
+      isEnabled: args => this._statusIs(args, ['active']),
       execute: async args => {
-        const s = await this._pickSession(args, 'Add a worker', x => x.status !== 'stopped');
+        const s = await this._pickSession(args, 'Add a worker', x => x.status === 'active');
         if (!s) {
           return;
         }

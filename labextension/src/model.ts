@@ -88,6 +88,34 @@ export interface IChange {
   needsRefresh: boolean;
 }
 
+/**
+ * How a worker's process was ended for it, in words, by its exit_reason: a pause, a stop or
+ * a restart ends the process with SIGHUP, which as a code (-1, signal 1) would read as a crash.
+ */
+const ENDED_FOR_IT: Record<string, string> = {
+  paused: 'paused',
+  stopped: 'stopped',
+  restarted: 'restarting',
+  deleted: 'removed',
+  'server stopped': 'ended with the server',
+  interrupted: 'ended with the server'
+};
+
+/** Human text for how a worker ended: the reason in words, else its code or signal. */
+export function exitText(w: Pick<IWorker, 'exit_code' | 'exit_signal' | 'exit_reason'>): string {
+  const reason = w.exit_reason ? ENDED_FOR_IT[w.exit_reason] : undefined;
+  if (reason) {
+    return reason;
+  }
+  if (w.exit_signal) {
+    return `exited (signal ${w.exit_signal})`;
+  }
+  if (w.exit_code !== null && w.exit_code !== undefined) {
+    return `exited (${w.exit_code})`;
+  }
+  return 'exited';
+}
+
 /** Sessions with the same task, as the panel shows them. */
 export interface IGroup {
   /** The task, or null for sessions without one. */

@@ -19,7 +19,7 @@ import { CommandRegistry } from '@lumino/commands';
 import { Menu, Widget } from '@lumino/widgets';
 
 import { agentIcon } from './icons';
-import { IChange, ISession, IWorker, SessionsModel } from './model';
+import { exitText, IChange, ISession, IWorker, SessionsModel } from './model';
 import { CommandIDs } from './tokens';
 
 export interface IPanelOptions {
@@ -33,17 +33,6 @@ const ACTIVITY_LABEL: Record<string, string> = {
   waiting: 'needs you',
   unknown: ''
 };
-
-/** Human text for how a worker ended. */
-export function exitText(w: IWorker): string {
-  if (w.exit_signal) {
-    return `exited (signal ${w.exit_signal})`;
-  }
-  if (w.exit_code !== null && w.exit_code !== undefined) {
-    return `exited (${w.exit_code})`;
-  }
-  return 'exited';
-}
 
 function h<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -210,6 +199,18 @@ export class SessionsPanel extends Widget {
       this._loading = false;
       this._setStatus(null);
     }
+    // Rows are rebuilt and moved: keyboard focus inside one is put back where it was.
+    const focus = this._focusedPlace();
+    try {
+      this._draw();
+    } finally {
+      if (focus) {
+        this._restoreFocus(focus);
+      }
+    }
+  }
+
+  private _draw(): void {
     for (const id of this._dirty) {
       const s = this._model.get(id);
       const row = this._rows.get(id);
@@ -292,6 +293,38 @@ export class SessionsPanel extends Widget {
     this._empty.hidden = groups.length > 0;
   }
 
+  /** Where the keyboard focus is in a session's row: the row, one of its actions, a worker. */
+  private _focusedPlace(): { sid: string; key: string } | null {
+    const active = document.activeElement as HTMLElement | null;
+    if (!active || !this._list.contains(active)) {
+      return null;
+    }
+    const sid = this._sessionOf(active);
+    if (!sid) {
+      return null;
+    }
+    if (active.dataset.workerId) {
+      return { sid, key: `.mas-Worker[data-worker-id="${CSS.escape(active.dataset.workerId)}"]` };
+    }
+    if (active.dataset.action) {
+      return { sid, key: `[data-action="${CSS.escape(active.dataset.action)}"]` };
+    }
+    return { sid, key: '.mas-Session-header' };
+  }
+
+  private _restoreFocus(place: { sid: string; key: string }): void {
+    const active = document.activeElement;
+    if (active && active !== document.body && active.isConnected) {
+      return; // still focused, or the user moved on
+    }
+    const row = this._rows.get(place.sid);
+    if (!row || !row.isConnected) {
+      return;
+    }
+    const target = (row.querySelector(place.key) ?? row.querySelector('.mas-Session-header')) as HTMLElement | null;
+    target?.focus({ preventScroll: true });
+  }
+
   private _updateGroupAttention(): void {
     for (const group of this._groups.values()) {
       const waiting = group.querySelector('.mas-Worker[data-activity="waiting"]') !== null;
@@ -313,10 +346,9 @@ export class SessionsPanel extends Widget {
     name.title = `${s.name}\n${s.kind} session, ${s.status}\n${s.workspace}`;
     const status = h('span', { class: 'mas-Session-status', 'data-status': s.status }, s.status);
     const actions = h('span', { class: 'mas-Session-actions' });
-    if (s.status !== 'stopped') {
-      actions.append(iconButton(addIcon, 'add-worker', 'Add a worker…'));
-    }
     if (s.status === 'active') {
+      // The server adds workers to active sessions only (a paused one is resumed first).
+      actions.append(iconButton(addIcon, 'add-worker', 'Add a worker…'));
       actions.append(iconButton(pauseIcon, 'pause', 'Pause: stop the processes, keep the workspace'));
     } else if (s.status === 'paused') {
       actions.append(iconButton(runIcon, 'resume', 'Resume'));
@@ -325,9 +357,16 @@ export class SessionsPanel extends Widget {
       actions.append(iconButton(stopIcon, 'stop', 'Stop this session'));
     }
     actions.append(iconButton(ellipsesIcon, 'more', 'More actions'));
+    // Focusable, so the keyboard reaches the row's actions (they show while it has focus);
+    // Enter or Space opens its menu.
     const header = h(
       'div',
-      { class: 'mas-Session-header' },
+      {
+        class: 'mas-Session-header',
+        tabindex: '0',
+        role: 'group',
+        'aria-label': `${s.name}, ${s.kind} session, ${s.status}: Enter for its actions`
+      },
       h('span', { class: 'mas-StatusDot', 'data-status': s.status }),
       name,
       h('span', { class: 'mas-Session-kind' }, detail.join(' · ')),
@@ -392,7 +431,7 @@ export class SessionsPanel extends Widget {
     const button = target.closest('[data-action]') as HTMLElement | null;
     if (button) {
       event.stopPropagation();
-      this._runAction(button.dataset.action!, this._sessionOf(button), button);
+      this._runAction(button.dataset.action!, this._sessionOf(button), button, event.detail === 0);
       return;
     }
     const worker = target.closest('.mas-Worker') as HTMLElement | null;
@@ -403,6 +442,18 @@ export class SessionsPanel extends Widget {
   }
 
   private _onKeyDown(event: KeyboardEvent): void {
+    const target = event.target as HTMLElement;
+    // (The menu key and Shift+F10 come as a contextmenu event, like a right-click.)
+    if (target.classList?.contains('mas-Session-header') && (event.key === 'Enter' || event.key === ' ')) {
+      const sid = this._sessionOf(target);
+      if (sid) {
+        event.preventDefault();
+        event.stopPropagation();
+        const rect = target.getBoundingClientRect();
+        this._openMenu(sid, null, rect.left + 16, rect.bottom, true);
+      }
+      return;
+    }
     if (event.key !== 'Enter' && event.key !== ' ') {
       return;
     }
@@ -426,7 +477,7 @@ export class SessionsPanel extends Widget {
     this._openMenu(sid, worker?.dataset.workerId ?? null, event.clientX, event.clientY);
   }
 
-  private _runAction(action: string, sid: string | null, button: HTMLElement): void {
+  private _runAction(action: string, sid: string | null, button: HTMLElement, fromKeyboard = false): void {
     const args = sid ? { sessionId: sid } : {};
     const run = (id: string) => void this._commands.execute(id, args);
     switch (action) {
@@ -460,14 +511,14 @@ export class SessionsPanel extends Widget {
       case 'more': {
         const rect = button.getBoundingClientRect();
         if (sid) {
-          this._openMenu(sid, null, rect.left, rect.bottom);
+          this._openMenu(sid, null, rect.left, rect.bottom, fromKeyboard);
         }
         break;
       }
     }
   }
 
-  private _openMenu(sid: string, wid: string | null, x: number, y: number): void {
+  private _openMenu(sid: string, wid: string | null, x: number, y: number, fromKeyboard = false): void {
     const menu = new Menu({ commands: this._commands });
     menu.addClass('mas-Menu');
     const args = { sessionId: sid };
@@ -485,7 +536,15 @@ export class SessionsPanel extends Widget {
     for (const id of [CommandIDs.pause, CommandIDs.resume, CommandIDs.stop, CommandIDs.remove]) {
       menu.addItem({ command: id, args });
     }
-    menu.aboutToClose.connect(() => setTimeout(() => menu.dispose(), 0));
+    menu.aboutToClose.connect(() => {
+      // Opened from the keyboard: focus goes back to the row (a command's dialog takes it
+      // next, and gives it back when it closes).
+      if (fromKeyboard) {
+        const header = this._rows.get(sid)?.querySelector('.mas-Session-header') as HTMLElement | null;
+        header?.focus({ preventScroll: true });
+      }
+      setTimeout(() => menu.dispose(), 0);
+    });
     menu.open(x, y);
   }
 

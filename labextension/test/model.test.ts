@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { IMasEvent, ISession, IWorker, SessionsModel } from '../src/model';
+import { exitText, IMasEvent, ISession, IWorker, SessionsModel } from '../src/model';
 
 function worker(id: string, extra: Partial<IWorker> = {}): IWorker {
   return {
@@ -249,4 +249,19 @@ test('200 sessions: applying an event stays cheap', () => {
   }
   const perEvent = (performance.now() - start) / 1000;
   assert.ok(perEvent < 5, `${perEvent} ms per event`);
+});
+
+test('exitText says in words why a process was ended for its worker', () => {
+  const ended = (extra: Partial<IWorker>) => exitText(worker('w', { status: 'exited', ...extra }));
+  // A pause, a stop or a restart ends the process with SIGHUP: not a crash with signal 1.
+  assert.equal(ended({ exit_code: -1, exit_signal: 1, exit_reason: 'paused' }), 'paused');
+  assert.equal(ended({ exit_code: -1, exit_signal: 1, exit_reason: 'stopped' }), 'stopped');
+  assert.equal(ended({ exit_code: -1, exit_signal: 1, exit_reason: 'restarted' }), 'restarting');
+  assert.equal(ended({ exit_code: null, exit_reason: 'server stopped' }), 'ended with the server');
+  assert.equal(ended({ exit_code: null, exit_reason: 'interrupted' }), 'ended with the server');
+  // Its own end keeps its code or signal.
+  assert.equal(ended({ exit_code: 3, exit_reason: 'crashed' }), 'exited (3)');
+  assert.equal(ended({ exit_code: -9, exit_signal: 9, exit_reason: 'crashed' }), 'exited (signal 9)');
+  assert.equal(ended({ exit_code: 0, exit_reason: 'exited' }), 'exited (0)');
+  assert.equal(ended({ exit_code: null, exit_reason: null }), 'exited');
 });

@@ -188,6 +188,41 @@ def test_a_refused_create_says_why_and_keeps_what_was_typed(page, lab):
     page.locator(DIALOG).wait_for(state="detached")
 
 
+def test_session_actions_are_reachable_with_the_keyboard(page, lab):
+    """Tab goes from the panel's header to the session's row, whose actions (shown on hover
+    for the mouse) come next; Enter on the row opens its menu."""
+    open_panel(page)
+    page.locator(f"{PANEL} .mas-Panel-header [data-action='new-session']").focus()
+    page.keyboard.press("Tab")
+    focused = "() => { const a = document.activeElement; const r = a && a.closest('.mas-Session');"
+    focused += " return [a.className, a.dataset.action || '', r ? r.dataset.sessionId : '']; }"
+    sid = session_by_name(lab, "demo-one")["id"]
+    cls, _, in_row = page.evaluate(focused)
+    assert in_row == sid and "mas-Session-header" in cls, (cls, in_row)
+    page.keyboard.press("Enter")
+    menu = page.locator(".mas-Menu")
+    menu.wait_for()
+    assert "Rename Session" in menu.inner_text()
+    page.keyboard.press("Escape")
+    menu.wait_for(state="detached")
+    page.locator(f"{PANEL} .mas-Session-header:focus").wait_for()
+    page.keyboard.press("Tab")
+    _, action, in_row = page.evaluate(focused)
+    assert (action, in_row) == ("add-worker", sid)
+
+
+def test_a_redrawn_row_keeps_the_keyboard_focus(page, lab):
+    """A row redrawn by an event (here a rename made elsewhere, there and back) keeps the
+    focus where it was: a keyboard user is not thrown back to the top of the page."""
+    worker = row(page, "demo-one").locator(".mas-Worker").first
+    worker.focus()
+    sid = session_by_name(lab, "demo-one")["id"]
+    for name in ("demo-one-renamed", "demo-one"):
+        lab.api("PATCH", f"sessions/{sid}", {"name": name})
+        row(page, name).wait_for()
+        assert page.evaluate("() => document.activeElement.classList.contains('mas-Worker')")
+
+
 def test_add_and_remove_a_worker(page, lab):
     r = row(page, "demo-one")
     r.hover()
@@ -206,6 +241,26 @@ def test_add_and_remove_a_worker(page, lab):
     page.locator(f"{DIALOG} .jp-Dialog-button", has_text="Remove").click()
     r.locator(".mas-Worker", has_text="sh").wait_for(state="detached")
     assert len(session_by_name(lab, "demo-one")["workers"]) == 1
+
+
+def test_workers_added_without_a_name_get_the_servers_names(page, lab):
+    """An empty name leaves the naming to the server: a second terminal is shell-2, not a
+    refusal because a worker called "terminal" exists."""
+    r = row(page, "demo-one")
+    for expected in ("shell", "shell-2"):
+        r.hover()
+        r.locator("[data-action='add-worker']").click()
+        form = page.locator(f"{DIALOG} .mas-AddWorkerForm")
+        form.locator("select[name='worker-kind']").select_option("terminal")
+        assert form.locator("input[name='worker-name']").get_attribute("placeholder") == "shell"
+        page.locator(ACCEPT).click()
+        page.locator(f"{DIALOG} .mas-AddWorkerForm").wait_for(state="detached")
+        assert page.locator(DIALOG, has_text="was not added").count() == 0
+        r.locator(".mas-Worker-name", has_text=re.compile(f"^{expected}$")).wait_for()
+    s = session_by_name(lab, "demo-one")
+    for w in s["workers"][1:]:
+        lab.api("DELETE", f"sessions/{s['id']}/workers/{w['id']}")
+    wait_for(lambda: r.locator(".mas-Worker").count() == 1, what="the extra workers removed")
 
 
 def open_console(page, name: str):
@@ -323,6 +378,49 @@ def test_a_restart_from_elsewhere_is_followed_by_the_console(page, lab):
     row(page, "demo-one").locator(".mas-Worker[data-activity='idle']").wait_for(timeout=30_000)
 
 
+def test_a_second_console_never_gives_its_worker_a_degenerate_size(page, lab):
+    """The second console opens beside the first: before it is laid out its terminal is
+    2 columns wide, a size the worker must never get (a shell or an agent would draw its
+    screen at that width, and the history would replay it)."""
+    lab.api(
+        "POST",
+        "sessions",
+        {"name": "fit-check", "kind": "quick", "workers": [{"name": "sh", "kind": "terminal"}]},
+    )
+    page.evaluate(
+        """() => { window.__masSizes = [];
+            const send = WebSocket.prototype.send;
+            WebSocket.prototype.send = function (d) {
+                if (String(d).includes('set_size'))
+                    window.__masSizes.push([this.url, JSON.parse(d)]);
+                return send.call(this, d);
+            }; }"""
+    )
+    assert page.locator(".mas-ConsoleWidget").count() == 1
+    widget = open_console(page, "fit-check")
+    s = session_by_name(lab, "fit-check")
+    wid = s["workers"][0]["id"]
+    wait_for(
+        lambda: widget.locator(".mas-Console").get_attribute("data-channel") == "open",
+        what="the console connected",
+    )
+    shown = widget.locator(".xterm-rows > div").count()
+    wait_for(
+        lambda: session_by_name(lab, "fit-check")["workers"][0]["rows"] == shown,
+        what="the worker at the tab's size",
+    )
+    console_id = widget.get_attribute("id")
+    sizes = [m[1] for m in page.evaluate("() => window.__masSizes") if wid in m[0]]
+    assert sizes, "no size was sent"
+    assert all(cols >= 20 and rows >= 5 for _, rows, cols in sizes), sizes
+    page.locator(".lm-TabBar-tab.mas-ConsoleTab", has_text="fit-check / sh").locator(
+        ".lm-TabBar-tabCloseIcon"
+    ).click()
+    page.locator(f"#{console_id}").wait_for(state="detached")
+    lab.api("DELETE", "sessions/fit-check?purge=true")
+    row(page, "fit-check").wait_for(state="detached")
+
+
 def test_pause_and_resume(page, lab):
     open_panel(page)
     r = row(page, "demo-one")
@@ -330,6 +428,10 @@ def test_pause_and_resume(page, lab):
     r.locator("[data-action='pause']").click()
     page.locator(f"{PANEL} .mas-Session[data-status='paused']").wait_for()
     assert session_by_name(lab, "demo-one")["status"] == "paused"
+    # Its worker is shown as paused (not "exited (signal 1)", the SIGHUP that ended it), and
+    # a worker cannot be added to a paused session (the server refuses), so it is not offered.
+    r.locator(".mas-Worker .mas-Activity", has_text=re.compile("^paused$")).wait_for()
+    assert r.locator("[data-action='add-worker']").count() == 0
     r = row(page, "demo-one")
     r.hover()
     r.locator("[data-action='resume']").click()
@@ -393,6 +495,8 @@ def test_stop_shows_the_check_and_can_force(page, lab):
     dialog = page.locator(DIALOG, has_text="Stop the session anyway?")
     dialog.wait_for()
     assert "uncommitted" in dialog.locator(".mas-StopCheck-errors").inner_text()
+    # The server's refusal is said once, not "was not stopped: ... was not stopped".
+    assert dialog.inner_text().count("was not stopped") == 1, dialog.inner_text()
     shot(page, "stop-check")
     page.locator(".jp-Dialog-button", has_text="Stop anyway").click()
     page.locator(f"{PANEL} .mas-Session[data-status='stopped']").filter(
@@ -457,6 +561,15 @@ def test_server_restart_reconnects_panel_and_console(page, lab):
     resume.wait_for(timeout=30_000)
     banner = widget.locator(".mas-Console-banner").inner_text()
     assert "ended with the server: its session is paused" in banner, banner
+    # The terminal makes room for the banner: its last rows are not cut off below the tab.
+    wait_for(
+        lambda: widget.evaluate(
+            """w => w.querySelector('.xterm-screen').getBoundingClientRect().bottom
+                    <= w.querySelector('.mas-Console').getBoundingClientRect().bottom + 0.5"""
+        ),
+        timeout=5,
+        what="the terminal to fit under the banner",
+    )
     shot(page, "console-exited")
     row(page, "demo-one").locator(".mas-Worker[data-activity='exited']").wait_for()
     assert row(page, "demo-one").get_attribute("data-status") == "paused"
@@ -558,6 +671,25 @@ def test_delete_with_purge_through_the_menu(page, lab):
     lab.api("DELETE", "sessions/churn-model?purge=false")
     row(page, "churn-model").wait_for(state="detached")
     page.locator(".mas-Console-banner", has_text="no longer exists").wait_for()
+
+
+def test_a_restored_console_of_a_deleted_session_says_so(page, lab):
+    """After a reload the tab of a deleted session's console comes back: it says the worker
+    is gone instead of reconnecting for ever."""
+    page.reload()
+    page.locator(PANEL).wait_for(state="visible")
+    row(page, "demo-one").wait_for()
+    page.locator(".lm-TabBar-tab.mas-ConsoleTab").first.wait_for()
+    gone = page.locator(".mas-ConsoleWidget .mas-Console-banner", has_text="no longer exists")
+    tabs = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.mas-ConsoleTab")
+    for i in range(tabs.count()):
+        tabs.nth(i).click()
+        if gone.count():
+            break
+    gone.first.wait_for(timeout=10_000)
+    banner = page.locator(".mas-Console-banner", has_text="no longer exists")
+    view = page.locator(".mas-ConsoleWidget", has=banner).locator(".mas-Console")
+    assert view.get_attribute("data-channel") == "stopped"
 
 
 def put_setting(lab, raw: dict) -> None:
