@@ -615,13 +615,17 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 warnings=problems["warnings"],
                 reason="stop_refused",
             )
+        # The answer comes after the stop: "N running worker(s) will be stopped" is the check's
+        # preview of it (for a refusal), not a warning about what was done.
+        running = self.supervisor.stop_warnings(session.id)
+        warnings = [w for w in problems["warnings"] if w not in running]
         await self.supervisor.stop_all(session, reason="stopped")
         session = self._session(session.id)  # renamed meanwhile, perhaps
         self._set_status(session, "stopped")
         self._log(session, "stopped", forced=bool(force and problems["errors"]))
         data = self.session_dict(session)
         self.events.emit("session-stopped", session.id, session=data)
-        return {**data, "warnings": problems["warnings"]}
+        return {**data, "warnings": warnings}
 
     async def delete_session(self, key: str, purge: bool = False, force: bool = False) -> dict:
         """Stop everything and forget the session; purge also removes its workspace."""
