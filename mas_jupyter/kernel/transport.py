@@ -83,9 +83,17 @@ async def fetch_closing(request: HTTPRequest) -> HTTPResponse:
     Tornado's client goes on with a request whose caller was cancelled (tornado#157). For a
     send that waits for the agent's turn, giving up (Ctrl-C, the kernel's stop button) must
     close the connection: that is how the server knows to drop the message instead of typing
-    it later. Raises OSError when the server cannot be reached or closes without an answer,
-    TimeoutError when the answer does not come within the request's timeout.
+    it later. Answers as tornado's `fetch(request, raise_error=False)` does: a response, 599
+    "Timeout" when the connection or the answer does not come in time; raises OSError when
+    the server cannot be reached or closes without an answer.
     """
+    try:
+        return await _fetch_closing(request)
+    except (TimeoutError, asyncio.TimeoutError):  # one class from Python 3.11 on
+        return HTTPResponse(request, 599, error=HTTPClientError(599, "Timeout"))
+
+
+async def _fetch_closing(request: HTTPRequest) -> HTTPResponse:
     url = urllib.parse.urlsplit(request.url)
     tls = url.scheme == "https"
     stream = await TCPClient().connect(
@@ -158,12 +166,6 @@ class HTTPTransport:
             return self.not_serving()
         return error_from(status, body)
 
-    def timed_out(self, method: str, path: str, timeout: float) -> ConnectionFailed:
-        return ConnectionFailed(
-            f"the Jupyter server at {self.shown_url} did not answer {method} {path} within "
-            f"{timeout:g} s"
-        )
-
     def headers(self) -> dict[str, str]:
         """Headers every request carries (the token, never logged)."""
         headers = {"Accept": "application/json"}
@@ -212,8 +214,6 @@ class HTTPTransport:
                 response = await fetch_closing(request)
             else:
                 response = await self._http.fetch(request, raise_error=False)
-        except TimeoutError:
-            raise self.timed_out(method, path, timeout) from None
         except OSError as e:
             raise ConnectionFailed(
                 f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running? "
@@ -222,10 +222,15 @@ class HTTPTransport:
         if response.code == 599:
             error = response.error
             if isinstance(error, HTTPClientError) and error.code == 599 and "Timeout" in str(error):
-                raise self.timed_out(method, path, timeout)
+                raise ConnectionFailed(
+                    f"the Jupyter server at {self.shown_url} did not answer {method} {path} within "
+                    f"{timeout:g} s"
+                )
             raise ConnectionFailed(
                 f"cannot reach the Jupyter server at {self.shown_url}: {error}; is it running?"
             )
+        if 300 <= response.code < 400:  # a redirect not followed (to a login page, say)
+            raise self.not_serving()
         text = response.body.decode("utf-8", "replace") if response.body else ""
         try:
             parsed = json.loads(text) if text else None

@@ -7,6 +7,7 @@ import math
 import os
 import pathlib
 import re
+import socket
 
 import pytest
 from kernel_support import Proxy, demo_idle, git_repo
@@ -247,6 +248,21 @@ def test_wrong_token_and_unreachable_server(server):
         gone.close()
     finally:
         loop.stop()
+
+
+def test_a_waited_send_without_an_answer_times_out_with_the_usual_message():
+    # A server that takes the connection and never answers (a listening socket nobody
+    # accepts on): the waited send's own connection says so as every other call does.
+    silent = socket.create_server(("127.0.0.1", 0))
+    loop = LoopThread("t")
+    try:
+        transport = HTTPTransport(f"http://127.0.0.1:{silent.getsockname()[1]}/", "x")
+        path = "sessions/s/workers/w/send"
+        with pytest.raises(ConnectionFailed, match=f"did not answer POST {path} within 0.3 s"):
+            loop.run(transport.exchange("POST", path, body={}, timeout=0.3, closing=True))
+    finally:
+        loop.stop()
+        silent.close()
 
 
 def test_a_server_without_the_extension_is_one_clear_message(server_without_mas, client):
