@@ -580,8 +580,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
 
     async def check_stop(self, key: str) -> dict:
         """What stopping a session would hit: blocking `errors` and mere `warnings`."""
-        session = self._session(key)
-        return await self._stop_problems(session)
+        problems = await self._stop_problems(self._session(key))
+        return {"errors": problems["errors"], "warnings": problems["warnings"]}
 
     async def _stop_problems(self, session: Session) -> dict:
         errors: list[str] = []
@@ -593,10 +593,13 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 "commit them or stop with force"
             )
         errors.extend(self.supervisor.stop_blockers(session.id))
-        warnings.extend(self.supervisor.stop_warnings(session.id))
+        # What a stop will do (a refusal's preview), then what it leaves as it is (a stop's
+        # answer says only these: the rest is done by then).
+        left: list[str] = []
         if session.kind == "dir":
-            warnings.append(f"{session.workspace} is shared; its files are left as they are")
-        return {"errors": errors, "warnings": warnings}
+            left.append(f"{session.workspace} is shared; its files are left as they are")
+        warnings.extend(self.supervisor.stop_warnings(session.id))
+        return {"errors": errors, "warnings": [*warnings, *left], "left": left}
 
     async def stop_session(self, key: str, force: bool = False) -> dict:
         """End a session: refused on blocking problems unless forced; the workspace is kept."""
@@ -615,17 +618,13 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 warnings=problems["warnings"],
                 reason="stop_refused",
             )
-        # The answer comes after the stop: "N running worker(s) will be stopped" is the check's
-        # preview of it (for a refusal), not a warning about what was done.
-        running = self.supervisor.stop_warnings(session.id)
-        warnings = [w for w in problems["warnings"] if w not in running]
         await self.supervisor.stop_all(session, reason="stopped")
         session = self._session(session.id)  # renamed meanwhile, perhaps
         self._set_status(session, "stopped")
         self._log(session, "stopped", forced=bool(force and problems["errors"]))
         data = self.session_dict(session)
         self.events.emit("session-stopped", session.id, session=data)
-        return {**data, "warnings": warnings}
+        return {**data, "warnings": problems["left"]}
 
     async def delete_session(self, key: str, purge: bool = False, force: bool = False) -> dict:
         """Stop everything and forget the session; purge also removes its workspace."""
