@@ -43,6 +43,8 @@ const ENDED_TEXT: Record<string, string> = {
 /** Below this the tab is not laid out yet (or too small to use): its size is not sent. */
 const MIN_COLS = 10;
 const MIN_ROWS = 3;
+/** How many times (50 ms apart) a console that is not laid out yet looks again. */
+const FIT_RETRIES = 40;
 
 const SERVER_PAUSED_TEXT = 'The worker ended with the server: its session is paused until you resume it.';
 
@@ -192,7 +194,10 @@ export class ConsoleView extends Widget {
     this._term.focus();
   }
 
-  private _scheduleFit(): void {
+  private _scheduleFit(retry = false): void {
+    if (!retry) {
+      this._fitRetries = 0; // a new layout: it gets its own looks
+    }
     if (this._fitTimer !== null) {
       clearTimeout(this._fitTimer);
     }
@@ -207,17 +212,24 @@ export class ConsoleView extends Widget {
       return;
     }
     try {
-      // A tab being split in is a sliver before it is laid out (2 columns): the worker must
-      // never get that size, it would draw its screen (and its history) at that width.
+      // A tab being split in is a sliver before it is laid out (2 columns), and a terminal
+      // whose font is not measured yet has no size: the worker must never get such a size,
+      // it would draw its screen (and its history) at that width.
       const dims = this._fit.proposeDimensions();
       if (!dims || !(dims.cols >= MIN_COLS && dims.rows >= MIN_ROWS)) {
-        return; // the resize that lays it out fits it
+        throw new Error('not laid out');
       }
       this._fit.fit();
     } catch {
-      // Not laid out yet: the next resize fits.
+      // Look again shortly (a bounded number of times): the layout that follows does not
+      // always bring a resize, and a console left at xterm's 24 rows would stay wrong.
+      if (this._fitRetries < FIT_RETRIES) {
+        this._fitRetries += 1;
+        this._scheduleFit(true);
+      }
       return;
     }
+    this._fitRetries = 0;
     this._channel.resize(this._term.rows, this._term.cols);
   }
 
@@ -413,6 +425,7 @@ export class ConsoleView extends Widget {
   private _opened = false;
   private _gone = false;
   private _fitTimer: number | null = null;
+  private _fitRetries = 0;
   private _activity = 'unknown';
   private _exitCode: number | null = null;
 }

@@ -396,28 +396,34 @@ def test_a_second_console_never_gives_its_worker_a_degenerate_size(page, lab):
                 return send.call(this, d);
             }; }"""
     )
-    assert page.locator(".mas-ConsoleWidget").count() == 1
-    widget = open_console(page, "fit-check")
-    s = session_by_name(lab, "fit-check")
-    wid = s["workers"][0]["id"]
-    wait_for(
-        lambda: widget.locator(".mas-Console").get_attribute("data-channel") == "open",
-        what="the console connected",
-    )
-    shown = widget.locator(".xterm-rows > div").count()
-    wait_for(
-        lambda: session_by_name(lab, "fit-check")["workers"][0]["rows"] == shown,
-        what="the worker at the tab's size",
-    )
-    console_id = widget.get_attribute("id")
-    sizes = [m[1] for m in page.evaluate("() => window.__masSizes") if wid in m[0]]
-    assert sizes, "no size was sent"
-    assert all(cols >= 20 and rows >= 5 for _, rows, cols in sizes), sizes
-    page.locator(".lm-TabBar-tab.mas-ConsoleTab", has_text="fit-check / sh").locator(
-        ".lm-TabBar-tabCloseIcon"
-    ).click()
-    page.locator(f"#{console_id}").wait_for(state="detached")
-    lab.api("DELETE", "sessions/fit-check?purge=true")
+    try:
+        assert page.locator(".mas-ConsoleWidget").count() == 1
+        widget = open_console(page, "fit-check")
+        s = session_by_name(lab, "fit-check")
+        wid = s["workers"][0]["id"]
+        wait_for(
+            lambda: widget.locator(".mas-Console").get_attribute("data-channel") == "open",
+            what="the console connected",
+        )
+        # The connecting banner goes when the channel opens and the terminal refits to the rows it
+        # gave back: compare with the rows shown at each look, not at the first.
+        wait_for(
+            lambda: (
+                session_by_name(lab, "fit-check")["workers"][0]["rows"]
+                == widget.locator(".xterm-rows > div").count()
+            ),
+            what="the worker at the tab's size",
+        )
+        console_id = widget.get_attribute("id")
+        sizes = [m[1] for m in page.evaluate("() => window.__masSizes") if wid in m[0]]
+        assert sizes, "no size was sent"
+        assert all(cols >= 20 and rows >= 5 for _, rows, cols in sizes), sizes
+        page.locator(".lm-TabBar-tab.mas-ConsoleTab", has_text="fit-check / sh").locator(
+            ".lm-TabBar-tabCloseIcon"
+        ).click()
+        page.locator(f"#{console_id}").wait_for(state="detached")
+    finally:  # a failure here must not leave a session for the next tests to meet
+        lab.api("DELETE", "sessions/fit-check?purge=true")
     row(page, "fit-check").wait_for(state="detached")
 
 
