@@ -285,10 +285,12 @@ def test_console_replays_history_and_talks_to_the_agent(page, lab):
     text = console_text(page, widget)
     assert "hello there" in text
     # The worker's terminal has the size of the tab.
-    shown_rows = widget.locator(".xterm-rows > div").count()
     wait_for(
-        lambda: session_by_name(lab, "demo-one")["workers"][0]["rows"] == shown_rows,
-        what=f"the worker resized to {shown_rows} rows",
+        lambda: (
+            session_by_name(lab, "demo-one")["workers"][0]["rows"]
+            == widget.locator(".xterm-rows > div").count()
+        ),
+        what="the worker resized to the rows shown",
     )
     s = session_by_name(lab, "demo-one")
     wid = s["workers"][0]["id"]
