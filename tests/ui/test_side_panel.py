@@ -35,9 +35,10 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
-def row(page, name: str):
-    """The panel row of the session called `name`."""
-    return page.locator(f"{PANEL} .mas-Session").filter(
+def row(page, name: str, status: str | None = None):
+    """The panel row of the session called `name` (shown with that status, if given)."""
+    which = f"[data-status='{status}']" if status else ""
+    return page.locator(f"{PANEL} .mas-Session{which}").filter(
         has=page.locator(".mas-Session-name", has_text=re.compile(f"^{re.escape(name)}$"))
     )
 
@@ -434,7 +435,7 @@ def test_pause_and_resume(page, lab):
     r = row(page, "demo-one")
     r.hover()
     r.locator("[data-action='pause']").click()
-    page.locator(f"{PANEL} .mas-Session[data-status='paused']").wait_for()
+    row(page, "demo-one", "paused").wait_for()
     assert session_by_name(lab, "demo-one")["status"] == "paused"
     # Its worker is shown as paused (not "exited (signal 1)", the SIGHUP that ended it), and
     # a worker cannot be added to a paused session (the server refuses), so it is not offered.
@@ -443,7 +444,7 @@ def test_pause_and_resume(page, lab):
     r = row(page, "demo-one")
     r.hover()
     r.locator("[data-action='resume']").click()
-    page.locator(f"{PANEL} .mas-Session[data-status='active']").first.wait_for()
+    row(page, "demo-one", "active").wait_for()
     r.locator(".mas-Worker[data-activity='idle']").wait_for(timeout=30_000)
     assert session_by_name(lab, "demo-one")["status"] == "active"
 
@@ -507,9 +508,7 @@ def test_stop_shows_the_check_and_can_force(page, lab):
     assert dialog.inner_text().count("was not stopped") == 1, dialog.inner_text()
     shot(page, "stop-check")
     page.locator(".jp-Dialog-button", has_text="Stop anyway").click()
-    page.locator(f"{PANEL} .mas-Session[data-status='stopped']").filter(
-        has=page.locator(".mas-Session-name", has_text="wt")
-    ).wait_for()
+    row(page, "wt", "stopped").wait_for()
     assert session_by_name(lab, "wt")["status"] == "stopped"
 
 
@@ -620,7 +619,7 @@ def test_showcase_for_the_readme(page, lab):
     lab.api("POST", "sessions/etl-fix/workers/tester/input", {"data": "/sleep 60\r"})
     row(page, "etl-fix").locator(".mas-Worker[data-activity='busy']").wait_for()
     lab.api("POST", "sessions/renamed/pause")
-    page.locator(f"{PANEL} .mas-Session[data-status='paused']").wait_for()
+    row(page, "renamed", "paused").wait_for()
     widget = open_console(page, "churn-model")
     wait_for(lambda: "demo>" in console_text(page, widget), what="the prompt")
     widget.locator(".xterm-helper-textarea").focus()
