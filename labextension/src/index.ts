@@ -352,6 +352,32 @@ class Controller {
     }
   }
 
+  /**
+   * Ask for a text until the server takes it: a refusal (a name in use, too long, ...) is
+   * shown, then the dialog comes back with what was typed, so nothing typed is lost. `apply`
+   * answers null when there is nothing to do; Cancel leaves.
+   */
+  private async _askUntilTaken(
+    options: InputDialog.ITextOptions,
+    errorTitle: string,
+    apply: (value: string) => Promise<unknown> | null
+  ): Promise<void> {
+    for (let text = options.text; ; ) {
+      const result = await InputDialog.getText({ ...options, text });
+      const pending = result.button.accept ? apply(result.value ?? '') : null;
+      if (!pending) {
+        return;
+      }
+      try {
+        await pending;
+        return;
+      } catch (err) {
+        await showErrorMessage(errorTitle, describeError(err));
+        text = result.value ?? '';
+      }
+    }
+  }
+
   private async _catalog(): Promise<ICatalog> {
     const [backends, personas, templates] = await Promise.all([
       this.client.backends(),
@@ -600,10 +626,14 @@ class Controller {
         if (!s) {
           return;
         }
-        const result = await InputDialog.getText({ title: `Rename ${s.name}`, text: s.name, label: 'New name' });
-        if (result.button.accept && result.value && result.value.trim() !== s.name) {
-          await this._call(`Could not rename ${s.name}`, () => this.client.updateSession(s.id, { name: result.value!.trim() }));
-        }
+        await this._askUntilTaken(
+          { title: `Rename ${s.name}`, text: s.name, label: 'New name' },
+          `Could not rename ${s.name}`,
+          value => {
+            const name = value.trim();
+            return name && name !== s.name ? this.client.updateSession(s.id, { name }) : null;
+          }
+        );
       }
     });
 
@@ -615,18 +645,11 @@ class Controller {
         if (!s) {
           return;
         }
-        const result = await InputDialog.getText({
-          title: `Task of ${s.name}`,
-          text: s.task ?? '',
-          label: 'Task (empty for none)',
-          placeholder: 'e.g. JIRA-123'
-        });
-        if (result.button.accept) {
-          const task = (result.value ?? '').trim();
-          await this._call(`Could not set the task of ${s.name}`, () =>
-            this.client.updateSession(s.id, { task: task || null })
-          );
-        }
+        await this._askUntilTaken(
+          { title: `Task of ${s.name}`, text: s.task ?? '', label: 'Task (empty for none)', placeholder: 'e.g. JIRA-123' },
+          `Could not set the task of ${s.name}`,
+          value => this.client.updateSession(s.id, { task: value.trim() || null })
+        );
       }
     });
 

@@ -468,9 +468,19 @@ def test_rename_and_task_through_the_menu(page, lab):
     r.hover()
     r.locator("[data-action='more']").click()
     page.locator(".mas-Menu .lm-Menu-item", has_text="Rename Session").click()
+    # A name in use is refused; the dialog comes back with what was typed.
+    page.locator(f"{DIALOG} input").fill("demo-one ")
+    page.locator(ACCEPT).click()
+    refusal = page.locator(DIALOG, has_text="Could not rename from-rest")
+    refusal.wait_for()
+    assert "already" in refusal.inner_text(), refusal.inner_text()
+    refusal.locator(".jp-Dialog-button").click()
+    page.locator(f"{DIALOG} input").wait_for()
+    assert page.locator(f"{DIALOG} input").input_value() == "demo-one "
     page.locator(f"{DIALOG} input").fill("renamed")
     page.locator(ACCEPT).click()
     row(page, "renamed").wait_for()
+    assert page.locator(DIALOG).count() == 0
     r = row(page, "renamed")
     r.hover()
     r.locator("[data-action='more']").click()
