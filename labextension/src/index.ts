@@ -353,9 +353,10 @@ class Controller {
   }
 
   /**
-   * Ask for a text until the server takes it: a refusal (a name in use, too long, ...) is
-   * shown, then the dialog comes back with what was typed, so nothing typed is lost. `apply`
-   * answers null when there is nothing to do; Cancel leaves.
+   * Ask for a text until the server takes it: a refusal of the text (400: too long, ...;
+   * 409: a name in use) is shown, then the dialog comes back with what was typed, so nothing
+   * typed is lost; any other failure (the session is gone, no server) is shown and ends it.
+   * `apply` answers null when there is nothing to do; Cancel leaves.
    */
   private async _askUntilTaken(
     options: InputDialog.ITextOptions,
@@ -373,6 +374,9 @@ class Controller {
         return;
       } catch (err) {
         await showErrorMessage(errorTitle, describeError(err));
+        if (!(err instanceof MasApiError && (err.status === 400 || err.status === 409))) {
+          return;
+        }
         text = result.value ?? '';
       }
     }
