@@ -165,7 +165,7 @@ class ActivityLog(list):
 
     HEADERS = ("seq", "time", "what", "worker", "detail")
 
-    def __init__(self, entries: Iterable[dict] = (), workers: dict[str, str] | None = None):
+    def __init__(self, entries: Iterable[dict] = ()):
         super().__init__(entries)
         self.workers: dict[str, str] = {}
         for entry in self:
@@ -175,7 +175,6 @@ class ActivityLog(list):
             )
             if entry.get("worker_id") and name:
                 self.workers[entry["worker_id"]] = name
-        self.workers.update(workers or {})
 
     def unnamed(self) -> set[str]:
         """The ids of workers whose entries carry no name."""
