@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from typing import Any
 
 from jupyter_server._tz import utcnow
@@ -78,6 +80,7 @@ class MASExtensionApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Run crash recovery as soon as the server's loop runs."""
+        _stop_cleanly_on_sigint(serverapp)
         if self.start_error is None:
             await self.ready()
 
@@ -128,6 +131,24 @@ class MASExtensionApp(ExtensionApp):
             await asyncio.wait([self._ready])
         if hasattr(self, "manager") and self.start_error is None:
             await self.manager.shutdown()
+
+
+def _stop_cleanly_on_sigint(serverapp: Any) -> None:
+    """Have SIGINT stop the server as SIGTERM does when Jupyter left it to Python's default.
+
+    Jupyter handles SIGINT only when its stdin is a terminal (it asks "Shutdown this Jupyter
+    server (y/[n])?"). Started without one (a container without -t, a service manager, a
+    script), Ctrl-C or `kill -INT` raises KeyboardInterrupt out of the loop: the process ends
+    without stopping its extensions, so pty workers died with it and the next start found
+    them interrupted. A handler someone installed, or SIGINT ignored (`jupyter server &`
+    without job control), is left alone.
+    """
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        signal.signal(signal.SIGINT, serverapp._signal_stop)
+        serverapp.log.debug("mas_jupyter: SIGINT stops the server as SIGTERM does (no terminal)")
 
 
 def _start_error(sessions_root: str, error: Exception) -> str:
