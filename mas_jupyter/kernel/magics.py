@@ -331,12 +331,13 @@ class MASMagics(Magics):
         if args.no_wait:
             display(client.send(text, worker=args.worker, session=args.session, wait=False))
             return
+        worker = args.worker
+        if worker is None:  # the progress line names it: the active worker, else the agent
+            worker = client.worker(None, session=args.session).name
         future = client._loop.submit(
-            client.asend(
-                text, worker=args.worker, session=args.session, wait=True, timeout=args.timeout
-            )
+            client.asend(text, worker=worker, session=args.session, wait=True, timeout=args.timeout)
         )
-        self._show_when_done(future, args.worker or client.active_worker or "the agent")
+        self._show_when_done(future, worker)
 
     def _show_when_done(self, future: concurrent.futures.Future, who: str) -> None:
         """Wait for the reply, showing the progress line from the first tick on: an answer
