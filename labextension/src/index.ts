@@ -242,7 +242,19 @@ class Controller {
       : 'Agent sessions';
   }
 
+  /** Whether the user is looking at a console of the worker: one is shown and the browser
+   * window has the focus. Its question is then in front of them: no notification. */
+  private _watching(workerId: string): boolean {
+    return (
+      document.hasFocus() &&
+      !!this.tracker.find(w => w.content.workerId === workerId && w.isVisible)
+    );
+  }
+
   private _notify(a: IAttention): void {
+    if (this._watching(a.worker.id)) {
+      return;
+    }
     const text = `${a.session.name} / ${a.worker.name} is waiting for you`;
     const open = () => {
       void this.app.commands.execute(CommandIDs.openConsole, {
