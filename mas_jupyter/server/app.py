@@ -143,11 +143,13 @@ def _stop_cleanly_on_sigint(serverapp: Any) -> None:
     them interrupted. A handler someone installed, or SIGINT ignored (`jupyter server &`
     without job control), is left alone.
     """
+    stop = getattr(serverapp, "_signal_stop", None)  # what Jupyter runs on SIGTERM
     if (
-        threading.current_thread() is threading.main_thread()
+        stop is not None
+        and threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     ):
-        signal.signal(signal.SIGINT, serverapp._signal_stop)
+        signal.signal(signal.SIGINT, stop)
         serverapp.log.debug("mas_jupyter: SIGINT stops the server as SIGTERM does (no terminal)")
 
 
