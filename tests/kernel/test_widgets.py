@@ -353,3 +353,36 @@ def test_console_in_a_real_kernel(server_env, monkeypatch, kernel, client):
         time.sleep(0.02)
     status, messages = execute(kernel, "w.close(); c.close()")
     assert status == "ok", text_of(messages)
+
+
+def _plain(widget) -> str:
+    """The text/plain a front end gets for the widget (anywidget's bundle is a pair)."""
+    bundle = widget._repr_mimebundle_()
+    return (bundle[0] if isinstance(bundle, tuple) else bundle)["text/plain"]
+
+
+def test_the_widgets_text_says_what_they_show(client, until):
+    """Where widgets do not render (a terminal, nbconvert to text, a front end without
+    ipywidgets), a badge showed its HTML (`ActivityBadge(value='<span class=...')`) and a
+    console `<...WorkerConsole object at 0x...>`: both say the worker and its state."""
+    client.create_session("texts", agent="demo", persona="qa")
+    demo_idle(client, "texts")
+    badge = ActivityBadge("demo", session="texts", client=client)
+    console = RecordingConsole("demo", session="texts", client=client)
+    try:
+        until(lambda: badge.state == "idle", what="idle", timeout=20)
+        icon = badge.data["persona_icon"]
+        assert repr(badge) == f"<ActivityBadge {icon} demo idle>"
+        assert _plain(badge) == repr(badge)
+        until(lambda: console.status == "connected", what="connected")
+        until(lambda: console.activity == "idle", what="idle shown", timeout=20)
+        assert repr(console) == "<WorkerConsole demo · demo: connected, idle>"
+        assert _plain(console) == repr(console)
+        console.close()
+        assert repr(console) == "<WorkerConsole demo · demo: closed>"
+        client.pause("texts")
+        until(lambda: badge.state == "exited", what="exited on pause")
+        assert repr(badge) == f"<ActivityBadge {icon} demo exited>"
+    finally:
+        badge.close()
+        console.close()

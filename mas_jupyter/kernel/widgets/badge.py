@@ -36,6 +36,11 @@ class ActivityBadge(ipywidgets.HTML):
             return "exited"
         return self.data.get("activity") or "unknown"
 
+    def __repr__(self) -> str:
+        # The text a front end without widgets shows (ipywidgets' would be the HTML).
+        icon = self.data.get("persona_icon")
+        return f"<ActivityBadge {f'{icon} ' if icon else ''}{self.data.get('name')} {self.state}>"
+
     def _show(self) -> None:
         icon = esc(self.data.get("persona_icon") or "")
         self.value = (

@@ -104,6 +104,11 @@ class WorkerConsole(anywidget.AnyWidget):
         self._retry_seconds = RETRY_FIRST_SECONDS
         self._connect()
 
+    def __repr__(self) -> str:
+        # The text a front end without widgets shows: the bar's worker, connection, activity.
+        shown = f"{self.status}, {self.activity}" if self.status == "connected" else self.status
+        return f"<WorkerConsole {self.title}: {shown}>"
+
     def _connect(self) -> None:
         self.channel = self.client.channel(
             self._from_worker, worker=self.worker.id, session=self.worker.data["session_id"]
