@@ -141,7 +141,8 @@ class MASClient:
         if not key:
             raise NoActiveSession(
                 "no session given and none is active: pass session=..., or make one active "
-                "with mas.use(NAME) (magics: %mas use NAME)"
+                "with mas.use(NAME) (magics: %mas use NAME)",
+                missing="session",
             )
         return key
 

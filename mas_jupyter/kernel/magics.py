@@ -327,6 +327,11 @@ class MASMagics(Magics):
             raise UsageError("%%mas send: the message is the cell; the line takes only WORKER")
         if not text.strip():
             raise UsageError("%mas send: nothing to send (give the message, or use %%mas send)")
+        if args.no_wait and args.timeout is not None:
+            raise UsageError(
+                "%mas send: --timeout is how long to wait for the reply: it cannot go with "
+                "--no-wait"
+            )
         client = self.client
         if args.no_wait:
             display(client.send(text, worker=args.worker, session=args.session, wait=False))
@@ -450,7 +455,13 @@ def _in_kernel(shell: Any) -> bool:
 
 
 def _error_text(sub: str, error: MASClientError) -> str:
-    lines = [f"%mas {sub}: {error.message}"]
+    message = error.message
+    if error.details.get("missing") == "session":  # the client's words name Python's ways
+        message = (
+            "no session given and none is active: make one active with %mas use NAME, or "
+            f"name one (see %mas {sub} --help)"
+        )
+    lines = [f"%mas {sub}: {message}"]
     lines += [f"  error: {e}" for e in error.errors if e not in error.message]
     lines += [f"  warning: {w}" for w in error.warnings]
     if sub == "stop" and error.errors:

@@ -425,3 +425,31 @@ def test_interrupting_a_cell_send_drops_its_message(server_env, kernel, client, 
         client.input("\x03", session="interrupted")  # the sleep ends: the agent is free
         assert client.send("after", session="interrupted").text == "reply: after (1 words, 1 lines)"
         assert "never typed" not in client.output(session="interrupted").text
+
+
+def test_no_wait_with_a_timeout_is_refused_as_by_the_cli(mas, client):
+    """`--no-wait --timeout 5` was sent without its timeout, as if it had not been typed;
+    `jupyter mas send` refuses the two together (docs/cli.md): so does %mas send, in the
+    same words, before anything is sent."""
+    mas("%mas new nwt-m --agent demo")
+    out, err, error = mas("%mas send hi --no-wait --timeout 5")
+    assert isinstance(error, UsageError), (out, err)
+    assert str(error) == (
+        "%mas send: --timeout is how long to wait for the reply: it cannot go with --no-wait"
+    )
+    assert not [r for r in client.transcript(session="nwt-m") if r.get("type") == "input"]
+    mas("%mas use --clear")
+
+
+@pytest.mark.parametrize("line", ["%mas workers", "%mas send hi", "%mas screen", "%mas pause"])
+def test_no_active_session_names_the_magics_way_not_pythons(mas, line):
+    """The client's message says `pass session=...` and `mas.use(NAME)`: in a magic, the
+    ways are %mas use and the subcommand's own argument."""
+    mas("%mas use --clear")
+    sub = line.split()[1]
+    out, err, error = mas(line)
+    assert isinstance(error, UsageError), (out, err)
+    assert str(error) == (
+        f"%mas {sub}: no session given and none is active: make one active with "
+        f"%mas use NAME, or name one (see %mas {sub} --help)"
+    )
