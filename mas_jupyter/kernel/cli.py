@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import sys
 from typing import Any
@@ -25,7 +26,7 @@ from traitlets.config.loader import KVArgParseConfigLoader
 from .._version import __version__
 from .client import SECONDS, is_seconds
 from .discovery import from_here
-from .errors import MASClientError
+from .errors import Conflict, MASClientError
 from .records import deleted_text
 from .render import TerminalProgress
 from .transport import DEFAULT_SEND_TIMEOUT, HTTPTransport
@@ -54,6 +55,11 @@ class _Loader(KVArgParseConfigLoader):
         self.parser.parse_args = self.parser.parse_intermixed_args  # type: ignore[method-assign]
 
     def _parse_error(self, message: str) -> None:
+        # traitlets takes any `--word` for an option with a value: an unknown one without
+        # `=value` (`stop S --purge`) is refused by argparse as "expected one argument".
+        missing = re.fullmatch(r"argument --([\w-]+): expected one argument", message)
+        if missing and missing.group(1) not in {*self.app.aliases, *self.app.flags}:
+            self._handle_unrecognized_alias(missing.group(1))
         # argparse names an option by its trait (--ListCommand.status): use the option's name.
         for option, target in self.app.options().items():
             message = message.replace(f"--{target}:", f"--{option}:")
@@ -73,6 +79,9 @@ class _Seconds(Float):
         if value is not None and not is_seconds(value):
             self.error(obj, value)
         return value
+
+
+NO_WAIT_TIMEOUT = "--timeout is how long to wait for the reply: it cannot go with --no-wait"
 
 
 class _Transport(HTTPTransport):
@@ -327,13 +336,15 @@ class SendCommand(MASCommand):
         text = " ".join(args[1:]) if len(args) > 1 else sys.stdin.read()
         if not text.strip():
             self.fail("nothing to send")
+        if self.no_wait and self.timeout is not None:
+            self.fail(NO_WAIT_TIMEOUT)
         client = self.client()
         progress: Any = contextlib.nullcontext()
         if not self.no_wait and sys.stderr.isatty():
             if worker is None:  # the progress line names it: the session's agent
                 worker = client.worker(None, session=session).name
             progress = TerminalProgress(worker, sys.stderr)
-        with progress:
+        with progress, _next_step(client, session, worker):
             reply = client.send(
                 text, worker=worker, session=session, wait=not self.no_wait, timeout=self.timeout
             )
@@ -424,7 +435,9 @@ class RestartCommand(MASCommand):
         """Restart it."""
         args = self.args(1, 2)
         worker = args[1] if len(args) > 1 else None
-        print(repr(self.client().restart(worker, session=args[0])))
+        client = self.client()
+        with _next_step(client, args[0], worker):
+            print(repr(client.restart(worker, session=args[0])))
 
 
 class DeleteCommand(MASCommand):
@@ -482,6 +495,24 @@ class MASApp(JupyterApp):
             print("       jupyter mas SUBCOMMAND --help", file=sys.stderr)
             self.exit(2)
         self.subapp.start()
+
+
+@contextlib.contextmanager
+def _next_step(client: Any, session: str, worker: str | None) -> Any:
+    """A refusal because the worker is not running names the command that runs it again,
+    as docs/cli.md says the CLI's hints do (the server's `resume it first` names none):
+    `jupyter mas resume SESSION` for a paused or stopped session, else `jupyter mas restart
+    SESSION WORKER` for a worker that exited."""
+    try:
+        yield
+    except Conflict as e:
+        with contextlib.suppress(MASClientError):
+            record = client.worker(worker, session=session)
+            if client.session(record.session_key).status != "active":
+                e.message += f" (jupyter mas resume {shlex.quote(session)})"
+            elif record.status == "exited":
+                e.message += f" (jupyter mas restart {shlex.join([session, record.name])})"
+        raise
 
 
 def _count(n: int, noun: str) -> str:

@@ -209,12 +209,40 @@ def test_a_timeout_over_the_servers_limit_is_the_servers_one_line(cli, client):
     code, out, err = cli("send", "tmo", "hi", "--timeout=7200")
     assert (code, out) == (1, "")
     assert err == "jupyter mas send: timeout must be more than 0 and at most 3600 seconds\n"
-    code, out, err = cli("send", "tmo", "hi", "--no-wait", "--timeout=5")
+    client.delete("tmo", purge=True, force=True)
+
+
+def test_no_wait_with_a_timeout_is_refused_in_the_clis_words(cli, client):
+    """The two together are refused (docs/cli.md) naming the options, not the REST API's
+    `wait (true)`, and before anything is sent."""
+    client.create_session("nwt", agent="demo")
+    demo_idle(client, "nwt")
+    code, out, err = cli("send", "nwt", "hi", "--no-wait", "--timeout=5")
     assert (code, out) == (1, "")
     assert err == (
-        "jupyter mas send: timeout is how long to wait for the reply: it needs wait (true)\n"
+        "jupyter mas send: --timeout is how long to wait for the reply: it cannot go with "
+        "--no-wait\n"
     )
-    client.delete("tmo", purge=True, force=True)
+    log = client.transcript(session="nwt")
+    assert not [r for r in log if r.get("type") == "input"], "nothing was sent"
+    client.delete("nwt", purge=True, force=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("stop", "s", "--force", "--purge"),
+        ("delete", "s", "--bogus"),
+        ("list", "--jsno"),
+        ("send", "s", "hi", "--wait", "--timeout=5"),
+    ],
+)
+def test_an_unknown_option_without_a_value_is_unrecognized(cli, argv):
+    """`--purge` to stop is unknown, as `--stauts=x` is: not an option missing its value."""
+    code, out, err = cli(*argv)
+    unknown = next(a for a in argv if a in ("--purge", "--bogus", "--jsno", "--wait"))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"jupyter mas {argv[0]}: unrecognized option {unknown}\nusage: "), err
 
 
 def test_a_closed_stdout_ends_quietly_with_status_141(cli):
@@ -559,3 +587,37 @@ def test_list_aligns_wide_characters_by_their_width_on_screen(cli, client):
     assert len(lines) == len(expected), out
     for line, start in zip(lines, expected, strict=True):
         assert line.startswith(start), (line, start)
+
+
+def test_a_worker_not_running_is_refused_with_the_command_that_runs_it_again(cli, client):
+    """docs/cli.md: the hints name `jupyter mas resume SESSION` for a worker of a paused or
+    stopped session and `jupyter mas restart SESSION WORKER` for one that exited; `send` and
+    `restart` said only `resume it first` / `restart it first` (the server's words)."""
+    client.create_session("hint", agent="demo")
+    demo_idle(client, "hint")
+    client.pause("hint")
+    code, out, err = cli("send", "hint", "hi")
+    assert (code, out) == (1, "")
+    assert err == (
+        "jupyter mas send: worker 'demo' is not running: session 'hint' is paused; resume it "
+        "first (jupyter mas resume hint)\n"
+    )
+    code, out, err = cli("restart", "hint")
+    assert (code, out) == (1, "")
+    assert err == (
+        "jupyter mas restart: session 'hint' is paused; resume it first (jupyter mas resume hint)\n"
+    )
+    client.resume("hint")
+    demo_idle(client, "hint")
+    reply = client.send("/exit", session="hint")
+    assert reply.ended
+    code, out, err = cli("send", "hint", "hi")
+    assert (code, out) == (1, "")
+    assert err == (
+        "jupyter mas send: worker 'demo' is not running; restart it first (jupyter mas "
+        "restart hint demo)\n"
+    )
+    # Other refusals are left as they are.
+    code, _, err = cli("send", "hint", "hi", "--worker=nosuch")
+    assert err == "jupyter mas send: no worker with id or name 'nosuch' in session 'hint'\n"
+    client.delete("hint", purge=True, force=True)
