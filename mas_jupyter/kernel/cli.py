@@ -69,7 +69,12 @@ class _Loader(KVArgParseConfigLoader):
         self.app.usage_error(f"unrecognized option --{arg}")
 
 
-class _Seconds(Float):
+def _text(help: str) -> Any:
+    """An optional text option of a command, with its help."""
+    return Unicode(None, allow_none=True, help=help).tag(config=True)
+
+
+class Seconds(Float):
     """A number of seconds, as the client takes them (`is_seconds`)."""
 
     info_text = SECONDS
@@ -110,6 +115,12 @@ class MASCommand(JupyterApp):
         )
         loader.app = self
         return loader
+
+    def emit_description(self) -> Any:
+        """The description, then the usage line (traitlets' help shows no usage)."""
+        yield from super().emit_description()
+        yield f"usage: jupyter mas {self.name} {self.usage}".rstrip()
+        yield ""
 
     def update_config(self, config: Any) -> None:
         """Load options; an empty value or one a trait refuses is one line in the CLI's
@@ -153,7 +164,7 @@ class MASCommand(JupyterApp):
                     if isinstance(trait, Enum):
                         choices = ", ".join(str(v) for v in trait.values or ())
                         return f"{option} must be one of {choices}, not {value!r}"
-                    if isinstance(trait, _Seconds):
+                    if isinstance(trait, Seconds):
                         return f"{option} must be {trait.info_text}, not {value!r}"
                     if isinstance(trait, (Float, Int)):
                         return f"{option} must be a number, not {value!r}"
@@ -222,9 +233,15 @@ class ListCommand(MASCommand):
     name = "list"
     usage = "[--status=S] [--kind=K] [--task=T] [--json]"
     description = "List sessions and their workers (--json for machine-readable output)."
-    status = Enum(["active", "paused", "stopped"], None, allow_none=True).tag(config=True)
-    kind = Enum(["quick", "worktree", "dir"], None, allow_none=True).tag(config=True)
-    task = Unicode(None, allow_none=True).tag(config=True)
+    status = Enum(
+        ["active", "paused", "stopped"], None, allow_none=True, help="Only sessions in this state."
+    ).tag(config=True)
+    kind = Enum(
+        ["quick", "worktree", "dir"], None, allow_none=True, help="Only sessions of this kind."
+    ).tag(config=True)
+    task = Unicode(None, allow_none=True, help="Only sessions with this task label.").tag(
+        config=True
+    )
     as_json = Bool(False, help="Print JSON.").tag(config=True)
     aliases = {
         **_COMMON_ALIASES,
@@ -250,15 +267,19 @@ class NewCommand(MASCommand):
         "[--repo=R] [--branch=B] [--base=REV] [--path=P] [--task=T] [--terminal] [--no-wait]"
     )
     description = "Create a session: jupyter mas new [NAME] [--agent=BACKEND] [--kind=...]"
-    kind = Enum(["quick", "worktree", "dir"], "quick").tag(config=True)
-    template = Unicode(None, allow_none=True).tag(config=True)
-    repo = Unicode(None, allow_none=True).tag(config=True)
-    branch = Unicode(None, allow_none=True).tag(config=True)
-    base = Unicode(None, allow_none=True).tag(config=True)
-    path = Unicode(None, allow_none=True).tag(config=True)
-    task = Unicode(None, allow_none=True).tag(config=True)
-    agent = Unicode(None, allow_none=True).tag(config=True)
-    persona = Unicode(None, allow_none=True).tag(config=True)
+    kind = Enum(
+        ["quick", "worktree", "dir"],
+        "quick",
+        help="quick: a new folder; worktree: a git worktree of --repo; dir: --path, shared.",
+    ).tag(config=True)
+    template = _text("quick: the template to fill the folder from.")
+    repo = _text("worktree: the repository to branch (from this folder).")
+    branch = _text("worktree: the branch (default mas/NAME).")
+    base = _text("worktree: the revision to start from (default HEAD).")
+    path = _text("dir: the existing folder to use, shared (from this folder).")
+    task = _text("The task label (e.g. a ticket id).")
+    agent = _text("Start an agent of this backend (demo, claude, codex, ...).")
+    persona = _text("The agent's role (pm, qa, specialist, ...).")
     terminal = Bool(False).tag(config=True)
     no_wait = Bool(False).tag(config=True)
     aliases = {
@@ -315,7 +336,9 @@ class SendCommand(MASCommand):
         config=True
     )
     no_wait = Bool(False).tag(config=True)
-    timeout = _Seconds(None, allow_none=True).tag(config=True)
+    timeout = Seconds(
+        None, allow_none=True, help="Seconds to wait for the reply (default 600, at most 3600)."
+    ).tag(config=True)
     aliases = {
         **_COMMON_ALIASES,
         "worker": "SendCommand.worker",

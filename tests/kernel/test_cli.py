@@ -621,3 +621,28 @@ def test_a_worker_not_running_is_refused_with_the_command_that_runs_it_again(cli
     code, _, err = cli("send", "hint", "hi", "--worker=nosuch")
     assert err == "jupyter mas send: no worker with id or name 'nosuch' in session 'hint'\n"
     client.delete("hint", purge=True, force=True)
+
+
+@pytest.mark.parametrize(
+    "command", ["list", "new", "send", "attach", "pause", "resume", "restart", "stop", "delete"]
+)
+def test_a_subcommands_help_shows_its_usage_and_what_each_option_does(cli, command):
+    """`jupyter mas new --help` listed `--repo=<Unicode>`, `--template=<Unicode>`, ... with
+    no word of what they do, `send --help` a `--timeout=<_Seconds>`, and no usage line."""
+    from jupyter_core.application import base_aliases, base_flags
+
+    from mas_jupyter.kernel.cli import MASApp
+
+    app = MASApp.subcommands[command][0]
+    code, out, err = cli(command, "--help")
+    assert (code, err) == (0, "")
+    assert f"\nusage: jupyter mas {command} {app.usage}".rstrip() + "\n" in out
+    assert "<_" not in out
+    lines = out.splitlines()
+    ours = [o for o in [*app.aliases, *app.flags] if o not in {*base_aliases, *base_flags}]
+    assert "url" in ours
+    for option in ours:
+        at = next(i for i, line in enumerate(lines) if re.match(rf"--{option}\b", line))
+        assert lines[at + 1].startswith("    ") and not re.match(
+            r"\s+(Default|Choices|Equivalent to):", lines[at + 1]
+        ), f"--{option} has no help: {lines[at : at + 3]}"
