@@ -10,7 +10,7 @@ import re
 import socket
 
 import pytest
-from kernel_support import Proxy, demo_idle, git_repo
+from kernel_support import SHELL_ARGV, Proxy, demo_idle, git_repo
 
 import mas_jupyter
 from mas_jupyter.kernel import (
@@ -138,9 +138,10 @@ def any_client(request, tmp_path):
     if request.param == "http":
         yield request.getfixturevalue("client"), request.getfixturevalue("server").root
         return
-    local = mas_jupyter.connect(
-        local=True, root_dir=str(tmp_path), config={"tmux_socket": str(tmp_path / "tmux")}
-    )
+    # A plain bash, as the server's: the machine's startup files can be slow or hang (one
+    # here waited for a stale `pyenv rehash` lock, and `exit` typed into it did nothing).
+    config = {"backends": {"shell": {"argv": SHELL_ARGV}}, "tmux_socket": str(tmp_path / "tmux")}
+    local = mas_jupyter.connect(local=True, root_dir=str(tmp_path), config=config)
     yield local, tmp_path
     local.close()
 
