@@ -199,6 +199,28 @@ def any_client(request, tmp_path):
     local.close()
 
 
+def test_a_console_waiting_for_a_restart_ends_quietly_with_its_client(server, until, monkeypatch):
+    """A console follows its exited worker from a thread of its own; closing the client then
+    cancelled that thread's call (or met a closed loop), and the thread printed a traceback
+    (`CancelledError` in mas-console-follow) into whatever cell ran next."""
+    from mas_jupyter.kernel import MASClient
+    from mas_jupyter.kernel.loop import LoopThread
+    from mas_jupyter.kernel.transport import HTTPTransport
+
+    failures = []
+    monkeypatch.setattr("threading.excepthook", failures.append)
+    client = MASClient(HTTPTransport(server.url, server.token), LoopThread("closing-client"))
+    console = connected_console(client, "closing", until)
+    console.write("exit\r")
+    until(lambda: console._following is not None, what="waiting for a restart")
+    client.close()
+    client._loop.stop()
+    console._check()  # what its event feed's next connection (or a retry) would do now
+    console._follow()
+    assert failures == []
+    console.close()
+
+
 def test_console_follows_its_worker_through_restarts(any_client, until):
     client = any_client
     console = connected_console(client, "fr", until)

@@ -14,6 +14,7 @@ side panel's console does. If the server cannot be reached just then, it looks a
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import pathlib
 import threading
@@ -156,6 +157,10 @@ class WorkerConsole(anywidget.AnyWidget):
             return
         except MASClientError:  # no event stream: the console stays as it is
             return
+        except (concurrent.futures.CancelledError, RuntimeError) as e:
+            if self._closed_under(e):
+                return
+            raise
         with self._follow_lock:
             if self._closing.is_set() or self._following is not None:
                 subscription.close()
@@ -190,8 +195,19 @@ class WorkerConsole(anywidget.AnyWidget):
             return
         except MASClientError:  # refused: the event stream's next connection checks again
             return
+        except (concurrent.futures.CancelledError, RuntimeError) as e:
+            if self._closed_under(e):
+                return
+            raise
         if record.status == "running":
             self._reconnect()
+
+    def _closed_under(self, error: BaseException) -> bool:
+        """Whether a call failed because the client was closed meanwhile (its loop, stopping,
+        cancelled the call, or is closed): nothing more to follow, and nothing to print from
+        this console's thread."""
+        cancelled = isinstance(error, concurrent.futures.CancelledError)
+        return cancelled or self.client._loop.loop.is_closed()
 
     def _retry(self, action: Any) -> None:
         """Do `action` again later, with a growing delay, unless closed meanwhile."""
