@@ -153,6 +153,10 @@ def isolated_env(base: pathlib.Path) -> dict:
         JUPYTER_PLATFORM_DIRS="1",
         PYTHONWARNINGS="ignore",
     )
+    # Lab's "notified about official Jupyter news?" question would cover the screenshots.
+    news = base / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True, exist_ok=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     # The virtual environment's scripts (jupyter, agents) first, as `make run` has them.
     env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), env.get("PATH", "")])
     return env

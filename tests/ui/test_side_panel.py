@@ -664,9 +664,6 @@ def test_showcase_for_the_readme(page, lab):
     page.keyboard.press("Enter")
     row(page, "churn-model").locator(".mas-Worker[data-activity='waiting']").wait_for()
     page.locator(f"{PANEL_TAB}[data-maswaiting='1']").wait_for()  # (no notification: in front)
-    news = page.locator(".Toastify__toast", has_text="Jupyter news")
-    if news.count():
-        news.locator("button", has_text="No").click()
     page.mouse.move(700, 300)  # no hover: the rows show their plain state
     shot(page, "side-panel")
     lab.api("POST", "sessions/etl-fix/stop", {"force": True})
