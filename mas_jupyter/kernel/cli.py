@@ -28,7 +28,7 @@ from .client import SECONDS, is_seconds
 from .discovery import from_here
 from .errors import Conflict, MASClientError
 from .records import deleted_text
-from .render import TerminalProgress
+from .render import NO_WAIT_TIMEOUT, TerminalProgress
 from .transport import DEFAULT_SEND_TIMEOUT, HTTPTransport
 
 _COMMON_ALIASES = {
@@ -84,9 +84,6 @@ class Seconds(Float):
         if value is not None and not is_seconds(value):
             self.error(obj, value)
         return value
-
-
-NO_WAIT_TIMEOUT = "--timeout is how long to wait for the reply: it cannot go with --no-wait"
 
 
 class _Transport(HTTPTransport):

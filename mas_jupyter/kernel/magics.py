@@ -29,7 +29,7 @@ from .client import SECONDS, is_seconds
 from .discovery import from_here
 from .errors import MASClientError
 from .records import deleted_text
-from .render import TerminalProgress, esc, working_text
+from .render import NO_WAIT_TIMEOUT, TerminalProgress, esc, working_text
 
 PROGRESS_TICK = 0.5
 
@@ -328,10 +328,7 @@ class MASMagics(Magics):
         if not text.strip():
             raise UsageError("%mas send: nothing to send (give the message, or use %%mas send)")
         if args.no_wait and args.timeout is not None:
-            raise UsageError(
-                "%mas send: --timeout is how long to wait for the reply: it cannot go with "
-                "--no-wait"
-            )
+            raise UsageError(f"%mas send: {NO_WAIT_TIMEOUT}")
         client = self.client
         if args.no_wait:
             display(client.send(text, worker=args.worker, session=args.session, wait=False))

@@ -101,6 +101,10 @@ def table_text(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+# `send --no-wait --timeout S` (CLI and magic): refused before anything is sent.
+NO_WAIT_TIMEOUT = "--timeout is how long to wait for the reply: it cannot go with --no-wait"
+
+
 def working_text(who: str, seconds: float) -> str:
     """The progress words while an agent works on a message (`%mas send`, `jupyter mas
     send`): `⏳ demo is working… 12 s`."""
