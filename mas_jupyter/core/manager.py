@@ -414,7 +414,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         }[kind]
         for field in ("template", "repo", "branch", "base", "path"):
             if field in spec and field not in allowed:
-                raise InvalidError(f"{field!r} does not apply to a {kind} session")
+                raise InvalidError(f"{field!r} does not apply to a {kind} session", field=field)
         worker_specs = spec.get("workers", [])
         if not isinstance(worker_specs, list):
             raise InvalidError("workers must be a list of worker specs")
@@ -457,14 +457,18 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             template_dir = self.supervisor.template_dir(session.template)
         elif kind == "worktree":
             if "repo" not in spec:
-                raise InvalidError("a worktree session needs 'repo', the repository to branch")
+                raise InvalidError(
+                    "a worktree session needs 'repo', the repository to branch", field="repo"
+                )
             if "branch" in spec:
                 validate.branch(spec["branch"])
             session.base = validate.revision(spec.get("base", "HEAD"))
             session.repo = self.workspaces.resolve_repo(spec["repo"])
         else:
             if "path" not in spec:
-                raise InvalidError("a dir session needs 'path', an existing directory")
+                raise InvalidError(
+                    "a dir session needs 'path', an existing directory", field="path"
+                )
             session.workspace = self.workspaces.resolve_dir(spec["path"])
 
         def plan(s: Session) -> None:

@@ -310,7 +310,8 @@ class LiveWorker:
                 if self.running and self.activity == "busy":
                     raise ConflictError(
                         f"{name!r} was still busy after {timeout:g} s; the message was not "
-                        "sent (send it without waiting to type it ahead)"
+                        "sent (send it with 'wait': false to type it ahead)",
+                        field="wait",
                     )
             yield max(0.0, deadline - time.monotonic())
         finally:

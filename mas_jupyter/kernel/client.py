@@ -27,6 +27,7 @@ from .events import EventStream, Feed, Subscription
 from .loop import LoopThread
 from .outputs import ActivityLog, Output, Reply, Screen, Transcript
 from .records import Catalog, Session, SessionTable, Worker, WorkerTable, aio, synced
+from .render import no_workers_text
 
 SessionRef = str | Session | None
 WorkerRef = str | Worker | None
@@ -158,8 +159,9 @@ class MASClient:
         workers = await self._call("list_workers", sid)
         if not workers:
             raise NoActiveSession(
-                f"session {sid!r} has no workers: add one with %mas add --agent demo "
-                "(or session.add_worker(backend='demo'))"
+                no_workers_text(sid, f"add_worker(backend='demo', session={sid!r})"),
+                missing="worker",
+                session=sid,
             )
         agents = [w for w in workers if w["kind"] == "agent"]
         return sid, (agents or workers)[0]["name"]

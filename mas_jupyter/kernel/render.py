@@ -104,6 +104,29 @@ def table_text(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 # `send --no-wait --timeout S` (CLI and magic): refused before anything is sent.
 NO_WAIT_TIMEOUT = "--timeout is how long to wait for the reply: it cannot go with --no-wait"
 
+# How the server's messages name a request field (the error's `field`), and how the CLI and
+# %mas, which spell their options alike, name it instead.
+_OPTIONS = {
+    "repo": ("'repo'", "--repo"),
+    "path": ("'path'", "--path"),
+    "template": ("'template'", "--template"),
+    "branch": ("'branch'", "--branch"),
+    "base": ("'base'", "--base"),
+    "wait": ("'wait': false", "--no-wait"),
+}
+
+
+def in_option_words(message: str, details: dict) -> str:
+    """A server message about a request field, with the field named as the CLI's and
+    %mas's option: `a worktree session needs --repo, ...`, `send it with --no-wait ...`."""
+    spelled = _OPTIONS.get(details.get("field"))  # type: ignore[arg-type]
+    return message.replace(*spelled) if spelled else message
+
+
+def no_workers_text(session: str, how: str) -> str:
+    """Why a send or lookup without a worker named found none, and `how` to add one."""
+    return f"session {session!r} has no workers: add one with {how}"
+
 
 def working_text(who: str, seconds: float) -> str:
     """The progress words while an agent works on a message (`%mas send`, `jupyter mas

@@ -316,6 +316,34 @@ def test_hints_name_the_clis_way_not_pythons(cli, client):
     assert err.endswith("check the token (--token, MAS_TOKEN, or the token in --url)\n"), err
 
 
+def test_the_servers_words_for_a_field_are_the_clis_options(cli, client):
+    """The server names the request's fields (`needs 'repo'`, `'wait': false`), and the
+    client's no-workers hint names `add_worker(...)`: the CLI names its own options and ways."""
+    code, out, err = cli("new", "no-repo", "--kind=worktree")
+    assert (code, out) == (1, "")
+    assert err == "jupyter mas new: a worktree session needs --repo, the repository to branch\n"
+    code, _, err = cli("new", "quick-repo", "--repo=.")
+    assert (code, err) == (1, "jupyter mas new: --repo does not apply to a quick session\n")
+    client.create_session("no-workers")
+    code, out, err = cli("send", "no-workers", "hi")
+    assert (code, out) == (1, "")
+    assert err == (
+        "jupyter mas send: session 'no-workers' has no workers: add one with %mas add --agent "
+        "demo in a notebook, or + on it in Lab's side panel\n"
+    )
+    client.delete("no-workers", purge=True)
+    assert cli("new", "busy-cli", "--agent=demo")[0] == 0
+    demo_idle(client, "busy-cli")
+    assert cli("send", "busy-cli", "/sleep 30", "--no-wait")[0] == 0
+    code, out, err = cli("send", "busy-cli", "too early", "--timeout=0.5")
+    assert (code, out) == (1, "")
+    assert err == (
+        "jupyter mas send: 'demo' was still busy after 0.5 s; the message was not sent (send "
+        "it with --no-wait to type it ahead)\n"
+    )
+    client.delete("busy-cli", purge=True, force=True)
+
+
 def test_a_server_without_the_extension_is_one_line(server_without_mas, tmp_path):
     plain = server_without_mas
     env = {**plain.env, "MAS_SERVER_URL": plain.url, "MAS_TOKEN": plain.token}

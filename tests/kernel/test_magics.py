@@ -453,3 +453,28 @@ def test_no_active_session_names_the_magics_way_not_pythons(mas, line):
         f"%mas {sub}: no session given and none is active: make one active with "
         f"%mas use NAME, or name one (see %mas {sub} --help)"
     )
+
+
+def test_the_servers_words_for_a_field_are_the_magics_options(mas, client):
+    """As in the CLI: `%mas new` and `%mas send` name their options, not the REST fields,
+    and a session without workers names `%mas add`, not `add_worker(...)`."""
+    mas("%mas use --clear")
+    out, err, error = mas("%mas new no-repo-m --kind worktree")
+    assert isinstance(error, UsageError), (out, err)
+    assert str(error) == "%mas new: a worktree session needs --repo, the repository to branch"
+    client.create_session("no-workers-m")
+    out, err, error = mas("%mas send hi -s no-workers-m")
+    assert str(error) == (
+        "%mas send: session 'no-workers-m' has no workers: add one with "
+        "%mas add --agent demo -s no-workers-m"
+    )
+    client.delete("no-workers-m", purge=True)
+    mas("%mas new busy-m --agent demo")
+    mas("%mas send /sleep 30 --no-wait")
+    out, err, error = mas("%mas send too early --timeout 0.5")
+    assert str(error) == (
+        "%mas send: 'demo' was still busy after 0.5 s; the message was not sent (send it "
+        "with --no-wait to type it ahead)"
+    )
+    client.delete("busy-m", purge=True, force=True)
+    mas("%mas use --clear")

@@ -144,9 +144,10 @@ async def test_a_waited_send_to_a_busy_agent_waits_for_its_turn_or_is_a_409(api,
     code, body = await api(*send, body={"text": "too early", "wait": True, "timeout": 0.5})
     assert code == 409 and body["reason"] == "conflict", body
     assert body["message"] == (
-        "'bot' was still busy after 0.5 s; the message was not sent (send it without "
-        "waiting to type it ahead)"
+        "'bot' was still busy after 0.5 s; the message was not sent (send it with 'wait': "
+        "false to type it ahead)"
     )
+    assert body["field"] == "wait", body  # the field that changes it, for clients to name
     _, output = await api("GET", "sessions", "s", "workers", "bot", "output")
     assert "too early" not in output["data"]
 
