@@ -15,10 +15,8 @@ import asyncio
 import collections
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
-import struct
 import termios
 from collections.abc import Callable
 
@@ -38,7 +36,7 @@ TERMINAL_BUFFER = 64 * 1024
 
 def set_size(fd: int, rows: int, cols: int) -> None:
     """Set a terminal's size (on the master: the kernel signals the foreground with SIGWINCH)."""
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    termios.tcsetwinsize(fd, (rows, cols))
 
 
 def spawn_in_terminal(
