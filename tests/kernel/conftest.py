@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -52,18 +53,22 @@ class Server:
         return json.loads(text) if text else None
 
 
-def _wait_for_runtime_file(runtime: pathlib.Path, proc: subprocess.Popen, log: pathlib.Path):
+def _wait_until_serving(runtime: pathlib.Path, proc: subprocess.Popen, log: pathlib.Path):
+    """The server's runtime file, once the server accepts connections: Jupyter writes the
+    file before its loop runs, and with port 0 it starts listening only in the loop's first
+    callback (a client that read the file at once was refused under load)."""
     deadline = time.monotonic() + 60
     path = runtime / f"jpserver-{proc.pid}.json"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the test server exited:\n{log.read_text()[-3000:]}")
-        if path.exists():
-            try:
-                return json.loads(path.read_text())
-            except ValueError:
-                pass  # written but not complete yet
-        time.sleep(0.05)
+        try:
+            info = json.loads(path.read_text())
+            socket.create_connection(("127.0.0.1", info["port"]), timeout=5).close()
+        except (OSError, ValueError):
+            time.sleep(0.05)  # not written, not complete, or not listening yet
+        else:
+            return info
     raise RuntimeError(f"the test server did not start:\n{log.read_text()[-3000:]}")
 
 
@@ -132,7 +137,7 @@ def _run_server(base: pathlib.Path, mas: bool):
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    info = _wait_for_runtime_file(runtime, proc, log)
+    info = _wait_until_serving(runtime, proc, log)
     yield Server(info["url"], token, root, runtime, env, proc, log)
     proc.terminate()
     try:
