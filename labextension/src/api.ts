@@ -73,11 +73,19 @@ export class MasApiError extends Error {
   }
 }
 
-/** Turn whatever failed (network, server, body) into a sentence for the user. */
-export function describeError(err: unknown): string {
+/**
+ * Turn whatever failed (network, server, body) into a sentence for the user. A refusal about
+ * one field of the request (its `field`) names the field as the REST API does (`'repo'`);
+ * `labels` gives the words the dialog shows for it instead (`“Repository”`).
+ */
+export function describeError(err: unknown, labels: Record<string, string> = {}): string {
   if (err instanceof MasApiError) {
     if (err.status >= 500) {
       return `${err.message} (the server failed with ${err.status}; its log has the details)`;
+    }
+    const field = err.body.field;
+    if (typeof field === 'string' && Object.prototype.hasOwnProperty.call(labels, field)) {
+      return err.message.split(`'${field}'`).join(`“${labels[field]}”`);
     }
     return err.message;
   }

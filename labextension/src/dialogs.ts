@@ -141,6 +141,17 @@ class WorkerFields {
   }
 }
 
+/** The new-session dialog's words for the request's fields (see `describeError`). */
+export const SESSION_FIELD_LABELS: Record<string, string> = {
+  name: 'Name',
+  task: 'Task',
+  template: 'Template',
+  repo: 'Repository',
+  branch: 'Branch',
+  base: 'Base',
+  path: 'Directory'
+};
+
 /** The body of the new-session dialog. */
 export class NewSessionForm extends Widget implements Dialog.IBodyWidget<ISessionSpec> {
   constructor(catalog: ICatalog, initial: ISessionSpec | null = null) {

@@ -23,7 +23,13 @@ import { Widget } from '@lumino/widgets';
 
 import { describeError, ISessionSpec, IWorkerSpec, MasApiError, MasClient } from './api';
 import { ConsoleWidget } from './console';
-import { AddWorkerForm, confirmForcedStop, ICatalog, NewSessionForm } from './dialogs';
+import {
+  AddWorkerForm,
+  confirmForcedStop,
+  ICatalog,
+  NewSessionForm,
+  SESSION_FIELD_LABELS
+} from './dialogs';
 import { masIcon, masIconWithCount } from './icons';
 import { IAttention, IChange, IMasEvent, ISession, SessionsModel } from './model';
 import { SessionsPanel } from './panel';
@@ -489,13 +495,15 @@ class Controller {
           return;
         }
         let initial: ISessionSpec | null = null;
+        let refused: string | null = null; // the field a refusal was about
         // On a refused request the dialog comes back with what was typed.
         for (;;) {
           const result: Dialog.IResult<ISessionSpec> = await showDialog({
             title: 'New agent session',
             body: new NewSessionForm(catalog, initial),
             buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Create' })],
-            focusNodeSelector: 'input[name="name"]'
+            // The cursor goes to the field a refusal was about, else to the name.
+            focusNodeSelector: `[name="${refused ?? 'name'}"]`
           });
           if (!result.button.accept || !result.value) {
             return;
@@ -507,7 +515,12 @@ class Controller {
             this.app.shell.activateById(this.panel.id);
             return s;
           } catch (err) {
-            await showErrorMessage('The session was not created', describeError(err));
+            await showErrorMessage(
+              'The session was not created',
+              describeError(err, SESSION_FIELD_LABELS)
+            );
+            const field = err instanceof MasApiError ? err.body.field : null;
+            refused = typeof field === 'string' && field in SESSION_FIELD_LABELS ? field : null;
           }
         }
       }

@@ -185,6 +185,17 @@ def test_a_refused_create_says_why_and_keeps_what_was_typed(page, lab):
     form.wait_for()
     assert form.locator("input[name='name']").input_value() == "demo-one"
     assert form.locator("input[name='task']").input_value() == "T-9"
+    # A refusal about a field names it as the dialog does, and the cursor goes there.
+    form.locator("input[name='name']").fill("no-repo")
+    form.locator("select[name='kind']").select_option("worktree")
+    page.locator(ACCEPT).click()
+    error = page.locator(DIALOG, has_text="The session was not created")
+    error.wait_for()
+    assert "a worktree session needs “Repository”" in error.inner_text(), error.inner_text()
+    error.locator(".jp-Dialog-button").last.click()
+    form = page.locator(f"{DIALOG} .mas-NewSessionForm")
+    form.locator("input[name='repo']:focus").wait_for()
+    assert form.locator("input[name='name']").input_value() == "no-repo"
     page.locator(f"{DIALOG} .jp-Dialog-button", has_text="Cancel").click()
     page.locator(DIALOG).wait_for(state="detached")
 
