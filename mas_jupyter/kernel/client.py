@@ -107,7 +107,10 @@ class MASClient:
         return f"<MASClient {where} (found by: {self.how}){active}>"
 
     async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._loop.arun(self._transport.call(op, *args, **kwargs))
+        try:
+            return await self._loop.arun(self._transport.call(op, *args, **kwargs))
+        except MASClientError as e:  # the server's answer: its traceback starts at this call
+            raise e.with_traceback(None)  # noqa: B904 (the same error, not a new one)
 
     # the active session and worker
 

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .errors import MASClientError
 from .render import (
     activity_html,
     esc,
@@ -42,7 +43,10 @@ def synced(cls: type) -> type:
         def make(fn: Callable, name: str) -> Callable:
             @functools.wraps(fn)
             def sync(self: Any, *args: Any, **kwargs: Any) -> Any:
-                return self._client._loop.run(fn(self, *args, **kwargs))
+                try:
+                    return self._client._loop.run(fn(self, *args, **kwargs))
+                except MASClientError as e:  # a refusal: no frames of the loop's hand-off
+                    raise e.with_traceback(None)  # noqa: B904 (the same error, not a new one)
 
             sync.__name__ = name
             sync.__qualname__ = f"{cls.__name__}.{name}"

@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import socket
+import traceback
 
 import pytest
 from kernel_support import SHELL_ARGV, Proxy, demo_idle, git_repo
@@ -144,6 +145,24 @@ def any_client(request, tmp_path):
     local = mas_jupyter.connect(local=True, root_dir=str(tmp_path), config=config)
     yield local, tmp_path
     local.close()
+
+
+def test_a_refusals_traceback_is_the_callers_line_not_the_clients_machinery(any_client):
+    """A refused call showed 7 frames of the client's machinery in a notebook (the loop's
+    hand-off, concurrent.futures, the transport: 58 lines in IPython for a name in use); the
+    refusal is the server's answer, so its traceback ends at the call: this test's line and
+    the one wrapper that makes the call synchronous (for an `a...` call, the client's call)."""
+    client, _ = any_client
+    client.create_session("tb-dup")
+    with pytest.raises(Conflict, match="already exists") as info:
+        client.create_session("tb-dup")
+    files = [pathlib.Path(f.filename).name for f in traceback.extract_tb(info.tb)]
+    assert files == ["test_client.py", "records.py"], files
+    with pytest.raises(Conflict) as info:
+        asyncio.run(client.acreate_session("tb-dup"))
+    files = [pathlib.Path(f.filename).name for f in traceback.extract_tb(info.tb)]
+    assert files[-2:] == ["client.py", "client.py"] and "loop.py" not in files, files
+    client.delete("tb-dup", purge=True)
 
 
 def test_a_forced_purge_returns_where_the_worktrees_changes_went(any_client):
