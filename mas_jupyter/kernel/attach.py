@@ -4,13 +4,16 @@ The terminal is put in raw mode, so every key (Ctrl-C included) goes to the work
 (the telnet escape) detaches. A dropped connection is re-opened by the channel (see
 channel.py): the terminal says so, and is cleared for the replay once reconnected. The
 terminal's size is given to the worker on attach and on every SIGWINCH. The terminal
-settings are restored on detach, when the worker exits, and on any error.
+settings are restored on detach, when the worker exits, and on any error, and so are the
+screen and modes the worker's output set (the alternate screen a `tmux attach` client or a
+full-screen program switched to, application cursor keys, mouse reports, ...).
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+import re
 import select
 import signal
 import termios
@@ -23,6 +26,17 @@ from .errors import MASClientError
 DETACH_KEY = b"\x1d"  # Ctrl-]
 DETACH_NAME = "Ctrl-]"
 CLEAR_SCREEN = "\x1b[H\x1b[2J\x1b[3J"  # home, erase the screen and the scrollback
+# The alternate screen switched on or off (xterm's three ways): its last one in the output.
+ALTERNATE = re.compile(r"\x1b\[\?(?:1049|1047|47)([hl])")
+ALTERNATE_TAIL = len("\x1b[?1049h") - 1  # a sequence split between messages has this many
+LEAVE_ALTERNATE = "\x1b[?1049l"
+# Modes a worker's program may have set in the terminal, back to their defaults: cursor shown,
+# cursor keys and keypad normal, mouse reports, focus reports and bracketed paste off, plain
+# text. Harmless when already so (a shell turns its bracketed paste on again at its prompt).
+TERMINAL_DEFAULTS = (
+    "\x1b[?25h\x1b[?1l\x1b>\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1004l"
+    "\x1b[?2004l\x1b[0m"
+)
 
 
 def _ended(reason: str) -> str:
@@ -80,6 +94,15 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
     wake_r, wake_w = os.pipe()
     ended: dict[str, Any] = {}
     link = {"lost": False}  # a `reconnecting` came: the next `setup` is a reconnection
+    # Whether the worker's output left the terminal in the alternate screen (a `tmux attach`
+    # client, a full-screen program), and the end of the output a sequence may start in.
+    screen = {"alternate": False, "tail": ""}
+
+    def follow_modes(text: str) -> None:
+        seen = screen["tail"] + text
+        for match in ALTERNATE.finditer(seen):
+            screen["alternate"] = match.group(1) == "h"
+        screen["tail"] = seen[-ALTERNATE_TAIL:]
 
     def show(text: str) -> None:
         data = text.encode("utf-8", "replace")
@@ -96,6 +119,7 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
     def on_message(kind: str, payload: Any) -> None:
         # On the client's loop thread: write output straight to the terminal.
         if kind == "stdout" and isinstance(payload, str):
+            follow_modes(payload)
             show(payload)
         elif kind == "setup" and link["lost"]:
             link["lost"] = False  # reconnected: the replay that follows redraws the screen
@@ -152,10 +176,15 @@ def attach(client: Any, session: str, worker: str | None, stdin: int = 0, stdout
                     ended["reason"] = "detached"
                     break
     finally:
-        termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, old_winch)
-        if channel is not None:
-            channel.close()
+        try:
+            if channel is not None:
+                channel.close()  # no more output: the terminal is ours again
+            # The terminal as it was found: out of the alternate screen the worker left it in
+            # (its main screen comes back, with what was there before), modes at defaults.
+            show((LEAVE_ALTERNATE if screen["alternate"] else "") + TERMINAL_DEFAULTS)
+        finally:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            signal.signal(signal.SIGWINCH, old_winch)
         os.close(wake_r)
         os.close(wake_w)
     if "exit" in ended:

@@ -6,11 +6,14 @@ import contextlib
 import os
 import pathlib
 import shutil
+import subprocess
 
 import pytest
 
 from mas_jupyter.core.runtimes.tmux import session_name
+from mas_jupyter.core.screen import Screen
 from tests.conftest import until
+from tests.core.test_workers import screen_text
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -93,3 +96,45 @@ async def test_a_tmux_workers_environment_is_on_no_command_line(manager, tail):
     assert not (workspace / "pwned").exists()
     assert secret not in _command_lines()
     assert os.listdir(os.path.join(manager.workspaces.state_dir, "tmux-env")) == []  # read
+
+
+def _rendered_output(manager, session: str, worker: str) -> str:
+    """What a console that replays the worker's output shows (a VT emulator, as xterm.js)."""
+    screen = Screen(120, 40)
+    screen.feed(manager.get_output(session, worker)["data"].encode())
+    return "\n".join(screen.lines())
+
+
+@needs_tmux
+@pytest.mark.parametrize("how", ["exits", "paused", "exits while the server is down"])
+async def test_the_console_of_an_ended_tmux_worker_shows_what_it_printed_last(
+    make_manager, root, how
+):
+    # The `tmux attach` client's goodbye (it clears its screen, leaves the alternate screen
+    # and prints "[exited]") was kept as the worker's output: a console opened afterwards,
+    # or `GET .../output` rendered, showed "[exited]" and nothing the worker printed.
+    manager = make_manager()
+    await manager.create_session({"kind": "quick", "name": "s"})
+    w = await manager.create_worker("s", {"name": "sh", "kind": "terminal", "runtime": "tmux"})
+    manager.write_input("s", "sh", "echo last-words-$((6*7))\r")
+    await until(lambda: "last-words-42" in screen_text(manager, "s", "sh"), what="the echo")
+    if how == "paused":
+        await manager.pause_session("s")
+    elif how == "exits":
+        manager.write_input("s", "sh", "exit 3\r")
+    else:
+        await manager.shutdown()  # the tmux worker lives on, and exits while nobody watches
+        tmux = ["tmux", "-S", str(root.parent / "tmux.sock")]
+        target = f"={w['tmux_session']}:"
+        subprocess.run([*tmux, "send-keys", "-t", target, "exit 3", "Enter"], check=True)
+
+        def pane_dead() -> bool:
+            shown = [*tmux, "display-message", "-p", "-t", target, "#{pane_dead}"]
+            return subprocess.run(shown, capture_output=True, text=True).stdout.strip() == "1"
+
+        await until(pane_dead, what="the pane's end")
+        manager = make_manager()
+        await manager.recover()
+    await until(lambda: manager.get_worker("s", "sh")["status"] == "exited", what="the end")
+    shown = _rendered_output(manager, "s", "sh")
+    assert "last-words-42" in shown and "[exited]" not in shown, shown

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import pathlib
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -438,6 +440,34 @@ def test_attach_ends_when_the_worker_exits_and_ctrl_c_reaches_it(cli, client):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize("how", ["detached", "exited"])
+def test_attach_gives_the_terminal_back_as_it_found_it(cli, client, how):
+    # A tmux worker's console is the `tmux attach` client's screen: it switches the terminal
+    # to the alternate screen, and on application cursor keys. Detached with Ctrl-], or once
+    # the worker exited, the user's own terminal was left that way (their scrollback hidden,
+    # their arrow keys odd) until they ran `reset`.
+    client.create_session(f"att-alt-{how}")
+    client.add_worker("sh", kind="terminal", runtime="tmux", session=f"att-alt-{how}")
+    child = spawn_cli(cli, "attach", f"att-alt-{how}", "sh")
+    child.logfile_read = seen = io.StringIO()
+    child.expect_exact("detach with Ctrl-]")
+    child.send("echo inside-$((6*7))\r")
+    child.expect_exact("inside-42")
+    if how == "detached":
+        assert detach(child) == 0
+    else:
+        child.send("exit 3\r")
+        child.expect_exact("[worker sh exited with code 3]")
+        child.expect(pexpect.EOF)
+        child.close()
+    everything = seen.getvalue()
+    alternate = [m.group(1) for m in re.finditer(r"\x1b\[\?(?:1049|1047|47)([hl])", everything)]
+    assert alternate and alternate[-1] == "l", alternate
+    keys = [m.group(1) for m in re.finditer(r"\x1b\[\?1([hl])", everything)]
+    assert not keys or keys[-1] == "l", keys
 
 
 def test_attach_says_its_worker_was_restarted_not_that_it_exited(cli, client):

@@ -209,11 +209,16 @@ class TmuxProcess(PtyProcess):
             tmux.env,
             cols,
             rows,
-            on_output,
+            self._client_output,
             on_eof,
             on_exit,
             max_input_queue,
         )
+        self._worker_output = on_output
+        # Set once the pane's end is recorded: what the client prints after that is its own
+        # goodbye, not the worker's output (see _client_output).
+        self._pane_ended = False
+        self._drawn = asyncio.Event()  # the client has drawn the pane (it printed something)
         self.tmux = tmux
         self.name = name
         self.pane_watcher: ExitWatcher | None = None
@@ -236,7 +241,7 @@ class TmuxProcess(PtyProcess):
         self.client_pid, self.pid = self.pid, pane_pid
         self._pane_started = processes.start_time(pane_pid)
         if dead:
-            self._finishing = asyncio.ensure_future(self._finish())
+            self._finishing = asyncio.ensure_future(self._finish(drawn_within=1.0))
         else:
             self.pane_watcher = ExitWatcher(pane_pid, self._pane_gone, reap=False)
 
@@ -257,10 +262,26 @@ class TmuxProcess(PtyProcess):
             return None
         return self._finishing
 
+    def _client_output(self, data: bytes) -> None:
+        """The attach client's output is the worker's, until the pane's end is recorded.
+
+        When the tmux session is killed after that, the client clears its screen, leaves the
+        alternate screen and prints `[exited]`: kept, that was the end of the worker's output,
+        and a console that replayed it (after an exit, a pause, a server restart) showed
+        `[exited]` alone, not what the worker printed last.
+        """
+        if self._pane_ended:
+            return
+        self._drawn.set()
+        self._worker_output(data)
+
     def _pane_gone(self, _code: int | None, _sig: int | None) -> None:
         self._finishing = asyncio.ensure_future(self._finish())
 
-    async def _finish(self) -> None:
+    async def _finish(self, drawn_within: float = 0.0) -> None:
+        if drawn_within:  # a client attached to a dead pane: let it draw what the pane shows
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drawn.wait(), drawn_within)
         # Until tmux reaps the pane's process, the kernel tells its status (and tmux 3.3a
         # sometimes leaves a killed pane unreaped for seconds, its status empty meanwhile).
         # Once reaped, tmux tells it: it marks the pane dead when its terminal closes and
@@ -268,7 +289,8 @@ class TmuxProcess(PtyProcess):
         known = processes.zombie_status(self.pid, self._pane_started) if self.pid else None
         status, sig = known or await self._status_from_tmux()
         self.exit_code, self.exit_signal = status, sig
-        self.on_exit(status, sig)
+        self.on_exit(status, sig)  # passes on what the client drew until now
+        self._pane_ended = True
         await self.tmux.kill_session(self.name)
 
     async def _status_from_tmux(self) -> tuple[int | None, int | None]:
