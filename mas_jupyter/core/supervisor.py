@@ -21,6 +21,7 @@ from .personas import first_message as persona_message
 from .personas import load_personas, write_instructions
 from .runtimes import tmux as tmux_runtime
 from .screen import strip_ansi
+from .transcript import append_exit
 from .worker import LiveWorker, transcript_path
 
 if TYPE_CHECKING:
@@ -382,9 +383,7 @@ class Supervisor:
             record.conversation_id = conversation
             with contextlib.suppress(Exception):
                 self.manager.store.update_worker(record.id, conversation_id=conversation)
-        record.exit_reason = getattr(live, "stop_reason", None) or (
-            "exited" if code == 0 else "crashed"
-        )
+        record.exit_reason = live.exit_reason_for(code)
         with contextlib.suppress(Exception):  # the row may be gone (deleted session)
             self.manager.store.update_worker(
                 record.id,
@@ -600,6 +599,9 @@ class Supervisor:
                 report["orphans_ended"] += 1
             store.update_worker(record.id, status="exited", exit_reason="interrupted")
             if session is not None:
+                # Its transcript ends with its end, as a worker's that a server saw end does.
+                path = transcript_path(self.manager.workspaces.transcripts(session), record)
+                append_exit(path, reason="interrupted")
                 store.add_activity(
                     session.id, "worker-exited", record.id,
                     {"name": record.name, "reason": "interrupted"},

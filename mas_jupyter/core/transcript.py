@@ -129,12 +129,12 @@ class Transcript:
         """Record something that happened to the worker, in words."""
         self._record({"type": "note", "text": text})
 
-    def exit(self, code: int | None, signal: int | None = None) -> None:
-        """Record the end of the process, with how much output the limit dropped."""
+    def exit(self, code: int | None, signal: int | None = None, reason: str | None = None) -> None:
+        """Record the end of the process, why (the worker's exit_reason), and how much output
+        the limit dropped."""
         self._write_output(final=True)
-        self._record(
-            {"type": "exit", "code": code, "signal": signal, "output_dropped": self.output_dropped}
-        )
+        record = {"type": "exit", "code": code, "signal": signal, "reason": reason}
+        self._record({**record, "output_dropped": self.output_dropped})
 
     def close(self) -> None:
         """Write what is buffered and close the file; later calls do nothing."""
@@ -210,6 +210,21 @@ class Transcript:
 def _line(record: dict) -> bytes:
     # orjson adds the newline itself: `+ b"\n"` copied every output record (up to 256 KiB).
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def append_exit(path: str, reason: str) -> None:
+    """Record the end of a process no server saw end (it died with the server that ran it),
+    after its last complete record: the transcript does not read as a run that never ended."""
+    if not os.path.exists(path):
+        return  # it never printed: nothing to complete
+    try:
+        with open(path, "ab") as f:
+            if f.tell() and not _ends_with_newline(path):
+                f.write(b"\n")  # a record cut by the crash: it is skipped when read
+            f.write(_line({"t": time.time(), "type": "exit", "code": None, "signal": None,
+                           "reason": reason}))  # fmt: skip
+    except OSError:
+        pass  # the folder is gone or read-only: nothing to complete
 
 
 def _ends_with_newline(path: str) -> bool:

@@ -152,7 +152,7 @@ class LiveWorker:
             self.process.drain()  # collect what the process printed last
         self.exit_code, self.exit_signal = code, sig
         self._cancel_check()
-        self.transcript.exit(code, sig)
+        self.transcript.exit(code, sig, self.exit_reason_for(code))
         self.exited.set()
         self._changed.set()
         # Recorded first: a console told of the exit finds the worker's exit_reason set.
@@ -162,6 +162,10 @@ class LiveWorker:
         # Background children must not outlive the worker they belong to.
         if self.pid is not None:
             asyncio.ensure_future(processes.end_tree(self.pid, 1.0))
+
+    def exit_reason_for(self, code: int | None) -> str:
+        """Why it ended: what ended it for it (a pause, a restart, ...), else by itself."""
+        return getattr(self, "stop_reason", None) or ("exited" if code == 0 else "crashed")
 
     def attach(self, listener: Listener) -> tuple[str, Callable[[], None]]:
         """The recent output as text, and listener subscribed to what follows: no gap, no repeat."""

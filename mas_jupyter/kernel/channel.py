@@ -43,6 +43,8 @@ ENDED_FOR_IT = {
     "stopped": "its session was stopped",
     "server stopped": "the server stopped",
     "deleted": "the worker was deleted",
+    # The server that ran it ended without stopping it (a kill -9, the machine restarted).
+    "interrupted": "it did not survive the server's restart",
 }
 
 

@@ -124,7 +124,12 @@ class Transcript(Record):
         if kind == "activity":
             return "activity", record.get("state", "")
         if kind == "exit":
-            return "exit", f"code {record.get('code')} signal {record.get('signal')}"
+            reason, code, sig = record.get("reason"), record.get("code"), record.get("signal")
+            if reason in ENDED_FOR_IT:  # a pause, a restart, the server's end: no crash
+                return "exit", f"stopped: {ENDED_FOR_IT[reason]}"
+            if sig is not None:
+                return "exit", f"killed by signal {sig}"
+            return "exit", "exited" if code is None else f"exited with code {code}"
         if kind == "start":
             return "start", " ".join(record.get("argv") or [])
         return kind, str(record.get("text", ""))

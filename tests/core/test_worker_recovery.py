@@ -119,6 +119,38 @@ async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux)
     )
 
 
+async def test_the_transcript_of_a_worker_killed_with_its_server_ends_and_says_why(
+    make_manager, root
+):
+    """A worker that died with a killed server: its transcript ends with an `exit` saying
+    `interrupted` (before, it stopped mid-run, and the next run's `start` followed as if the
+    first had never ended); the transcript as the client shows it, and `attach`, say so in
+    words, and a pause's end reads as a pause, not `code None signal 1`."""
+    from mas_jupyter.kernel.outputs import Transcript
+
+    owner, _info = start_owner(root, str(root.parent / "tmux.sock"), False)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(timeout=10)
+    owner.stdout.close()
+    stubborn_argv = [sys.executable, "-c", "import time\ntime.sleep(600)"]
+    manager = make_manager(backends={"stubborn": {"argv": stubborn_argv, "kind": "terminal"}})
+    await manager.recover()
+    records = manager.get_transcript("s", "stubborn")["records"]
+    assert [r["type"] for r in records][0] == "start"
+    last = records[-1]
+    assert (last["type"], last["reason"]) == ("exit", "interrupted"), records
+    shown = repr(Transcript(None, manager.get_transcript("s", "stubborn")))
+    assert shown.endswith("--- exit: stopped: it did not survive the server's restart"), shown
+
+    await manager.resume_session("s")
+    await manager.pause_session("s")
+    records = manager.get_transcript("s", "stubborn")["records"]
+    assert [r["type"] for r in records].count("exit") == 2
+    assert (records[-1]["type"], records[-1]["reason"]) == ("exit", "paused")
+    shown = repr(Transcript(None, manager.get_transcript("s", "stubborn")))
+    assert shown.endswith("--- exit: stopped: its session was paused"), shown
+
+
 @needs_tmux
 async def test_recovery_reads_every_tmux_pane_at_once(make_manager, root):
     """What happened to tmux workers while no server ran: one ran on, one exited, one's
