@@ -7,7 +7,9 @@ One record per line, `{"t": <epoch seconds>, "type": ..., ...}` with types:
 - output: `data`, the output decoded as UTF-8 (incremental, invalid bytes replaced), and
   `end`, the bytes the process had printed by the end of this record (as the ring counts them)
 - activity: `state`
-- exit: `code`, `signal`, `output_dropped` (output bytes not written because of the limit)
+- exit: `code`, `signal`, `reason` (the worker's `exit_reason`: `exited`, `crashed`,
+  `paused`, `interrupted` for one that died with the server that ran it, ...) and
+  `output_dropped` (output bytes not written because of the limit)
 - cut: written once when the file reaches its limit; output stops there
 - note: `text` (e.g. re-attached after a server restart)
 
@@ -221,8 +223,8 @@ def append_exit(path: str, reason: str) -> None:
         with open(path, "ab") as f:
             if f.tell() and not _ends_with_newline(path):
                 f.write(b"\n")  # a record cut by the crash: it is skipped when read
-            f.write(_line({"t": time.time(), "type": "exit", "code": None, "signal": None,
-                           "reason": reason}))  # fmt: skip
+            record = {"t": time.time(), "type": "exit", "code": None, "signal": None}
+            f.write(_line({**record, "reason": reason}))
     except OSError:
         pass  # the folder is gone or read-only: nothing to complete
 
