@@ -47,6 +47,10 @@ _OSC_START_RE = re.compile(rb"\x1b\]")
 # without them only ever scrolls, so its last `rows` lines are enough to paint the screen.
 _ADDRESSING_RE = re.compile(rb"\x1b\[[0-9;?]*[HfAFdrJSTLM]|\x1b[M78]")
 _BOUNDARY_RE = re.compile(rb"[\n\x1b]")
+# Output made only of private mode sets/resets (cursor shown or hidden, cursor blink, keypad,
+# mouse, focus and paste modes, ...), none of them a switch of screen.
+_MODES_ONLY_RE = re.compile(rb"(?:\x1b\[\?[0-9;]*[hl])+")
+_SCREEN_SWITCH_RE = re.compile(rb"\x1b\[\?(?:[0-9;]*;)?(?:1049|1047|47)(?:;[0-9;]*)?[hl]")
 
 # Escape sequences for strip_ansi: CSI, OSC, DCS/SOS/PM/APC strings, then two-byte escapes.
 _ANSI_RE = re.compile(
@@ -339,6 +343,13 @@ class Screen:
         """The window title the program set (OSC 0/2), if any."""
         self.sync()
         return self._emulator.title
+
+
+def shows_nothing_new(data: bytes) -> bool:
+    """Whether output only sets terminal modes and changes nothing a person sees: no text, no
+    switch of screen. A `tmux attach` client sends such output after attaching (cursor
+    visibility, its own modes); it is no sign that the program is at work."""
+    return bool(_MODES_ONLY_RE.fullmatch(data)) and not _SCREEN_SWITCH_RE.search(data)
 
 
 def strip_ansi(text: str) -> str:

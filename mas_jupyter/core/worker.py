@@ -23,7 +23,7 @@ from .reply import extract_reply
 from .ring import OutputRing, first_character
 from .runtimes.pty import PtyProcess
 from .runtimes.tmux import Pane, Tmux, TmuxProcess
-from .screen import Screen
+from .screen import Screen, shows_nothing_new
 from .transcript import Transcript
 
 if TYPE_CHECKING:
@@ -135,7 +135,8 @@ class LiveWorker:
         self.ring.append(data)
         self.screen.feed(data)
         self.transcript.output(data)
-        self._last_output = time.monotonic()
+        if not shows_nothing_new(data):  # a change of modes alone is not the agent at work
+            self._last_output = time.monotonic()
         text = self._decoder.decode(data)
         if text:
             for listener in list(self._listeners):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import time
 
-from mas_jupyter.core.screen import Screen, strip_ansi
+import pytest
+
+from mas_jupyter.core.screen import Screen, shows_nothing_new, strip_ansi
 
 
 def test_renders_text_and_cursor():
@@ -260,3 +262,20 @@ def test_trimming_keeps_the_exact_tail_and_modes_split_between_chunks():
         assert screen.skipped_bytes == len(stream) - len(kept)
         expected = Screen(cols=40, rows=5)._modes([stream[: len(stream) - len(kept)]])
         assert screen._carry == expected, fed
+
+
+@pytest.mark.parametrize(
+    ("data", "nothing_new"),
+    [
+        (b"\x1b[?25l\x1b[?12l\x1b[?25h", True),  # a tmux client after attaching
+        (b"\x1b[?7727h", True),
+        (b"\x1b[?1;2004h", True),
+        (b"\x1b[?1049h", False),  # the alternate screen: another screen is shown
+        (b"\x1b[?1;47h", False),
+        (b"\x1b[?25lx", False),  # text
+        (b"\x1b[2J", False),  # an erase
+        (b"", False),
+    ],
+)
+def test_what_shows_nothing_new(data, nothing_new):
+    assert shows_nothing_new(data) is nothing_new

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -636,3 +637,42 @@ async def test_input_that_is_not_unicode_is_refused(manager, text):
     with pytest.raises(InvalidError, match="text is not valid Unicode"):
         await manager.send_message("s", "sh", text)
     assert manager.get_worker("s", "sh")["status"] == "running"
+
+
+# An agent whose prompt is `ready> ` and which, for each line, prints only terminal modes
+# (as a `tmux attach` client does after attaching): the cursor hidden, its blink, shown again.
+MODES_AGENT = (
+    "import sys, termios\n"
+    "a = termios.tcgetattr(0); a[3] &= ~termios.ECHO; termios.tcsetattr(0, termios.TCSANOW, a)\n"
+    "sys.stdout.write('ready> '); sys.stdout.flush()\n"
+    "for line in sys.stdin:\n"
+    "    sys.stdout.write('\\x1b[?25l\\x1b[?12l\\x1b[?25h'); sys.stdout.flush()\n"
+)
+
+
+async def test_output_that_only_sets_terminal_modes_does_not_make_an_agent_busy(make_manager):
+    """A tmux agent went idle -> busy -> idle twice after every attach (server restarts
+    included), in its activity log, for the tmux client's mode changes, which show nothing."""
+    backend = {"argv": [sys.executable, "-c", MODES_AGENT], "patterns": {"idle": [r"ready>\Z"]}}
+    manager = make_manager(backends={"modes": {**backend, "idle_stable_seconds": 0.3}})
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "bot", "backend": "modes"})
+    await until(lambda: manager.get_worker("s", "bot")["activity"] == "idle", what="idle")
+    states, output, changed = [], asyncio.Event(), asyncio.Event()
+
+    def listen(kind, data):
+        if kind == "activity":
+            states.append(data)
+            changed.set()
+        elif "\x1b[?25h" in data:
+            output.set()
+
+    _, detach = manager.attach("s", "bot", listen)
+    manager.write_input("s", "bot", "x\r")
+    await asyncio.wait_for(output.wait(), 10)
+    # The activity is checked within idle_stable_seconds (0.3 s) of output: a busy would come
+    # within that (the old code's did, then idle again); none comes.
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(changed.wait(), 1.0)
+    assert states == [] and manager.get_worker("s", "bot")["activity"] == "idle"
+    detach()
