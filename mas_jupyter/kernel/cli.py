@@ -439,11 +439,29 @@ class PauseCommand(_SessionCommand):
     description = "Pause a session: its processes stop, its workspace and conversations stay."
 
 
-class ResumeCommand(_SessionCommand):
+class ResumeCommand(MASCommand):
     """Resume a session."""
 
     name = "resume"
+    usage = "SESSION [--no-wait]"
     description = "Resume a paused or stopped session; agents continue their conversation."
+    no_wait = Bool(False).tag(config=True)
+    flags = {
+        **_COMMON_FLAGS,
+        "no-wait": ({"ResumeCommand": {"no_wait": True}}, "Do not wait for the agents' prompts."),
+    }
+
+    def run(self) -> None:
+        """Resume it and, as `new` does, wait for its agents' prompts before printing it
+        (printed at once, its agents read `unknown`: not yet known)."""
+        args = self.args(1, 1)
+        client = self.client()
+        session = client.resume(args[0])
+        if not self.no_wait:
+            for agent in [w for w in session.workers if w.kind == "agent"]:
+                client.wait_ready(agent.id, session=session.id)
+            session = client.session(session.id)
+        print(repr(session))
 
 
 class RestartCommand(MASCommand):

@@ -122,6 +122,7 @@ def test_pause_resume_and_restart(cli, client):
     assert client.worker("demo", session="cli-2").status == "exited"
     code, out, err = cli("resume", "cli-2")
     assert code == 0 and "<Session cli-2 quick active" in out, err
+    assert "demo(idle)" in out, out  # as after `new`: its agent at its prompt, not `unknown`
     demo_idle(client, "cli-2")
     code, _, err = cli("restart", "cli-2", "nosuch")
     assert code == 1 and "no worker" in err and "Traceback" not in err
