@@ -73,6 +73,14 @@ export class MasApiError extends Error {
   }
 }
 
+/** The request field a refusal was about (its `field`), if `labels` has words for it. */
+export function refusedField(err: unknown, labels: Record<string, string>): string | null {
+  const field = err instanceof MasApiError ? err.body.field : null;
+  return typeof field === 'string' && Object.prototype.hasOwnProperty.call(labels, field)
+    ? field
+    : null;
+}
+
 /**
  * Turn whatever failed (network, server, body) into a sentence for the user. A refusal about
  * one field of the request (its `field`) names the field as the REST API does (`'repo'`);
@@ -83,11 +91,8 @@ export function describeError(err: unknown, labels: Record<string, string> = {})
     if (err.status >= 500) {
       return `${err.message} (the server failed with ${err.status}; its log has the details)`;
     }
-    const field = err.body.field;
-    if (typeof field === 'string' && Object.prototype.hasOwnProperty.call(labels, field)) {
-      return err.message.split(`'${field}'`).join(`“${labels[field]}”`);
-    }
-    return err.message;
+    const field = refusedField(err, labels);
+    return field ? err.message.split(`'${field}'`).join(`“${labels[field]}”`) : err.message;
   }
   if (err instanceof ServerConnection.NetworkError) {
     return 'The Jupyter server cannot be reached. Check that it is running, then try again.';

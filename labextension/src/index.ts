@@ -21,7 +21,14 @@ import {
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { Widget } from '@lumino/widgets';
 
-import { describeError, ISessionSpec, IWorkerSpec, MasApiError, MasClient } from './api';
+import {
+  describeError,
+  ISessionSpec,
+  IWorkerSpec,
+  MasApiError,
+  MasClient,
+  refusedField
+} from './api';
 import { ConsoleWidget } from './console';
 import {
   AddWorkerForm,
@@ -519,8 +526,7 @@ class Controller {
               'The session was not created',
               describeError(err, SESSION_FIELD_LABELS)
             );
-            const field = err instanceof MasApiError ? err.body.field : null;
-            refused = typeof field === 'string' && field in SESSION_FIELD_LABELS ? field : null;
+            refused = refusedField(err, SESSION_FIELD_LABELS);
           }
         }
       }

@@ -28,7 +28,7 @@ from .client import SECONDS, is_seconds
 from .discovery import from_here
 from .errors import Conflict, MASClientError
 from .records import deleted_text
-from .render import NO_WAIT_TIMEOUT, TerminalProgress, in_option_words, no_workers_text
+from .render import NO_WAIT_TIMEOUT, TerminalProgress, in_option_words
 from .transport import DEFAULT_SEND_TIMEOUT, HTTPTransport
 
 _COMMON_ALIASES = {
@@ -213,10 +213,8 @@ class MASCommand(JupyterApp):
         try:
             self.run()
         except MASClientError as e:
-            message = in_option_words(e.message, e.details)
-            if e.details.get("missing") == "worker":  # the client's words name Python's way
-                how = "%mas add --agent demo in a notebook, or + on it in Lab's side panel"
-                message = no_workers_text(e.details["session"], how)
+            how = "%mas add --agent demo in a notebook, or + on it in Lab's side panel"
+            message = in_option_words(e.message, e.details, add_worker=how)
             lines = [message] + [f"  error: {x}" for x in e.errors if x not in e.message]
             lines += [f"  warning: {w}" for w in e.warnings]
             if self.name == "stop" and e.errors:

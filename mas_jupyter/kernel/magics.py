@@ -34,7 +34,6 @@ from .render import (
     TerminalProgress,
     esc,
     in_option_words,
-    no_workers_text,
     working_text,
 )
 
@@ -459,16 +458,12 @@ def _in_kernel(shell: Any) -> bool:
 
 
 def _error_text(sub: str, error: MASClientError) -> str:
-    message = in_option_words(error.message, error.details)
-    missing = error.details.get("missing")  # the client's words name Python's ways
-    if missing == "session":
+    message = in_option_words(error.message, error.details, "%mas add --agent demo -s {session}")
+    if error.details.get("missing") == "session":  # the client's words name Python's ways
         message = (
             "no session given and none is active: make one active with %mas use NAME, or "
             f"name one (see %mas {sub} --help)"
         )
-    elif missing == "worker":
-        session = error.details["session"]
-        message = no_workers_text(session, f"%mas add --agent demo -s {shlex.quote(session)}")
     lines = [f"%mas {sub}: {message}"]
     lines += [f"  error: {e}" for e in error.errors if e not in error.message]
     lines += [f"  warning: {w}" for w in error.warnings]

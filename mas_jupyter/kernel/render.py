@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import shlex
 import threading
 import time
 import unicodedata
@@ -116,9 +117,13 @@ _OPTIONS = {
 }
 
 
-def in_option_words(message: str, details: dict) -> str:
-    """A server message about a request field, with the field named as the CLI's and
-    %mas's option: `a worktree session needs --repo, ...`, `send it with --no-wait ...`."""
+def in_option_words(message: str, details: dict, add_worker: str) -> str:
+    """An error's message in the words of the CLI and %mas: a request field named as their
+    option (`a worktree session needs --repo, ...`, `send it with --no-wait ...`), and for a
+    session without workers their way to add one (`add_worker`, `{session}` in it quoted)."""
+    if details.get("missing") == "worker":  # the client's own words name Python's way
+        session = details["session"]
+        return no_workers_text(session, add_worker.format(session=shlex.quote(session)))
     spelled = _OPTIONS.get(details.get("field"))  # type: ignore[arg-type]
     return message.replace(*spelled) if spelled else message
 
