@@ -17,6 +17,17 @@ ROW_DELETING = "deleting"
 WORKER_KINDS = ("agent", "terminal")
 WORKER_STATUSES = ("starting", "running", "exited")
 ACTIVITIES = ("busy", "idle", "waiting", "unknown")
+# The exit_reasons of a worker whose process was ended for it, not by itself or a crash, and
+# what ended it, in words (the engine's refusals, the CLI, `%mas` and the widgets say them).
+ENDED_FOR_IT = {
+    "restarted": "the worker was restarted",
+    "paused": "its session was paused",
+    "stopped": "its session was stopped",
+    "server stopped": "the server stopped",
+    "deleted": "the worker was deleted",
+    # The server that ran it ended without stopping it (a kill -9, the machine restarted).
+    "interrupted": "it did not survive the server's restart",
+}
 
 
 def now() -> float:
@@ -140,6 +151,18 @@ class Worker:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+
+
+def how_it_ended(reason: str | None, code: int | None, signal: int | None) -> str:
+    """How an exited worker ended, to follow its name: `has exited (code 3)`, `has exited
+    (signal 9)`, or what ended it for it (`stopped: its session was paused`)."""
+    if reason in ENDED_FOR_IT:
+        return f"stopped: {ENDED_FOR_IT[reason]}"
+    if signal is not None:
+        return f"has exited (signal {signal})"
+    if code is not None:
+        return f"has exited (code {code})"
+    return "has exited"
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import faults, processes, validate
 from .backends import Backend, find_template, list_templates, load_backends
 from .errors import ConflictError, InvalidError, LimitError, NotFoundError, UnavailableError
-from .models import Worker
+from .models import Worker, how_it_ended
 from .personas import first_message as persona_message
 from .personas import load_personas, write_instructions
 from .runtimes import tmux as tmux_runtime
@@ -444,7 +444,10 @@ class Supervisor:
                     f"worker {record.name!r} is not running: session {session.name!r} is "
                     f"{session.status}; resume it first"
                 )
-            raise ConflictError(f"worker {record.name!r} is not running; restart it first")
+            how = "is not running"
+            if record.status == "exited":
+                how = how_it_ended(record.exit_reason, record.exit_code, record.exit_signal)
+            raise ConflictError(f"worker {record.name!r} {how}; restart it first")
         return live
 
     # stopping, resuming, forgetting

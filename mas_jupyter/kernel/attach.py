@@ -20,7 +20,7 @@ import termios
 import tty
 from typing import Any
 
-from .channel import ENDED_FOR_IT
+from ..core.models import ENDED_FOR_IT, how_it_ended
 from .errors import MASClientError
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
@@ -67,14 +67,7 @@ def _not_running(client: Any, record: Any, session: str) -> str:
     reason = record.data.get("exit_reason")
     if reason == "deleted":  # a delete has begun: the channel would refuse it as gone
         return f"worker {record.name!r} is being deleted"
-    if reason in ENDED_FOR_IT:
-        how = f"stopped: {ENDED_FOR_IT[reason]}"
-    elif record.data.get("exit_signal") is not None:
-        how = f"has exited (signal {record.exit_signal})"
-    elif record.data.get("exit_code") is not None:
-        how = f"has exited (code {record.exit_code})"
-    else:
-        how = "has exited"
+    how = how_it_ended(reason, record.data.get("exit_code"), record.data.get("exit_signal"))
     restart = f"jupyter mas restart {session} {record.name}"
     return f"worker {record.name!r} {how}; restart it first ({restart})"
 

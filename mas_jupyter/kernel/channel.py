@@ -35,17 +35,6 @@ Handler = Callable[[str, Any], None]
 
 RECONNECT_FIRST_SECONDS = 0.25
 RECONNECT_MAX_SECONDS = 10.0
-# The exit_reasons of a worker whose process was ended for it, not by itself or a crash, and
-# what ended it in words (attach.ENDED and a send's Reply say them).
-ENDED_FOR_IT = {
-    "restarted": "the worker was restarted",
-    "paused": "its session was paused",
-    "stopped": "its session was stopped",
-    "server stopped": "the server stopped",
-    "deleted": "the worker was deleted",
-    # The server that ran it ended without stopping it (a kill -9, the machine restarted).
-    "interrupted": "it did not survive the server's restart",
-}
 
 
 class Channel:

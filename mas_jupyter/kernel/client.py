@@ -21,7 +21,8 @@ import threading
 import time
 from typing import Any
 
-from .channel import ENDED_FOR_IT, Channel, Handler
+from ..core.models import ENDED_FOR_IT
+from .channel import Channel, Handler
 from .errors import Conflict, MASClientError, NoActiveSession
 from .events import EventStream, Feed, Subscription
 from .loop import LoopThread

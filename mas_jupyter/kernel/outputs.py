@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..core.models import ENDED_FOR_IT
 from ..core.screen import strip_ansi
-from .channel import ENDED_FOR_IT
 from .records import Record
 from .render import activity_html, esc, markdown_safe, pre_html, table_html, table_text
 

@@ -286,8 +286,12 @@ async def test_worker_exit_codes_and_crash(manager):
     await until(lambda: manager.get_worker("s", "bot")["status"] == "exited", what="crash")
     w = manager.get_worker("s", "bot")
     assert w["exit_code"] == 3 and w["exit_reason"] == "crashed"
-    with pytest.raises(ConflictError, match="not running"):
+    # The refusal says how it ended (before: only "is not running").
+    refusal = "worker 'bot' has exited \\(code 3\\); restart it first"
+    with pytest.raises(ConflictError, match=refusal):
         manager.write_input("s", "bot", "x")
+    with pytest.raises(ConflictError, match=refusal):
+        await manager.send_message("s", "bot", "hi", wait=False)
 
 
 async def test_delete_worker_ends_its_processes(manager):

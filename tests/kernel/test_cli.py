@@ -673,7 +673,7 @@ def test_a_worker_not_running_is_refused_with_the_command_that_runs_it_again(cli
     code, out, err = cli("send", "hint", "hi")
     assert (code, out) == (1, "")
     assert err == (
-        "jupyter mas send: worker 'demo' is not running; restart it first (jupyter mas "
+        "jupyter mas send: worker 'demo' has exited (code 0); restart it first (jupyter mas "
         "restart hint demo)\n"
     )
     # Other refusals are left as they are.

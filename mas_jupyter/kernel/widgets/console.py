@@ -23,7 +23,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..channel import ENDED_FOR_IT
+from ...core.models import ENDED_FOR_IT
 from ..errors import ConnectionFailed, MASClientError, NotFound
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
