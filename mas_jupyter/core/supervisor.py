@@ -595,6 +595,10 @@ class Supervisor:
                 and self.manager.workspaces.in_place(session)
             ):
                 await self._reattach(session, record, pane)
+                # The session's log shows the restart its tmux worker lived through.
+                store.add_activity(
+                    session.id, "worker-reattached", record.id, {"name": record.name}
+                )
                 report["reattached"] += 1
                 continue
             if record.pid and processes.is_alive(record.pid, record.start_time):

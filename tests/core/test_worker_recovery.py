@@ -102,6 +102,9 @@ async def test_recovery_after_the_owner_is_killed(make_manager, root, with_tmux)
         # Its tmux worker runs on, so it stays active; the pty worker is restarted on demand.
         assert manager.get_session("s")["status"] == "active" and report["paused"] == 0
         assert manager.get_session("s")["active_seconds"] >= 1000  # it ran all along
+        # Its log says it lived through the restart (before: nothing after its start).
+        entries = [(a["type"], a["worker_id"], a["detail"]) for a in manager.list_activities("s")]
+        assert ("worker-reattached", tm["id"], {"name": "tm"}) in entries
         restarted = await manager.restart_worker("s", "stubborn")
     else:
         # Nothing of it runs any more: it comes back paused, and one resume restarts it.
