@@ -24,6 +24,7 @@ from tornado.httputil import (
     RequestStartLine,
     ResponseStartLine,
 )
+from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -60,6 +61,11 @@ def _query(**params: Any) -> dict[str, str]:
             continue
         out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return out
+
+
+class ConnectionLost(ConnectionResetError):
+    """The server was reached and took the request, then closed the connection before its
+    answer (it stopped, or was killed, meanwhile)."""
 
 
 class _Answer(HTTPMessageDelegate):
@@ -114,10 +120,12 @@ async def _fetch_closing(request: HTTPRequest) -> HTTPResponse:
         connection.finish()
         answer = _Answer()
         await asyncio.wait_for(connection.read_response(answer), request.request_timeout)
+    except StreamClosedError:
+        raise ConnectionLost from None
     finally:
         stream.close()
     if answer.start is None:
-        raise ConnectionResetError("the connection closed before an answer")
+        raise ConnectionLost
     return HTTPResponse(
         request,
         answer.start.code,
@@ -214,6 +222,12 @@ class HTTPTransport:
                 response = await fetch_closing(request)
             else:
                 response = await self._http.fetch(request, raise_error=False)
+        except ConnectionLost:
+            raise ConnectionFailed(
+                f"lost the connection to the Jupyter server at {self.shown_url} before it "
+                f"answered {method} {path}: did it stop?",
+                lost=True,
+            ) from None
         except OSError as e:
             raise ConnectionFailed(
                 f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running? "
@@ -344,7 +358,13 @@ class HTTPTransport:
         path = f"sessions/{_q(key)}/workers/{_q(wkey)}/send"
         # A waited message may wait for the agent's turn: a caller that gives up closes the
         # connection, and the server then drops the message.
-        return await self.request("POST", path, body=body, timeout=limit, closing=wait)
+        try:
+            return await self.request("POST", path, body=body, timeout=limit, closing=wait)
+        except ConnectionFailed as e:
+            if e.details.get("lost"):  # it had the message: it may have typed it
+                e.message += " The message may have been typed: the worker's output says, "
+                e.message += "once the server runs again."
+            raise
 
     async def _get_screen(self, key, wkey):
         return await self.request("GET", f"sessions/{_q(key)}/workers/{_q(wkey)}/screen")

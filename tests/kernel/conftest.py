@@ -86,6 +86,14 @@ def server_without_mas(tmp_path_factory):
     yield from _run_server(tmp_path_factory.mktemp("no-mas"), mas=False)
 
 
+@pytest.fixture
+def lone_server(tmp_path):
+    """A server of the test's own, which the test may kill."""
+    base = tmp_path / "lone-server"
+    base.mkdir()
+    yield from _run_server(base, mas=True)
+
+
 def _run_server(base: pathlib.Path, mas: bool):
     """Run a test server in `base` (a generator: yields the Server, stops it when resumed)."""
     root, runtime, config = base / "root", base / "runtime", base / "config"

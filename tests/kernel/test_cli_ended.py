@@ -122,6 +122,38 @@ def test_a_send_that_got_no_reply_because_the_agent_ended_exits_with_status_1(cl
     assert code == 1, (out, err)
 
 
+def test_a_send_whose_server_dies_says_the_connection_was_lost(lone_server):
+    """Before: `cannot reach the Jupyter server at ...: Stream is closed; is it running?`,
+    though the server had been reached and had the message."""
+    server = lone_server
+    env = {**server.env, "MAS_SERVER_URL": server.url, "MAS_TOKEN": server.token}
+    made = subprocess.run(
+        [*CLI, "new", "dying", "--agent=demo"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    send = subprocess.Popen(
+        [*CLI, "send", "dying", "/sleep 30"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        demo = "mas/sessions/dying/workers/demo"
+        wait_until(lambda: server.api("GET", demo)["activity"] == "busy", 15, "busy")
+        server.proc.kill()
+        server.proc.wait(10)
+        out, err = send.communicate(timeout=30)
+    finally:
+        send.kill()
+    assert (send.returncode, out) == (1, ""), err
+    assert err == (
+        f"jupyter mas send: lost the connection to the Jupyter server at {server.url} before "
+        "it answered POST sessions/dying/workers/demo/send: did it stop? The message may have "
+        "been typed: the worker's output says, once the server runs again.\n"
+    )
+
+
 def _reply(**fields) -> Reply:
     data = {"reply": "", "activity": "exited", "timed_out": False, "exit_code": None}
     return Reply(None, {**data, **fields}, worker="lead")
