@@ -316,9 +316,7 @@ class NewCommand(MASCommand):
             terminal=self.terminal,
         )
         if self.agent and not self.no_wait:
-            agent = next(w for w in session.workers if w.kind == "agent")
-            client.wait_ready(agent.id, session=session.id)
-            session = client.session(session.id)
+            session = client.wait_agents_ready(session.id)
         print(repr(session))
 
 
@@ -456,9 +454,7 @@ class ResumeCommand(MASCommand):
         client = self.client()
         session = client.resume(args[0])
         if not self.no_wait:
-            for agent in [w for w in session.workers if w.kind == "agent"]:
-                client.wait_ready(agent.id, session=session.id)
-            session = client.session(session.id)
+            session = client.wait_agents_ready(session.id)
         print(repr(session))
 
 

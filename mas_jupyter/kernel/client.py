@@ -449,6 +449,15 @@ class MASClient:
         """The async twin of wait_ready."""
         return await asyncio.to_thread(self.wait_ready, worker, session, timeout)
 
+    def wait_agents_ready(self, session: SessionRef = None, timeout: float = 60.0) -> Session:
+        """Wait until each agent of a session is ready (`wait_ready`, one after the other),
+        as after creating or resuming it; the session then, its agents `idle` or `waiting`
+        instead of `unknown`."""
+        record = self.session(session)
+        for agent in [w for w in record.workers if w.kind == "agent"]:
+            self.wait_ready(agent.id, session=record.id, timeout=timeout)
+        return self.session(record.id)
+
     # what can be used
 
     @aio

@@ -167,11 +167,12 @@ def _parsers() -> dict[str, _Parser]:
     p.add_argument("session", nargs="?")
     p.add_argument("--limit", type=int, help="the newest N entries")
 
-    for name, what in (
-        ("pause", "Pause a session: stop its processes, keep its workspace."),
-        ("resume", "Resume a paused or stopped session."),
-    ):
-        add(name, what).add_argument("session", nargs="?")
+    add("pause", "Pause a session: stop its processes, keep its workspace.").add_argument(
+        "session", nargs="?"
+    )
+    p = add("resume", "Resume a paused or stopped session.")
+    p.add_argument("session", nargs="?")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the agents' prompts")
 
     p = add("stop", "Stop a session; refused on busy agents or worktree changes unless --force.")
     p.add_argument("session", nargs="?")
@@ -294,9 +295,7 @@ class MASMagics(Magics):
         )
         self.client.use(session.name)
         if args.agent and not args.no_wait:
-            agent = next(w for w in session.workers if w.kind == "agent")
-            self.client.wait_ready(agent.id, session=session.id)
-            session = self.client.session(session.id)
+            session = self.client.wait_agents_ready(session.id)
         display(session)
 
     def _do_use(self, args: argparse.Namespace, cell: str | None) -> None:
@@ -417,7 +416,10 @@ class MASMagics(Magics):
         display(self.client.pause(args.session))
 
     def _do_resume(self, args: argparse.Namespace, cell: str | None) -> None:
-        display(self.client.resume(args.session))
+        session = self.client.resume(args.session)
+        if not args.no_wait:  # as after %mas new: agents at their prompts, not `unknown`
+            session = self.client.wait_agents_ready(session.id)
+        display(session)
 
     def _do_stop(self, args: argparse.Namespace, cell: str | None) -> None:
         session = self.client.stop(args.session, force=args.force)

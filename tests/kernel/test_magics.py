@@ -200,6 +200,8 @@ def test_the_daily_commands(mas, server_env, until):
     assert error is None and "paused" in out
     out, _, error = mas("%mas resume churn")
     assert error is None and "active" in out
+    # As after %mas new: its agents at their prompts (before: `demo(unknown)`).
+    assert "demo(idle)" in out and "helper(unknown)" not in out, out
     demo_idle(client, "churn")
 
     out, _, error = mas("%mas send /sleep 30 --no-wait")
