@@ -75,6 +75,8 @@ async def git(*args: str, cwd: str, env: dict[str, str] | None = None) -> GitRes
             stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
+        if not os.path.isdir(cwd):  # the folder to run in is gone, not git
+            return GitResult(128, "", f"the folder {cwd} does not exist")
         raise UnavailableError(
             "git is not installed; install git to use worktree sessions"
         ) from None

@@ -21,7 +21,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default, obse
 from traitlets.config import LoggingConfigurable
 
 from . import faults, validate
-from .errors import ConflictError, InvalidError, LimitError, NotFoundError
+from .errors import ConflictError, InvalidError, LimitError, MASError, NotFoundError
 from .events import EventBus
 from .models import ROW_CREATING, ROW_READY, Session, now
 from .root_lock import RootLock
@@ -215,7 +215,12 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 report["undone"] += 1
         for state in (ROW_DELETING, ROW_PURGING):
             for session in self.store.list_sessions(row_state=state):
-                await self._finish_delete(session, purge=state == ROW_PURGING, force=True)
+                try:
+                    await self._finish_delete(session, purge=state == ROW_PURGING, force=True)
+                except MASError as e:  # one session's workspace must not stop the others
+                    self._keep_after_failed_purge(session, e)
+                    report["kept"] = report.get("kept", 0) + 1
+                    continue
                 report["deleted"] += 1
         repos = {s.repo for s in self.store.list_sessions(kind="worktree") if s.repo}
         for repo in repos:
@@ -510,8 +515,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                     await self.supervisor.create_worker(session, worker_spec)
             except BaseException:
                 # All or nothing: a session whose workers could not all start is not left
-                # half-made (a retry would meet its name).
+                # half-made (a retry would meet its name, or its branch).
                 self.store.update_session(session.id, row_state=ROW_PURGING)
+                if session.kind == "worktree":
+                    await self.supervisor.forget_all(session)
+                    await self.workspaces.undo_worktree(session)  # the branch it made, too
                 await self._finish_delete(session, purge=True, force=True)
                 raise
         return self.session_dict(self._session(session.id))
@@ -590,7 +598,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     async def _stop_problems(self, session: Session) -> dict:
         errors: list[str] = []
         warnings: list[str] = []
-        changes = await self.workspaces.changes(session)
+        try:
+            changes = await self.workspaces.changes(session)
+        except ConflictError as e:  # its state cannot be told: not clean
+            changes = []
+            errors.append(f"{e}; stop with force to stop it anyway")
         if changes:
             errors.append(
                 f"the worktree has {len(changes)} uncommitted or untracked change(s); "
@@ -639,7 +651,28 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 await self.workspaces.require_clean(session)  # before anything is stopped
             self.store.update_session(session.id, row_state=ROW_PURGING if purge else ROW_DELETING)
             faults.point("session:deleting")
-            return await self._finish_delete(session, purge=purge, force=force)
+            try:
+                return await self._finish_delete(session, purge=purge, force=force)
+            except MASError as e:  # its workspace could not be saved or removed: it stays
+                self._keep_after_failed_purge(session, e)
+                raise
+
+    def _keep_after_failed_purge(self, session: Session, error: MASError) -> None:
+        """A purge that could not save a worktree's changes (or tell what they are) removed
+        nothing of the workspace: the session comes back, stopped, its workers stopped, its
+        log saying why, instead of a row hidden as `purging` that every start would try
+        again. Deleting it without purge forgets it and keeps the folder."""
+        for record in self.store.list_workers(session.id):
+            if record.exit_reason == "deleted":
+                self.store.update_worker(record.id, exit_reason="stopped")
+        session = self.store.get_session(session.id, any_state=True) or session
+        self.store.update_session(session.id, row_state=ROW_READY)
+        session.row_state = ROW_READY
+        if session.status != "stopped":
+            self._set_status(session, "stopped")
+        self._log(session, "purge-failed", error=str(error))
+        self.events.emit("session-updated", session.id, session=self.session_dict(session))
+        self.log.warning("session %s was kept: its purge failed: %s", session.name, error)
 
     async def _finish_delete(self, session: Session, purge: bool, force: bool) -> dict:
         await self.supervisor.forget_all(session)

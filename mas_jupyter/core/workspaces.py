@@ -26,6 +26,13 @@ META_DIR = ".mas"
 META_FILE = "session.json"
 
 
+def _in_worktree(session: Session) -> dict[str, str]:
+    """git's environment for a command about a worktree workspace: git does not look above
+    it, so a workspace whose `.git` link is gone is no repository, never the one around it
+    (a server root inside the user's own repository)."""
+    return {"GIT_CEILING_DIRECTORIES": os.path.dirname(os.path.abspath(session.workspace))}
+
+
 def _linked_git_dir(top: str) -> str | None:
     """The git directory a `.git` file names (a linked worktree's or a submodule's), else None."""
     dotgit = os.path.join(top, ".git")
@@ -232,12 +239,22 @@ class Workspaces:
         raise ConflictError(f"git worktree add failed: {err}")
 
     async def changes(self, session: Session) -> list[str]:
-        """Uncommitted and untracked changes in a worktree workspace (porcelain lines)."""
+        """Uncommitted and untracked changes in a worktree workspace (porcelain lines).
+
+        A worktree whose state git cannot tell (its `.git` link removed, its repository moved)
+        is not clean: a conflict says so, and nothing that would lose its files goes on."""
         if session.kind != "worktree" or not os.path.isdir(session.workspace):
             return []
-        res = await git("status", "--porcelain", "--untracked-files=all", cwd=session.workspace)
+        res = await git(
+            "status", "--porcelain", "--untracked-files=all",
+            cwd=session.workspace, env=_in_worktree(session),
+        )  # fmt: skip
         if not res.ok:
-            return []
+            why = res.err.strip().splitlines()[-1] if res.err.strip() else f"status {res.code}"
+            raise ConflictError(
+                f"cannot tell whether the worktree {session.workspace} has uncommitted "
+                f"changes ({why}); it is kept as it is"
+            )
         return [line for line in res.out.splitlines() if line.strip()]
 
     async def rescue(self, session: Session) -> str | None:
@@ -246,7 +263,7 @@ class Workspaces:
             return None
         ws = session.workspace
         with tempfile.TemporaryDirectory(dir=self.state_dir) as tmp:
-            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), **_in_worktree(session)}
             head = await git("rev-parse", "--verify", "HEAD", cwd=ws)
             await git("read-tree", "HEAD", cwd=ws, env=env)
             add = await git("add", "--all", "--", ".", cwd=ws, env=env)
@@ -285,6 +302,7 @@ class Workspaces:
                 "untracked change(s); commit them, or delete with force to save them to a "
                 "rescue ref first",
                 changes=changed[:50],
+                field="force",
             )
         return changed
 

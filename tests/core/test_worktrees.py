@@ -11,6 +11,7 @@ import time
 import pytest
 
 from mas_jupyter.core.errors import ConflictError, ForbiddenError, InvalidError
+from mas_jupyter.core.gitrun import git
 from tests.conftest import run_git
 
 
@@ -244,3 +245,95 @@ async def test_clean_worktree_is_purged_without_force(manager, make_repo):
     result = await manager.delete_session("w", purge=True)
     assert result["rescue_ref"] is None
     assert not os.path.exists(session["workspace"])
+
+
+@pytest.mark.parametrize("root_in_a_repo", [False, True])
+async def test_a_worktree_git_cannot_read_is_not_clean(manager, make_repo, root, root_in_a_repo):
+    """Its `.git` link removed: `git status` failed and counted as clean, so a purge without
+    force deleted the user's files and a stop went through unasked. With the server root in
+    a repository of its own, as a user's project often is, git answered for that one."""
+    if root_in_a_repo:
+        run_git("init", "-q", cwd=str(root))
+    repo = make_repo()
+    session = await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    ws = session["workspace"]
+    with open(os.path.join(ws, "analysis.ipynb"), "w") as fh:
+        fh.write("work")
+    os.remove(os.path.join(ws, ".git"))
+    check = await manager.check_stop("w")
+    assert check["errors"] and "cannot tell whether the worktree" in check["errors"][0]
+    with pytest.raises(ConflictError, match="cannot tell whether the worktree"):
+        await manager.delete_session("w", purge=True)
+    assert manager.get_session("w")["status"] == "active"
+    # Forced, it cannot save what it cannot read: refused, the session kept, stopped.
+    with pytest.raises(ConflictError, match="cannot tell whether the worktree"):
+        await manager.delete_session("w", purge=True, force=True)
+    assert os.path.exists(os.path.join(ws, "analysis.ipynb"))
+    kept = manager.get_session("w")
+    assert kept["status"] == "stopped"
+    last = manager.list_activities("w")[-1]
+    assert last["type"] == "purge-failed" and "cannot tell" in last["detail"]["error"]
+    # Deleting it without purge forgets it and keeps the folder.
+    await manager.delete_session("w")
+    assert os.path.exists(os.path.join(ws, "analysis.ipynb"))
+
+
+async def test_a_purge_left_unfinished_that_fails_does_not_stop_recovery(
+    make_manager, make_repo, root
+):
+    """A purge interrupted (a crash) whose worktree cannot be read at the next start: the
+    start's recovery raised at it, every time, and skipped everything after it (tmux workers
+    were not re-attached). Now that session comes back stopped, and the rest goes on."""
+    repo = make_repo()
+    manager = make_manager()
+    broken = await manager.create_session({"kind": "worktree", "name": "broken", "repo": repo})
+    await manager.create_session({"kind": "quick", "name": "gone"})
+    os.remove(os.path.join(broken["workspace"], ".git"))
+    for name in ("broken", "gone"):  # as a crash mid-purge leaves them
+        manager.store.update_session(manager.get_session(name)["id"], row_state="purging")
+    await manager.shutdown()
+    again = make_manager()
+    report = await again.recover()
+    assert (report["deleted"], report["kept"]) == (1, 1)
+    assert [s["name"] for s in again.list_sessions()] == ["broken"]
+    assert again.get_session("broken")["status"] == "stopped"
+    assert os.path.isdir(broken["workspace"])
+
+
+async def test_a_create_whose_worker_fails_takes_its_branch_back(make_manager, make_repo):
+    """The session is undone when its agent cannot start; its branch stayed, so a retry with
+    the same name met `branch 'mas/s' already exists`."""
+    manager = make_manager(backends={"bot": {"argv": ["cat"], "instructions_file": "BOT.md"}})
+    repo = make_repo()
+    os.makedirs(os.path.join(repo, "BOT.md"))  # the persona's file cannot be written
+    with open(os.path.join(repo, "BOT.md", "notes.txt"), "w") as fh:
+        fh.write("a folder")
+    run_git("add", "BOT.md", cwd=repo)
+    run_git("commit", "-q", "-m", "BOT.md is a folder", cwd=repo)
+    branches = run_git("branch", "--list", cwd=repo)
+    worker = {"backend": "bot", "persona": "pm"}
+    spec = {"kind": "worktree", "repo": repo, "name": "s", "workers": [worker]}
+    with pytest.raises(ConflictError, match="BOT.md .*directory"):
+        await manager.create_session(spec)
+    assert run_git("branch", "--list", cwd=repo) == branches
+    assert manager.store.count_sessions() == 0
+
+
+async def test_a_worktree_whose_repository_moved_is_kept_and_git_is_not_blamed(
+    manager, make_repo, tmp_path
+):
+    """Before: a purge answered `git is not installed` (a missing folder to run git in read
+    as a missing git), and a forced one hid the session for good."""
+    repo = make_repo()
+    ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
+        "workspace"
+    ]
+    os.rename(repo, tmp_path / "moved")
+    for force in (False, True):
+        with pytest.raises(ConflictError) as refused:
+            await manager.delete_session("w", purge=True, force=force)
+        assert "cannot tell whether the worktree" in str(refused.value)
+        assert "not installed" not in str(refused.value)
+    assert os.path.isdir(ws) and manager.get_session("w")["status"] == "stopped"
+    missing = await git("status", cwd=str(tmp_path / "nowhere"))
+    assert not missing.ok and "does not exist" in missing.err
