@@ -298,7 +298,8 @@ def deleted_text(session: Session, purged: bool, rescue_ref: str | None) -> str:
         git = f"git -C {shlex.quote(session.repo)}"
         text += (
             f"\nits uncommitted changes are saved on {rescue_ref}: `{git} show {rescue_ref}` "
-            f"shows them, `{git} checkout -b NAME {rescue_ref}` gets them back on branch NAME"
+            f"shows them, `{git} branch NAME {rescue_ref}` keeps them on branch NAME (your "
+            "checkout is left as it is)"
         )
     return text
 

@@ -114,6 +114,7 @@ _OPTIONS = {
     "branch": ("'branch'", "--branch"),
     "base": ("'base'", "--base"),
     "wait": ("'wait': false", "--no-wait"),
+    "force": ("with force", "with --force"),
 }
 
 

@@ -21,6 +21,7 @@ from kernel_support import CLI, Proxy, demo_idle, detach, git_repo, spawn_cli, w
 import mas_jupyter
 from mas_jupyter.kernel import ConnectionFailed
 from mas_jupyter.kernel.transport import HTTPTransport
+from tests.conftest import run_git
 
 DOCS = pathlib.Path(__file__).parent.parent.parent / "docs"
 
@@ -85,17 +86,23 @@ def test_delete_says_where_a_worktrees_changes_went_and_that_a_dir_is_kept(cli, 
     pathlib.Path(client.session("feat").workspace, "a.txt").write_text("changed\n")
     code, out, err = cli("delete", "feat", "--purge")
     assert (code, out) == (1, "") and "uncommitted" in err
+    assert "delete with --force to save them" in err, err  # the option, not "with force"
     code, out, err = cli("delete", "feat", "--purge", "--force")
     assert code == 0, err
     first, second = out.splitlines()
     assert first == "deleted feat and its workspace"
     assert re.match(r"its uncommitted changes are saved on refs/mas/rescue/feat-\S+: `", second)
     # The commands it names, run as printed, show the changes and get them back.
-    show, checkout = re.findall(r"`([^`]+)`", second)
+    show, keep = re.findall(r"`([^`]+)`", second)
     shown = subprocess.run(show, shell=True, capture_output=True, text=True, check=True)
     assert "+changed" in shown.stdout
-    subprocess.run(checkout.replace("NAME", "rescued"), shell=True, check=True)
-    assert (repo / "a.txt").read_text() == "changed\n"
+    (repo / "mine.txt").write_text("the user's own work in progress\n")
+    subprocess.run(keep.replace("NAME", "rescued"), shell=True, check=True)
+    # On a branch of their own, the user's checkout untouched (`checkout -b` was printed: it
+    # switched the user's checkout, and refused when its changes were in the way).
+    assert run_git("show", "rescued:a.txt", cwd=repo) == "changed\n"
+    assert run_git("status", "--porcelain", cwd=repo) == "?? mine.txt\n"
+    assert (repo / "a.txt").read_text() == "a\n"
 
     mine = server.root / "mine"
     mine.mkdir()

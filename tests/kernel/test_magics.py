@@ -237,7 +237,7 @@ def test_delete_says_where_a_worktrees_changes_went_and_that_a_dir_is_kept(mas, 
         "deleted session feat and its workspace\n"
         "its uncommitted changes are saved on refs/mas/rescue/feat-"
     )
-    assert "show refs/mas/rescue/feat-" in out and "checkout -b NAME refs/mas/rescue/feat-" in out
+    assert "show refs/mas/rescue/feat-" in out and "branch NAME refs/mas/rescue/feat-" in out
     (server_env.root / "magic-dir").mkdir()
     folder = client.create_session("d", "dir", path="magic-dir").workspace
     out, _, error = mas("%mas delete d --purge")
