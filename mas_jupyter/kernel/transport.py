@@ -222,12 +222,15 @@ class HTTPTransport:
                 response = await fetch_closing(request)
             else:
                 response = await self._http.fetch(request, raise_error=False)
-        except ConnectionLost:
-            raise ConnectionFailed(
-                f"lost the connection to the Jupyter server at {self.shown_url} before it "
-                f"answered {method} {path}: did it stop?",
-                lost=True,
-            ) from None
+        except (ConnectionLost, HTTPClientError) as e:  # reached, then closed with no answer
+            if isinstance(e, HTTPClientError) and "Timeout" in str(e):
+                response = HTTPResponse(request, 599, error=e)  # said below
+            else:
+                raise ConnectionFailed(
+                    f"lost the connection to the Jupyter server at {self.shown_url} before it "
+                    f"answered {method} {path}: did it stop?",
+                    lost=True,
+                ) from None
         except OSError as e:
             raise ConnectionFailed(
                 f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running? "

@@ -285,6 +285,31 @@ def test_a_waited_send_without_an_answer_times_out_with_the_usual_message():
         silent.close()
 
 
+@pytest.mark.parametrize("closing", [False, True])
+def test_a_server_that_closes_before_answering_is_a_lost_connection(closing):
+    """A server that reads the request and closes (it stopped meanwhile): a `jupyter mas
+    delete` showed tornado's traceback (HTTPStreamClosedError: Stream closed)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    loop = LoopThread("t")
+
+    async def take_and_close() -> None:
+        peer, _ = await asyncio.get_running_loop().sock_accept(server)
+        with peer:
+            await asyncio.get_running_loop().sock_recv(peer, 65536)
+
+    try:
+        server.setblocking(False)
+        transport = HTTPTransport(f"http://127.0.0.1:{server.getsockname()[1]}/", "x")
+        closer = loop.submit(take_and_close())
+        lost = "lost the connection to the Jupyter server at .* before it answered DELETE "
+        with pytest.raises(ConnectionFailed, match=lost):
+            loop.run(transport.exchange("DELETE", "sessions/s", timeout=10, closing=closing))
+        closer.result(10)
+    finally:
+        loop.stop()
+        server.close()
+
+
 def test_a_server_without_the_extension_is_one_clear_message(server_without_mas, client):
     # Jupyter answers /api/mas with its HTML 404 page: the client says what that means, in one
     # line, for REST calls and WebSockets alike, and never shows the page or the token.
