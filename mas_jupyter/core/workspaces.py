@@ -255,7 +255,23 @@ class Workspaces:
                 f"cannot tell whether the worktree {session.workspace} has uncommitted "
                 f"changes ({why}); it is kept as it is"
             )
-        return [line for line in res.out.splitlines() if line.strip()]
+        lines = [line for line in res.out.splitlines() if line.strip()]
+        return lines + await self._unreferenced_head(session)
+
+    async def _unreferenced_head(self, session: Session) -> list[str]:
+        """Commits made on a detached HEAD that no branch or tag holds: removing the worktree
+        would leave them to `git gc`. One line saying so (a rescue's parent keeps them)."""
+        env, ws = _in_worktree(session), session.workspace
+        if (await git("symbolic-ref", "-q", "HEAD", cwd=ws, env=env)).ok:
+            return []  # on a branch
+        head = await git("rev-parse", "--verify", "HEAD", cwd=ws, env=env)
+        if not head.ok:
+            return []
+        sha = head.out.strip()
+        held = await git("for-each-ref", "--count=1", "--contains", sha, cwd=ws, env=env)
+        if not held.ok or held.out.strip():
+            return []
+        return [f"## HEAD {sha[:12]} (detached) is on no branch"]
 
     async def rescue(self, session: Session) -> str | None:
         """Save a worktree's uncommitted changes as a commit on refs/mas/rescue/<name>-<time>."""

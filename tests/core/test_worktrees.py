@@ -337,3 +337,24 @@ async def test_a_worktree_whose_repository_moved_is_kept_and_git_is_not_blamed(
     assert os.path.isdir(ws) and manager.get_session("w")["status"] == "stopped"
     missing = await git("status", cwd=str(tmp_path / "nowhere"))
     assert not missing.ok and "does not exist" in missing.err
+
+
+async def test_commits_on_a_detached_head_are_not_lost_by_a_purge(manager, make_repo):
+    """They counted as clean: a purge without force removed the worktree and left them on no
+    ref, for `git gc` to delete."""
+    repo = make_repo()
+    ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
+        "workspace"
+    ]
+    run_git("checkout", "-q", "--detach", cwd=ws)
+    with open(os.path.join(ws, "model.py"), "w") as fh:
+        fh.write("fit()\n")
+    run_git("add", "model.py", cwd=ws)
+    run_git("commit", "-q", "-m", "the model", cwd=ws)
+    commit = run_git("rev-parse", "HEAD", cwd=ws).strip()
+    with pytest.raises(ConflictError, match="uncommitted") as refused:
+        await manager.delete_session("w", purge=True)
+    assert refused.value.details["changes"] == [f"## HEAD {commit[:12]} (detached) is on no branch"]
+    ref = (await manager.delete_session("w", purge=True, force=True))["rescue_ref"]
+    assert run_git("show", f"{ref}:model.py", cwd=repo) == "fit()\n"
+    assert commit in run_git("rev-list", ref, cwd=repo)
