@@ -202,7 +202,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     async def recover(self) -> dict:
         """Finish or undo what a crash left half-done, and reconcile worker processes."""
         self.start()
-        report: dict = {"finished": 0, "undone": 0, "deleted": 0}
+        report: dict = {"finished": 0, "undone": 0, "deleted": 0, "kept": 0}
         if self.store.created:  # a new database: take back the sessions the workspaces hold
             report["reindexed"] = len((await self.reindex())["added"])
             self.store.created = False
@@ -219,7 +219,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                     await self._finish_delete(session, purge=state == ROW_PURGING, force=True)
                 except MASError as e:  # one session's workspace must not stop the others
                     self._keep_after_failed_purge(session, e)
-                    report["kept"] = report.get("kept", 0) + 1
+                    report["kept"] += 1
                     continue
                 report["deleted"] += 1
         repos = {s.repo for s in self.store.list_sessions(kind="worktree") if s.repo}

@@ -365,8 +365,10 @@ class HTTPTransport:
             return await self.request("POST", path, body=body, timeout=limit, closing=wait)
         except ConnectionFailed as e:
             if e.details.get("lost"):  # it had the message: it may have typed it
-                e.message += " The message may have been typed: the worker's output says, "
-                e.message += "once the server runs again."
+                e.message += (
+                    " The message may have been typed: the worker's output says, once the "
+                    "server runs again."
+                )
             raise
 
     async def _get_screen(self, key, wkey):
