@@ -277,10 +277,10 @@ class Workspaces:
         """Save a worktree's uncommitted changes as a commit on refs/mas/rescue/<name>-<time>."""
         if not await self.changes(session):
             return None
-        ws = session.workspace
+        ws, where = session.workspace, _in_worktree(session)  # every call: this worktree's
         with tempfile.TemporaryDirectory(dir=self.state_dir) as tmp:
-            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), **_in_worktree(session)}
-            head = await git("rev-parse", "--verify", "HEAD", cwd=ws)
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), **where}
+            head = await git("rev-parse", "--verify", "HEAD", cwd=ws, env=where)
             await git("read-tree", "HEAD", cwd=ws, env=env)
             add = await git("add", "--all", "--", ".", cwd=ws, env=env)
             tree = await git("write-tree", cwd=ws, env=env)
@@ -294,6 +294,7 @@ class Workspaces:
                 "-m",
                 f"mas_jupyter: rescued changes of session {session.name}",
                 cwd=ws,
+                env=where,
             )
         if not commit.ok:
             raise ConflictError(f"could not save the changes in {ws}: {commit.err}")
@@ -302,10 +303,10 @@ class Workspaces:
             ref = stem if n == 1 else f"{stem}-{n}"
             # The empty old value: created only if it does not exist (another session of that
             # name rescued in the same second keeps its ref).
-            res = await git("update-ref", ref, commit.out.strip(), "", cwd=ws)
+            res = await git("update-ref", ref, commit.out.strip(), "", cwd=ws, env=where)
             if res.ok:
                 return ref
-            if not (await git("rev-parse", "--verify", "--quiet", ref, cwd=ws)).ok:
+            if not (await git("rev-parse", "--verify", "--quiet", ref, cwd=ws, env=where)).ok:
                 break  # failed for another reason than an existing ref
         raise ConflictError(f"could not save the changes in {ws}: {res.err}")
 
