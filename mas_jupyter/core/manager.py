@@ -675,10 +675,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self.log.warning("session %s was kept: its purge failed: %s", session.name, error)
 
     async def _finish_delete(self, session: Session, purge: bool, force: bool) -> dict:
+        written = self._instructions_files(session)
         await self.supervisor.forget_all(session)
         rescued = None
         if purge:
-            rescued = await self.workspaces.remove(session, force=force)
+            rescued = await self.workspaces.remove(session, force=force, instructions=written)
         else:
             self.workspaces.remove_metadata(session)
         self.store.delete_session(session.id)
@@ -686,6 +687,18 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             "session-deleted", session.id, session={"id": session.id, "name": session.name}
         )
         return {"id": session.id, "name": session.name, "purged": purge, "rescue_ref": rescued}
+
+    def _instructions_files(self, session: Session) -> list[str]:
+        """The instructions files the session's personas were written into."""
+        backends = self.supervisor.backends
+        found = {
+            backends[record.backend].instructions_file
+            for record in self.store.list_workers(session.id)
+            if record.persona
+            and record.backend in backends
+            and backends[record.backend].persona_delivery == "file"
+        }
+        return sorted(name for name in found if name)
 
     def _set_status(self, session: Session, status: str, at: float | None = None) -> None:
         at = now() if at is None else at

@@ -6,6 +6,7 @@ backend reads no file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -220,6 +221,35 @@ def write_instructions(
     return real
 
 
+def without_section(text: str) -> str | None:
+    """The text as it was before a persona section was written into it (up to blank lines at
+    its end), or None when it holds no section."""
+    found = _SECTION_RE.search(text)
+    if not found:
+        return None
+    before, after = text[: found.start()].rstrip("\n"), text[found.end() :].lstrip("\n")
+    return f"{before}\n\n{after}" if before and after else before + after
+
+
+def remove_instructions(workspace: str, filename: str) -> None:
+    """Take a persona's section out of an instructions file in the workspace (the user's own
+    text stays as it was); a file left with nothing else in it is removed. Missing files,
+    links out of the workspace and files it cannot read or write are left as they are."""
+    root = os.path.realpath(workspace)
+    real = os.path.realpath(os.path.join(root, filename))
+    if not validate.inside(real, root) or not os.path.isfile(real):
+        return
+    with contextlib.suppress(OSError):
+        with open(real, encoding="utf-8", errors="surrogateescape") as f:
+            rest = without_section(f.read())
+        if rest is None:
+            return
+        if rest.strip():
+            _replace(real, rest.rstrip("\n") + "\n")
+        else:
+            os.unlink(real)
+
+
 def _write_section(real: str, section: str) -> None:
     old = ""
     if os.path.exists(real):
@@ -232,19 +262,24 @@ def _write_section(real: str, section: str) -> None:
     else:
         new = section
     if new != old:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix=".mas-instructions-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(new)
-            if os.path.exists(real):
-                os.chmod(tmp, os.stat(real).st_mode & 0o777)
-            else:
-                os.chmod(tmp, 0o644)
-            os.replace(tmp, real)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _replace(real, new)
+
+
+def _replace(real: str, new: str) -> None:
+    """Write a file atomically, keeping its permission bits (0o644 for a new one)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix=".mas-instructions-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(new)
+        if os.path.exists(real):
+            os.chmod(tmp, os.stat(real).st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, real)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def first_message(persona: Persona, context: dict) -> str:

@@ -21,6 +21,7 @@ from . import validate
 from .errors import ConflictError, ForbiddenError, InvalidError
 from .gitrun import git
 from .models import Session
+from .personas import PERSONA_FILE_MAX, remove_instructions, without_section
 
 META_DIR = ".mas"
 META_FILE = "session.json"
@@ -256,7 +257,34 @@ class Workspaces:
                 f"changes ({why}); it is kept as it is"
             )
         lines = [line for line in res.out.splitlines() if line.strip()]
+        lines = [line for line in lines if not await self._persona_only(session, line)]
         return lines + await self._unreferenced_head(session)
+
+    async def _persona_only(self, session: Session, line: str) -> bool:
+        """Whether a changed file at the workspace's top differs from its committed version
+        (none, when untracked) only by the persona section the engine wrote into it: that
+        section is the engine's, not work to save, so a new worktree with a persona is clean."""
+        code, path = line[:2], line[3:]
+        if code not in (" M", "??") or "/" in path or path.startswith('"'):
+            return False
+        full = os.path.join(session.workspace, path)
+        try:
+            if os.path.islink(full) or os.path.getsize(full) > 4 * PERSONA_FILE_MAX:
+                return False
+            with open(full, encoding="utf-8", errors="surrogateescape") as fh:
+                ours = without_section(fh.read())
+        except OSError:
+            return False
+        if ours is None:
+            return False
+        committed = ""
+        if code == " M":
+            env = _in_worktree(session)
+            blob = await git("cat-file", "blob", f"HEAD:{path}", cwd=session.workspace, env=env)
+            if not blob.ok:
+                return False
+            committed = blob.out
+        return ours.rstrip("\n") == committed.rstrip("\n")
 
     async def _unreferenced_head(self, session: Session) -> list[str]:
         """Commits made on a detached HEAD that no branch or tag holds: removing the worktree
@@ -333,8 +361,13 @@ class Workspaces:
             )  # fmt: skip
         await git("worktree", "prune", cwd=session.repo)
 
-    async def remove(self, session: Session, force: bool = False) -> str | None:
-        """Remove a session's workspace; a dirty worktree needs force and is rescued first."""
+    async def remove(
+        self, session: Session, force: bool = False, instructions: tuple[str, ...] | list[str] = ()
+    ) -> str | None:
+        """Remove a session's workspace; a dirty worktree needs force and is rescued first.
+
+        A `dir` session's folder is the user's: it keeps everything but the persona sections
+        written into its `instructions` files."""
         rescued = None
         if session.kind == "worktree":
             if not force:
@@ -350,6 +383,8 @@ class Workspaces:
                 shutil.rmtree(session.workspace, ignore_errors=True)
         else:  # dir: the folder is the user's; what the engine kept of it goes
             shutil.rmtree(os.path.join(self.dir_sessions, session.id), ignore_errors=True)
+            for name in instructions:
+                remove_instructions(session.workspace, name)
         self.remove_metadata(session)
         return rescued
 

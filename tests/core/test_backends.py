@@ -23,6 +23,8 @@ from mas_jupyter.core.personas import (
     Persona,
     first_message,
     load_personas,
+    remove_instructions,
+    without_section,
     write_instructions,
 )
 
@@ -410,6 +412,14 @@ def test_write_instructions_keeps_user_content_and_is_idempotent(tmp_path):
     assert "product manager" in text and "quality assurance" not in text
     assert text.startswith("# My rules\n\nUse tabs.\n")
     assert text.endswith("More of my own notes.\n")
+    # Taking the section out gives the user's text back, the notes after it included.
+    assert without_section(text) == "# My rules\n\nUse tabs.\n\nMore of my own notes.\n"
+    assert without_section("# My rules\n") is None
+    remove_instructions(str(tmp_path), "AGENTS.md")
+    assert (
+        tmp_path / "AGENTS.md"
+    ).read_text() == "# My rules\n\nUse tabs.\n\nMore of my own notes.\n"
+    remove_instructions(str(tmp_path), "missing.md")  # nothing to take out: nothing happens
 
 
 def test_write_instructions_for_message_backends_returns_none(tmp_path):

@@ -77,6 +77,28 @@ async def test_dir_session_uses_an_existing_directory_as_is(manager, root):
         manager.get_session(session["id"])
 
 
+@pytest.mark.parametrize("mine", ["# Notes\nKeep the raw data read-only.\n\n", None])
+async def test_purging_a_dir_session_takes_its_persona_out_of_the_users_file(
+    make_manager, root, mine
+):
+    """The folder is the user's: a purge kept the persona's section in their file."""
+    manager = make_manager(backends={"bot": {"argv": ["cat"], "instructions_file": "BOT.md"}})
+    shared = root / "project"
+    shared.mkdir()
+    if mine is not None:
+        (shared / "BOT.md").write_text(mine)
+    worker = {"backend": "bot", "persona": "pm"}
+    await manager.create_session(
+        {"kind": "dir", "path": "project", "name": "d", "workers": [worker]}
+    )
+    assert "Your role: product manager" in (shared / "BOT.md").read_text()
+    await manager.delete_session("d", purge=True)
+    if mine is None:
+        assert not (shared / "BOT.md").exists()
+    else:
+        assert (shared / "BOT.md").read_text() == mine.rstrip("\n") + "\n"
+
+
 async def test_rename_and_task_are_logged_and_announced(manager):
     session = await manager.create_session({"kind": "quick", "name": "a"})
     events = []

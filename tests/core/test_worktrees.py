@@ -358,3 +358,43 @@ async def test_commits_on_a_detached_head_are_not_lost_by_a_purge(manager, make_
     ref = (await manager.delete_session("w", purge=True, force=True))["rescue_ref"]
     assert run_git("show", f"{ref}:model.py", cwd=repo) == "fit()\n"
     assert commit in run_git("rev-list", ref, cwd=repo)
+
+
+BOT = {"bot": {"argv": ["cat"], "instructions_file": "BOT.md"}}
+
+
+@pytest.mark.parametrize("committed", ["# Our rules\nTabs, never spaces.\n", None])
+async def test_the_persona_section_is_not_work_to_save(make_manager, make_repo, committed):
+    """A worker with a persona wrote its section into the instructions file, which made every
+    new worktree dirty: stop and purge asked for force, for text the engine itself wrote."""
+    manager = make_manager(backends=BOT)
+    repo = make_repo()
+    if committed is not None:
+        with open(os.path.join(repo, "BOT.md"), "w") as fh:
+            fh.write(committed)
+        run_git("add", "BOT.md", cwd=repo)
+        run_git("commit", "-q", "-m", "rules", cwd=repo)
+    spec = {
+        "kind": "worktree",
+        "repo": repo,
+        "name": "w",
+        "workers": [{"backend": "bot", "persona": "qa"}],
+    }
+    ws = (await manager.create_session(spec))["workspace"]
+    path = os.path.join(ws, "BOT.md")
+    with open(path) as fh:
+        written = fh.read()
+    assert "Your role: quality assurance" in written
+    assert (await manager.check_stop("w"))["errors"] == []
+    # The user's (or the agent's) own edit of that file is work, as any other.
+    with open(path, "a") as fh:
+        fh.write("\nAlso: type hints.\n")
+    refused = (await manager.check_stop("w"))["errors"]
+    assert refused and "uncommitted" in refused[0]
+    with pytest.raises(ConflictError) as purge:
+        await manager.delete_session("w", purge=True)
+    assert purge.value.details["changes"] == [("?? BOT.md" if committed is None else " M BOT.md")]
+    with open(path, "w") as fh:
+        fh.write(written)
+    assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
+    assert not os.path.exists(ws)
