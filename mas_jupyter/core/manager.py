@@ -202,7 +202,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
     async def recover(self) -> dict:
         """Finish or undo what a crash left half-done, and reconcile worker processes."""
         self.start()
-        report: dict = {"finished": 0, "undone": 0, "deleted": 0, "kept": 0}
+        report: dict = {"finished": 0, "undone": 0, "deleted": 0, "kept": 0, "rescued": []}
         if self.store.created:  # a new database: take back the sessions the workspaces hold
             report["reindexed"] = len((await self.reindex())["added"])
             self.store.created = False
@@ -216,12 +216,21 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         for state in (ROW_DELETING, ROW_PURGING):
             for session in self.store.list_sessions(row_state=state):
                 try:
-                    await self._finish_delete(session, purge=state == ROW_PURGING, force=True)
+                    done = await self._finish_delete(
+                        session, purge=state == ROW_PURGING, force=True
+                    )
                 except MASError as e:  # one session's workspace must not stop the others
                     self._keep_after_failed_purge(session, e)
                     report["kept"] += 1
                     continue
                 report["deleted"] += 1
+                if done["rescue_ref"]:  # its session is gone: the log is where the user looks
+                    report["rescued"].append(done["rescue_ref"])
+                    self.log.warning(
+                        "the purge of session %s, left unfinished, is done; its worktree's "
+                        "changes are on %s in %s (git show %s)",
+                        session.name, done["rescue_ref"], session.repo, done["rescue_ref"],
+                    )  # fmt: skip
         repos = {s.repo for s in self.store.list_sessions(kind="worktree") if s.repo}
         for repo in repos:
             await self.workspaces.prune(repo)
@@ -647,8 +656,8 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         validate.boolean(purge, "purge")
         validate.boolean(force, "force")
         async with self._changing(key) as session:
-            if purge and not force:
-                await self.workspaces.require_clean(session)  # before anything is stopped
+            if purge:  # before anything is stopped
+                await self.workspaces.require_purgeable(session, force)
             self.store.update_session(session.id, row_state=ROW_PURGING if purge else ROW_DELETING)
             faults.point("session:deleting")
             try:

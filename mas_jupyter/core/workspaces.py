@@ -338,6 +338,42 @@ class Workspaces:
                 break  # failed for another reason than an existing ref
         raise ConflictError(f"could not save the changes in {ws}: {res.err}")
 
+    async def require_purgeable(self, session: Session, force: bool) -> None:
+        """Refuse (conflict) a purge that would lose work: changes without force, and even
+        with force a worktree git cannot read or repositories inside it with work of their
+        own."""
+        await self.require_rescuable(session)
+        if force:
+            await self.changes(session)
+        else:
+            await self.require_clean(session)
+
+    async def require_rescuable(self, session: Session) -> None:
+        """Refuse (conflict) a purge that would lose work a rescue cannot keep: a nested
+        repository the user made (its commits live in its own `.git`) or a submodule with
+        changes (its git folder is inside the worktree's, which the purge removes)."""
+        if session.kind != "worktree" or not os.path.isdir(session.workspace):
+            return
+        res = await git(
+            "status", "--porcelain=v2", "--untracked-files=all", "--ignore-submodules=none",
+            cwd=session.workspace, env=_in_worktree(session),
+        )  # fmt: skip
+        inner = []
+        for line in res.out.splitlines() if res.ok else ():
+            fields = line.split(" ")
+            if line.startswith("? ") and line.endswith("/"):  # git does not enter a repository
+                inner.append(f"{line[2:]} (a repository of its own)")
+            elif fields[0] in ("1", "2") and len(fields) > 8 and fields[2] not in ("N...", "S..."):
+                path = line.split(" ", 8 if fields[0] == "1" else 9)[-1].split("\t")[0]
+                inner.append(f"{path} (a submodule with changes)")
+        if inner:
+            raise ConflictError(
+                f"the worktree {session.workspace} holds git repositories with work a rescue "
+                f"cannot keep (it records only which commit they are at): {', '.join(inner)}; "
+                "move them out of the worktree, or delete them, then purge again",
+                changes=inner[:50],
+            )
+
     async def require_clean(self, session: Session) -> list[str]:
         """Refuse (conflict) a worktree with uncommitted changes; returns the changes (none)."""
         changed = await self.changes(session)
@@ -370,8 +406,7 @@ class Workspaces:
         written into its `instructions` files."""
         rescued = None
         if session.kind == "worktree":
-            if not force:
-                await self.require_clean(session)
+            await self.require_purgeable(session, force)
             rescued = await self.rescue(session)
             assert session.repo
             async with self._lock(session.repo):

@@ -265,14 +265,11 @@ async def test_a_worktree_git_cannot_read_is_not_clean(manager, make_repo, root,
     with pytest.raises(ConflictError, match="cannot tell whether the worktree"):
         await manager.delete_session("w", purge=True)
     assert manager.get_session("w")["status"] == "active"
-    # Forced, it cannot save what it cannot read: refused, the session kept, stopped.
+    # Forced, it cannot save what it cannot read: refused before anything is stopped.
     with pytest.raises(ConflictError, match="cannot tell whether the worktree"):
         await manager.delete_session("w", purge=True, force=True)
     assert os.path.exists(os.path.join(ws, "analysis.ipynb"))
-    kept = manager.get_session("w")
-    assert kept["status"] == "stopped"
-    last = manager.list_activities("w")[-1]
-    assert last["type"] == "purge-failed" and "cannot tell" in last["detail"]["error"]
+    assert manager.get_session("w")["status"] == "active"
     # Deleting it without purge forgets it and keeps the folder.
     await manager.delete_session("w")
     assert os.path.exists(os.path.join(ws, "analysis.ipynb"))
@@ -300,6 +297,24 @@ async def test_a_purge_left_unfinished_that_fails_does_not_stop_recovery(
     assert os.path.isdir(broken["workspace"])
 
 
+async def test_the_rescue_of_a_purge_finished_at_start_is_reported(make_manager, make_repo, caplog):
+    """A forced purge that a crash interrupted is finished by the next start, which saved the
+    changes on a rescue ref and said so nowhere: the session is gone, so the log must."""
+    repo = make_repo()
+    manager = make_manager()
+    ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
+        "workspace"
+    ]
+    with open(os.path.join(ws, "notes.md"), "w") as fh:
+        fh.write("findings")
+    manager.store.update_session(manager.get_session("w")["id"], row_state="purging")
+    await manager.shutdown()
+    report = await make_manager().recover()
+    [ref] = report["rescued"]
+    assert run_git("show", f"{ref}:notes.md", cwd=repo) == "findings"
+    assert f"changes are on {ref} in {repo}" in caplog.text
+
+
 async def test_a_create_whose_worker_fails_takes_its_branch_back(make_manager, make_repo):
     """The session is undone when its agent cannot start; its branch stayed, so a retry with
     the same name met `branch 'mas/s' already exists`."""
@@ -323,7 +338,8 @@ async def test_a_worktree_whose_repository_moved_is_kept_and_git_is_not_blamed(
     manager, make_repo, tmp_path
 ):
     """Before: a purge answered `git is not installed` (a missing folder to run git in read
-    as a missing git), and a forced one hid the session for good."""
+    as a missing git), and a forced one hid the session for good; now both are refused and
+    nothing is stopped."""
     repo = make_repo()
     ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
         "workspace"
@@ -334,7 +350,7 @@ async def test_a_worktree_whose_repository_moved_is_kept_and_git_is_not_blamed(
             await manager.delete_session("w", purge=True, force=force)
         assert "cannot tell whether the worktree" in str(refused.value)
         assert "not installed" not in str(refused.value)
-    assert os.path.isdir(ws) and manager.get_session("w")["status"] == "stopped"
+    assert os.path.isdir(ws) and manager.get_session("w")["status"] == "active"
     missing = await git("status", cwd=str(tmp_path / "nowhere"))
     assert not missing.ok and "does not exist" in missing.err
 
@@ -396,5 +412,47 @@ async def test_the_persona_section_is_not_work_to_save(make_manager, make_repo, 
     assert purge.value.details["changes"] == [("?? BOT.md" if committed is None else " M BOT.md")]
     with open(path, "w") as fh:
         fh.write(written)
+    assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
+    assert not os.path.exists(ws)
+
+
+async def test_repositories_inside_a_worktree_are_not_purged_with_their_work(
+    manager, make_repo, tmp_path
+):
+    """A forced purge kept only a gitlink in the rescue ref: the commits of a repository the
+    user made inside the worktree, and a submodule's edits (its git folder is under the
+    worktree's own), were deleted."""
+    upstream = make_repo("lib")
+    repo = make_repo()
+    allow = ("-c", "protocol.file.allow=always")
+    run_git(*allow, "submodule", "add", "-q", upstream, "lib", cwd=repo)
+    run_git("commit", "-q", "-m", "lib as a submodule", cwd=repo)
+    ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
+        "workspace"
+    ]
+    run_git(*allow, "submodule", "update", "-q", "--init", cwd=ws)
+    assert (await manager.check_stop("w"))["errors"] == []  # an untouched submodule is clean
+    inner = os.path.join(ws, "experiments", "tuning")
+    os.makedirs(inner)
+    run_git("init", "-q", cwd=inner)
+    with open(os.path.join(inner, "grid.py"), "w") as fh:
+        fh.write("search()\n")
+    run_git("add", "grid.py", cwd=inner)
+    run_git("commit", "-q", "-m", "the grid", cwd=inner)
+    with open(os.path.join(ws, "lib", "patch.py"), "w") as fh:
+        fh.write("fix()\n")
+    for force in (False, True):
+        with pytest.raises(ConflictError, match="move them out of the worktree") as refused:
+            await manager.delete_session("w", purge=True, force=force)
+        assert refused.value.details["changes"] == [
+            "lib (a submodule with changes)",
+            "experiments/tuning/ (a repository of its own)",
+        ]
+    assert manager.get_session("w")["status"] == "active"  # refused before anything stopped
+    assert run_git("log", "--format=%s", cwd=inner).strip() == "the grid"
+    assert os.path.exists(os.path.join(ws, "lib", "patch.py"))
+    # Moved out, the rest is purged as usual.
+    os.rename(inner, tmp_path / "tuning")
+    os.remove(os.path.join(ws, "lib", "patch.py"))
     assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
     assert not os.path.exists(ws)
