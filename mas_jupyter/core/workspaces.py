@@ -25,6 +25,14 @@ from .personas import PERSONA_FILE_MAX, remove_instructions, without_section
 
 META_DIR = ".mas"
 META_FILE = "session.json"
+# Ignored folders and files that tools make again: a purge deletes them without asking.
+DISPOSABLE = frozenset(
+    {
+        "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+        ".ipynb_checkpoints", ".tox", ".nox", ".venv", "venv", "node_modules", ".DS_Store",
+    }
+)  # fmt: skip
+DISPOSABLE_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 
 
 def _in_worktree(session: Session) -> dict[str, str]:
@@ -375,17 +383,58 @@ class Workspaces:
             )
 
     async def require_clean(self, session: Session) -> list[str]:
-        """Refuse (conflict) a worktree with uncommitted changes; returns the changes (none)."""
+        """Refuse (conflict) a purge of a worktree with uncommitted changes, or with ignored
+        files that are not mere caches (a rescue does not keep them); returns the changes
+        (none)."""
         changed = await self.changes(session)
-        if changed:
-            raise ConflictError(
-                f"the worktree {session.workspace} has {len(changed)} uncommitted or "
-                "untracked change(s); commit them, or delete with force to save them to a "
-                "rescue ref first",
-                changes=changed[:50],
-                field="force",
+        ignored = await self._ignored_work(session)
+        ws, shown = (
+            session.workspace,
+            ", ".join(ignored[:10]) + (", ..." if len(ignored) > 10 else ""),
+        )
+        if changed and ignored:
+            message = (
+                f"the worktree {ws} has {len(changed)} uncommitted or untracked change(s), and "
+                f"{len(ignored)} ignored file(s) or folder(s) that a rescue does not keep "
+                f"({shown}); commit the changes and move the ignored files out, or delete with "
+                "force to save the changes to a rescue ref first and delete the ignored files"
             )
-        return changed
+        elif changed:
+            message = (
+                f"the worktree {ws} has {len(changed)} uncommitted or untracked change(s); "
+                "commit them, or delete with force to save them to a rescue ref first"
+            )
+        elif ignored:
+            message = (
+                f"the worktree {ws} holds {len(ignored)} ignored file(s) or folder(s) that a "
+                f"purge would delete and a rescue does not keep ({shown}); move them out of "
+                "the worktree, or delete with force to delete them too"
+            )
+        else:
+            return changed
+        raise ConflictError(
+            message, changes=(changed + [f"!! {path}" for path in ignored])[:50], field="force"
+        )
+
+    async def _ignored_work(self, session: Session) -> list[str]:
+        """Files and folders git ignores in a worktree (`data/`, `model.pkl`), which a purge
+        deletes and a rescue does not keep; caches that tools make again (DISPOSABLE) and the
+        engine's own `.mas/` are left out."""
+        if session.kind != "worktree" or not os.path.isdir(session.workspace):
+            return []
+        res = await git(
+            "status", "--porcelain", "--ignored=matching", "--untracked-files=normal",
+            cwd=session.workspace, env=_in_worktree(session),
+        )  # fmt: skip
+        found = []
+        for line in res.out.splitlines() if res.ok else ():
+            path = line[3:]
+            if not line.startswith("!! ") or path.startswith(f"{META_DIR}/"):
+                continue
+            parts = path.rstrip("/").split("/")
+            if DISPOSABLE.isdisjoint(parts) and not parts[-1].endswith(DISPOSABLE_SUFFIXES):
+                found.append(path)
+        return found
 
     async def _drop_worktree(self, session: Session) -> None:
         # The caller holds the repository's lock.

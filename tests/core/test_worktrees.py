@@ -456,3 +456,39 @@ async def test_repositories_inside_a_worktree_are_not_purged_with_their_work(
     os.remove(os.path.join(ws, "lib", "patch.py"))
     assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
     assert not os.path.exists(ws)
+
+
+async def test_ignored_work_is_not_purged_without_force(manager, make_repo):
+    """Ignored files (`data/`, `*.pkl`) were deleted by a purge without a word, and a forced
+    one did not save them either. Caches that tools make again do not count."""
+    repo = make_repo()
+    with open(os.path.join(repo, ".gitignore"), "w") as fh:
+        fh.write("data/\n*.pkl\n__pycache__/\n.ipynb_checkpoints/\n")
+    run_git("add", ".gitignore", cwd=repo)
+    run_git("commit", "-q", "-m", "ignore", cwd=repo)
+    ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
+        "workspace"
+    ]
+    for path in ("src/__pycache__/fit.cpython-311.pyc", ".ipynb_checkpoints/a-checkpoint.ipynb"):
+        os.makedirs(os.path.dirname(os.path.join(ws, path)), exist_ok=True)
+        with open(os.path.join(ws, path), "w") as fh:
+            fh.write("cache")
+    assert await manager.workspaces.require_clean(manager.store.get_session("w")) == []
+    os.makedirs(os.path.join(ws, "data"))
+    with open(os.path.join(ws, "data", "train.csv"), "w") as fh:
+        fh.write("x,y\n")
+    with open(os.path.join(ws, "model.pkl"), "w") as fh:
+        fh.write("weights")
+    assert (await manager.check_stop("w"))["errors"] == []  # a stop keeps them
+    with pytest.raises(ConflictError, match="2 ignored file.*data/, model.pkl") as refused:
+        await manager.delete_session("w", purge=True)
+    assert refused.value.details["changes"] == ["!! data/", "!! model.pkl"]
+    with open(os.path.join(ws, "notes.md"), "w") as fh:
+        fh.write("also an untracked file")
+    with pytest.raises(ConflictError, match="1 uncommitted .* and 2 ignored") as refused:
+        await manager.delete_session("w", purge=True)
+    assert refused.value.details["changes"] == ["?? notes.md", "!! data/", "!! model.pkl"]
+    assert os.path.exists(os.path.join(ws, "model.pkl"))
+    ref = (await manager.delete_session("w", purge=True, force=True))["rescue_ref"]
+    assert run_git("show", f"{ref}:notes.md", cwd=repo) == "also an untracked file"
+    assert not os.path.exists(ws)
