@@ -57,6 +57,16 @@ def _linked_git_dir(top: str) -> str | None:
     return os.path.realpath(os.path.join(top, text[len("gitdir:") :].strip()))
 
 
+def _is_bare(folder: str) -> bool:
+    """Whether a folder is a bare repository (`git clone --bare`): a git directory of its own,
+    as git recognises one, with no working tree around it."""
+    return (
+        os.path.isfile(os.path.join(folder, "HEAD"))
+        and os.path.isdir(os.path.join(folder, "objects"))
+        and os.path.isdir(os.path.join(folder, "refs"))
+    )
+
+
 def _main_worktree(top: str, git_dir: str) -> str:
     """The repository a linked worktree belongs to, `top` itself for a submodule.
 
@@ -191,6 +201,9 @@ class Workspaces:
             raise InvalidError(f"repo {repo!r} is not an existing directory")
         top = path
         while not os.path.lexists(os.path.join(top, ".git")):
+            if _is_bare(top):  # `git worktree add` works from a bare repository too
+                self._require_inside_roots(top, f"the repository {top}")
+                return top
             parent = os.path.dirname(top)
             if parent == top:
                 raise InvalidError(f"repo {repo!r} is not a git repository")
@@ -240,10 +253,21 @@ class Workspaces:
             raise InvalidError(f"repo {repo!r} is not a git repository ({err})")
         rev = ("--verify", "--quiet", "--end-of-options", f"{session.base}^{{commit}}")
         if not (await git("rev-parse", *rev, cwd=repo)).ok:
-            raise InvalidError(f"base {session.base!r} is not a commit in {repo}")
+            if not (await git("rev-parse", "--verify", "--quiet", "HEAD", cwd=repo)).ok:
+                if not (await git("for-each-ref", "--count=1", cwd=repo)).out.strip():
+                    raise InvalidError(
+                        f"the repository {repo} has no commits yet, and a worktree starts "
+                        "from one: make a first commit there, then create the session",
+                        field="repo",
+                    )
+            raise InvalidError(
+                f"base {session.base!r} is not a commit in {repo}; name one with 'base'",
+                field="base",
+            )
         if (await git("show-ref", "--verify", "--quiet", f"refs/heads/{branch}", cwd=repo)).ok:
             raise ConflictError(
-                f"branch {branch!r} already exists in {repo}; choose another branch name"
+                f"branch {branch!r} already exists in {repo}; choose another with 'branch'",
+                field="branch",
             )
         raise ConflictError(f"git worktree add failed: {err}")
 

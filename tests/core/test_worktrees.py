@@ -163,6 +163,41 @@ async def test_not_a_repository(manager, root):
         await manager.create_session({"kind": "worktree", "repo": "plain"})
 
 
+async def test_refusals_name_what_to_change(manager, make_repo, root):
+    """They named no way out: an existing default branch (no 'branch'), a repository without
+    commits (`base 'HEAD' is not a commit`)."""
+    repo = make_repo()
+    await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    await manager.delete_session("w")  # forgotten; its branch mas/w stays
+    with pytest.raises(ConflictError, match="choose another with 'branch'") as taken:
+        await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    assert taken.value.details["field"] == "branch"
+    with pytest.raises(InvalidError, match="name one with 'base'") as base:
+        await manager.create_session({"kind": "worktree", "repo": repo, "base": "v9"})
+    assert base.value.details["field"] == "base"
+    (root / "empty").mkdir()
+    run_git("init", "-q", cwd=str(root / "empty"))
+    with pytest.raises(InvalidError, match="has no commits yet, .*make a first commit"):
+        await manager.create_session({"kind": "worktree", "repo": str(root / "empty")})
+
+
+async def test_a_bare_repository_takes_worktree_sessions(manager, make_repo, root):
+    """`git clone --bare` repositories, where every checkout is a worktree, were refused as
+    `not a git repository`."""
+    bare = str(root / "project.git")
+    run_git("clone", "-q", "--bare", make_repo(), bare, cwd=str(root))
+    session = await manager.create_session({"kind": "worktree", "name": "w", "repo": bare})
+    assert session["repo"] == bare
+    ws = session["workspace"]
+    assert os.path.isfile(os.path.join(ws, "data.csv"))
+    assert "mas/w" in run_git("branch", "--list", cwd=bare)
+    with open(os.path.join(ws, "more.csv"), "w") as fh:
+        fh.write("3,4\n")
+    ref = (await manager.delete_session("w", purge=True, force=True))["rescue_ref"]
+    assert run_git("show", f"{ref}:more.csv", cwd=bare) == "3,4\n"
+    assert run_git("worktree", "list", "--porcelain", cwd=bare).count("worktree ") == 1
+
+
 async def test_repository_hooks_never_run(manager, make_repo, root):
     repo = make_repo()
     marker = root / "hook-ran"
