@@ -373,7 +373,13 @@ class Workspaces:
     async def require_purgeable(self, session: Session, force: bool) -> None:
         """Refuse (conflict) a purge that would lose work: changes without force, and even
         with force a worktree git cannot read or repositories inside it with work of their
-        own."""
+        own, or a worktree folder that is now a link (it would purge what the link names)."""
+        if session.kind == "worktree" and os.path.islink(session.workspace):
+            raise ConflictError(
+                f"the workspace {session.workspace} is now a symbolic link (to "
+                f"{os.path.realpath(session.workspace)}), not the worktree the session made; "
+                "nothing is purged through it: remove the link, then purge again"
+            )
         await self.require_rescuable(session)
         if force:
             await self.changes(session)

@@ -527,3 +527,22 @@ async def test_ignored_work_is_not_purged_without_force(manager, make_repo):
     ref = (await manager.delete_session("w", purge=True, force=True))["rescue_ref"]
     assert run_git("show", f"{ref}:notes.md", cwd=repo) == "also an untracked file"
     assert not os.path.exists(ws)
+
+
+async def test_a_worktree_folder_replaced_by_a_link_is_not_purged_through_it(
+    manager, make_repo, tmp_path
+):
+    """The purge went through the link: git was asked to remove the worktree it names."""
+    repo = make_repo()
+    a = await manager.create_session({"kind": "worktree", "name": "a", "repo": repo})
+    b = await manager.create_session({"kind": "worktree", "name": "b", "repo": repo})
+    os.rename(a["workspace"], tmp_path / "a-moved")
+    os.symlink(b["workspace"], a["workspace"])
+    for force in (False, True):
+        with pytest.raises(ConflictError, match="is now a symbolic link"):
+            await manager.delete_session("a", purge=True, force=force)
+    os.remove(a["workspace"])
+    await manager.delete_session("a", purge=True)
+    assert os.path.isfile(os.path.join(b["workspace"], "data.csv"))
+    listed = run_git("worktree", "list", "--porcelain", cwd=repo)
+    assert f"worktree {b['workspace']}\n" in listed and manager.get_session("b")
