@@ -154,6 +154,12 @@ class Workspaces:
         real = validate.contained_path(path, self.allowed_roots, "path")
         if not os.path.isdir(real):
             raise InvalidError(f"path {path!r} is not an existing directory")
+        if validate.inside(real, self.state_dir):  # the database, transcripts, tmux socket
+            raise ForbiddenError(
+                f"path {path!r} is in the engine's own state folder {self.state_dir}; "
+                "choose a folder of yours with 'path'",
+                field="path",
+            )
         return real
 
     # quick

@@ -192,6 +192,9 @@ async def test_activity_log_limit_and_since(manager):
         ({"kind": "dir", "path": "../.."}, "outside the allowed roots"),
         ({"kind": "dir", "path": "a\x00b"}, "NUL"),
         ({"kind": "dir", "path": "missing"}, "not an existing directory"),
+        # The engine's own state: an agent there could rewrite the database under the server.
+        ({"kind": "dir", "path": "mas-sessions/.mas"}, "in the engine's own state folder"),
+        ({"kind": "dir", "path": "mas-sessions/.mas/dir-sessions"}, "engine's own state"),
         ({"kind": "worktree"}, "needs 'repo'"),
         ({"kind": "quick", "workers": "x"}, "must be a list"),
     ],
