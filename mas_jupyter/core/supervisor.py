@@ -584,7 +584,8 @@ class Supervisor:
         ]
         # One tmux call for all: two per worker made a restart with 200 tmux workers take
         # 6.3-6.7 s instead of 3.9-4.4 (docs/performance.md, eighth pass).
-        panes = await self.tmux.panes() if any(r.runtime == "tmux" for r in records) else {}
+        sessions = store.list_sessions()
+        panes = await self.tmux.panes() if sessions else {}
         for record in records:
             session = store.get_session(record.session_id)
             pane = panes.get(record.tmux_name or "")
@@ -615,7 +616,37 @@ class Supervisor:
                 )  # fmt: skip
                 interrupted.add(session.id)
             report["interrupted"] += 1
+        report["orphans_ended"] += await self._end_unknown_tmux(panes, sessions)
         return report, interrupted
+
+    async def _end_unknown_tmux(self, panes: dict[str, tmux_runtime.Pane], sessions: list) -> int:
+        """End the tmux workers of this store's sessions that no worker row names: after the
+        state database was rebuilt from the workspaces, the sessions came back paused and
+        their workers' rows did not, so nothing would ever end them. Another server's tmux
+        sessions on a shared socket (other session ids) are left alone."""
+        store = self.manager.store
+        known = {r.tmux_name for r in store.list_workers() if r.tmux_name}
+        by_prefix = {s.id.replace("-", "")[:8]: s for s in sessions}
+        ended = 0
+        for name, pane in panes.items():
+            session = (
+                by_prefix.get(name[4:12]) if name[:4] == "mas-" and name[12:13] == "-" else None
+            )
+            if session is None or name in known:
+                continue
+            if pane[0] and not pane[1]:
+                await processes.end_tree(pane[0], self.manager.kill_timeout)
+            await self.tmux.kill_session(name)
+            worker = name[13:].replace("+", ".")
+            store.add_activity(
+                session.id, "worker-exited", None, {"name": worker, "reason": "interrupted"}
+            )
+            self.manager.log.warning(
+                "ended tmux session %s of session %s: no worker of the state database is it "
+                "(the database was rebuilt)", name, session.name,
+            )  # fmt: skip
+            ended += 1
+        return ended
 
     async def _reattach(self, session: Session, record: Worker, pane: tmux_runtime.Pane) -> None:
         live = LiveWorker(

@@ -289,3 +289,39 @@ async def test_a_session_the_server_stop_left_without_workers_comes_back_paused(
         lambda: "continuing conversation (1 earlier" in screen_text(second, "work", "agent"),
         what="the agent to continue its conversation",
     )
+
+
+@needs_tmux
+async def test_tmux_workers_the_rebuilt_database_does_not_know_are_ended(make_manager, root):
+    """The state database lost, its sessions came back from their workspaces, paused, and
+    their tmux workers ran on forever: neither re-attached nor ended."""
+    socket = str(root.parent / "tmux.sock")
+    first = make_manager()
+    await first.create_session({"kind": "quick", "name": "s"})
+    spec = {"name": "sh.1", "kind": "terminal", "runtime": "tmux"}
+    made = await first.create_worker("s", spec)
+    await first.shutdown()  # the tmux worker lives on
+    # Another server's worker on the same tmux socket, of a session this store never had.
+    foreign = "mas-0badcafe-w"
+    subprocess.run(
+        ["tmux", "-S", socket, "new-session", "-d", "-s", foreign, "sleep 600"], timeout=10
+    )
+    for leftover in (root / "mas-sessions" / ".mas").glob("state.sqlite*"):
+        leftover.unlink()
+
+    second = make_manager()
+    report = await second.recover()
+    assert report["reindexed"] == 1 and report["workers"]["orphans_ended"] == 1
+    assert not processes.is_alive(made["pid"])
+    listed = subprocess.run(
+        ["tmux", "-S", socket, "list-sessions", "-F", "#{session_name}"],
+        capture_output=True, text=True, timeout=10,
+    ).stdout.split()  # fmt: skip
+    assert listed == [foreign]
+    assert second.get_session("s")["status"] == "paused"
+    last = second.list_activities("s")[-1]
+    assert (last["type"], last["detail"]) == (
+        "worker-exited",
+        {"name": "sh.1", "reason": "interrupted"},
+    )
+    subprocess.run(["tmux", "-S", socket, "kill-session", "-t", f"={foreign}"], timeout=10)
