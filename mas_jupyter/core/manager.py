@@ -611,11 +611,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             changes = await self.workspaces.changes(session)
         except ConflictError as e:  # its state cannot be told: not clean
             changes = []
-            errors.append(f"{e}; stop with force to stop it anyway")
+            errors.append(str(e))  # (the refusal's callers say how force stops anyway)
         if changes:
             errors.append(
                 f"the worktree has {len(changes)} uncommitted or untracked change(s); "
-                "commit them or stop with force"
+                "commit them first"
             )
         errors.extend(self.supervisor.stop_blockers(session.id))
         # What a stop will do (a refusal's preview), then what it leaves as it is (a stop's
