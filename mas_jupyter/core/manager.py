@@ -28,7 +28,7 @@ from .root_lock import RootLock
 from .store import Store, StoreError, sessions_limit_error
 from .supervisor import Supervisor
 from .worker_operations import WorkerOperations
-from .workspaces import Workspaces
+from .workspaces import Workspaces, describe_changes
 
 ROW_DELETING = "deleting"
 ROW_PURGING = "purging"
@@ -613,10 +613,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             changes = []
             errors.append(str(e))  # (the refusal's callers say how force stops anyway)
         if changes:
-            errors.append(
-                f"the worktree has {len(changes)} uncommitted or untracked change(s); "
-                "commit them first"
-            )
+            errors.append(f"the worktree has {describe_changes(changes)}; commit them first")
         errors.extend(self.supervisor.stop_blockers(session.id))
         # What a stop will do (a refusal's preview), then what it leaves as it is (a stop's
         # answer says only these: the rest is done by then).
@@ -664,7 +661,11 @@ class MASManager(WorkerOperations, LoggingConfigurable):
                 return await self._finish_delete(session, purge=purge, force=force)
             except MASError as e:  # its workspace could not be saved or removed: it stays
                 self._keep_after_failed_purge(session, e)
-                raise
+                raise type(e)(
+                    f"{e.message}; its workers were stopped first, and the session is kept, "
+                    "stopped",
+                    **e.details,
+                ) from None
 
     def _keep_after_failed_purge(self, session: Session, error: MASError) -> None:
         """A purge that could not save a worktree's changes (or tell what they are) removed

@@ -210,9 +210,8 @@ def write_instructions(
             f"{backend.instructions_file} in the workspace links outside it ({real}); "
             "remove the link to let a persona be written there"
         )
-    section = f"{PERSONA_START}\n{persona.render(context).strip()}\n{PERSONA_END}\n"
     try:
-        _write_section(real, section)
+        _write_section(real, persona.render(context).strip())
     except OSError as exc:  # a folder of that name, no permission, a full disk
         raise ConflictError(
             f"cannot write the persona's instructions to {backend.instructions_file} in the "
@@ -222,45 +221,58 @@ def write_instructions(
 
 
 def without_section(text: str) -> str | None:
-    """The text as it was before a persona section was written into it (up to blank lines at
-    its end), or None when it holds no section."""
+    """The text as it was before a persona section was written into it, or None when it
+    holds no section. It is the user's text byte for byte, but for a line end added to a last
+    line that had none."""
     found = _SECTION_RE.search(text)
     if not found:
         return None
-    before, after = text[: found.start()].rstrip("\n"), text[found.end() :].lstrip("\n")
-    return f"{before}\n\n{after}" if before and after else before + after
+    before, after = text[: found.start()], text[found.end() :]
+    nl = "\r\n" if after.startswith("\r\n") or before.endswith("\r\n") else "\n"
+    if after.startswith(nl):  # the section's own line end
+        after = after[len(nl) :]
+    if before.endswith(nl):  # the one the write put between the user's text and the section
+        before = before[: -len(nl)]
+    return before + after
 
 
 def remove_instructions(workspace: str, filename: str) -> None:
     """Take a persona's section out of an instructions file in the workspace (the user's own
-    text stays as it was); a file left with nothing else in it is removed. Missing files,
+    text stays as it was); a file that held only the section is removed. Missing files,
     links out of the workspace and files it cannot read or write are left as they are."""
     root = os.path.realpath(workspace)
     real = os.path.realpath(os.path.join(root, filename))
     if not validate.inside(real, root) or not os.path.isfile(real):
         return
     with contextlib.suppress(OSError):
-        with open(real, encoding="utf-8", errors="surrogateescape") as f:
-            rest = without_section(f.read())
+        rest = without_section(read_text(real))
         if rest is None:
             return
-        if rest.strip():
-            _replace(real, rest.rstrip("\n") + "\n")
+        if rest:
+            _replace(real, rest)
         else:
             os.unlink(real)
 
 
-def _write_section(real: str, section: str) -> None:
-    old = ""
-    if os.path.exists(real):
-        with open(real, encoding="utf-8", errors="surrogateescape") as f:
-            old = f.read()
+def read_text(path: str, errors: str = "surrogateescape") -> str:
+    """A text file as it is: its bytes that are not UTF-8 kept (surrogateescape) and its line
+    ends untouched (CRLF stays CRLF)."""
+    with open(path, encoding="utf-8", errors=errors, newline="") as f:
+        return f.read()
+
+
+def _write_section(real: str, body: str) -> None:
+    """Put the section holding `body` into the file: in place of the one there, else after the
+    user's text with a blank line between, in the file's own line ends."""
+    old = read_text(real) if os.path.exists(real) else ""
+    nl = "\r\n" if "\r\n" in old else "\n"
+    section = nl.join([PERSONA_START, *body.split("\n"), PERSONA_END])
     if _SECTION_RE.search(old):
-        new = _SECTION_RE.sub(lambda _: section.rstrip("\n"), old, count=1)
-    elif old.strip():
-        new = old.rstrip("\n") + "\n\n" + section
+        new = _SECTION_RE.sub(lambda _: section, old, count=1)
+    elif old:
+        new = old + (nl if old.endswith("\n") else nl + nl) + section + nl
     else:
-        new = section
+        new = section + nl
     if new != old:
         _replace(real, new)
 
@@ -269,7 +281,7 @@ def _replace(real: str, new: str) -> None:
     """Write a file atomically, keeping its permission bits (0o644 for a new one)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix=".mas-instructions-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             f.write(new)
         if os.path.exists(real):
             os.chmod(tmp, os.stat(real).st_mode & 0o777)

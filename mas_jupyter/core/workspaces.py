@@ -21,7 +21,7 @@ from . import validate
 from .errors import ConflictError, ForbiddenError, InvalidError
 from .gitrun import git
 from .models import Session
-from .personas import PERSONA_FILE_MAX, remove_instructions, without_section
+from .personas import PERSONA_FILE_MAX, read_text, remove_instructions, without_section
 
 META_DIR = ".mas"
 META_FILE = "session.json"
@@ -301,7 +301,8 @@ class Workspaces:
     async def _persona_only(self, session: Session, line: str) -> bool:
         """Whether a changed file at the workspace's top differs from its committed version
         (none, when untracked) only by the persona section the engine wrote into it: that
-        section is the engine's, not work to save, so a new worktree with a persona is clean."""
+        section is the engine's, not work to save, so a new worktree with a persona is clean.
+        A committed section (an agent committed the file) is not the user's text either."""
         code, path = line[:2], line[3:]
         if code not in (" M", "??") or "/" in path or path.startswith('"'):
             return False
@@ -309,8 +310,8 @@ class Workspaces:
         try:
             if os.path.islink(full) or os.path.getsize(full) > 4 * PERSONA_FILE_MAX:
                 return False
-            with open(full, encoding="utf-8", errors="surrogateescape") as fh:
-                ours = without_section(fh.read())
+            # Decoded as git's output is, so that bytes that are not UTF-8 compare equal.
+            ours = without_section(read_text(full, errors="replace"))
         except OSError:
             return False
         if ours is None:
@@ -321,8 +322,9 @@ class Workspaces:
             blob = await git("cat-file", "blob", f"HEAD:{path}", cwd=session.workspace, env=env)
             if not blob.ok:
                 return False
-            committed = blob.out
-        return ours.rstrip("\n") == committed.rstrip("\n")
+            stripped = without_section(blob.out)
+            committed = blob.out if stripped is None else stripped
+        return ours.rstrip("\r\n") == committed.rstrip("\r\n")
 
     async def _unreferenced_head(self, session: Session) -> list[str]:
         """Commits made on a detached HEAD that no branch or tag holds: removing the worktree
@@ -378,13 +380,21 @@ class Workspaces:
 
     async def require_purgeable(self, session: Session, force: bool) -> None:
         """Refuse (conflict) a purge that would lose work: changes without force, and even
-        with force a worktree git cannot read or repositories inside it with work of their
-        own, or a worktree folder that is now a link (it would purge what the link names)."""
+        with force a worktree git cannot read, repositories inside it with work of their own,
+        a worktree the user locked, or a worktree folder that is now a link (it would purge
+        what the link names)."""
         if session.kind == "worktree" and os.path.islink(session.workspace):
             raise ConflictError(
                 f"the workspace {session.workspace} is now a symbolic link (to "
                 f"{os.path.realpath(session.workspace)}), not the worktree the session made; "
                 "nothing is purged through it: remove the link, then purge again"
+            )
+        git_dir = _linked_git_dir(session.workspace) if session.kind == "worktree" else None
+        if git_dir and os.path.exists(os.path.join(git_dir, "locked")):
+            raise ConflictError(
+                f"the worktree {session.workspace} is locked (git worktree lock); if it may "
+                f"go, unlock it with `git -C {session.repo} worktree unlock "
+                f"{session.workspace}`, then purge again"
             )
         await self.require_rescuable(session)
         if force:
@@ -393,30 +403,53 @@ class Workspaces:
             await self.require_clean(session)
 
     async def require_rescuable(self, session: Session) -> None:
-        """Refuse (conflict) a purge that would lose work a rescue cannot keep: a nested
-        repository the user made (its commits live in its own `.git`) or a submodule with
-        changes (its git folder is inside the worktree's, which the purge removes)."""
+        """Refuse (conflict) a purge that would lose work a rescue cannot keep: a repository
+        inside the worktree (a submodule, or one made or cloned there, in an ignored folder
+        too) with commits on no remote branch or with uncommitted changes. Its git folder is
+        its own, or for a submodule under the worktree's, which the purge removes; a rescue
+        commit records only which commit it is at."""
         if session.kind != "worktree" or not os.path.isdir(session.workspace):
             return
-        res = await git(
-            "status", "--porcelain=v2", "--untracked-files=all", "--ignore-submodules=none",
-            cwd=session.workspace, env=_in_worktree(session),
-        )  # fmt: skip
-        inner = []
-        for line in res.out.splitlines() if res.ok else ():
-            fields = line.split(" ")
-            if line.startswith("? ") and line.endswith("/"):  # git does not enter a repository
-                inner.append(f"{line[2:]} (a repository of its own)")
-            elif fields[0] in ("1", "2") and len(fields) > 8 and fields[2] not in ("N...", "S..."):
-                path = line.split(" ", 8 if fields[0] == "1" else 9)[-1].split("\t")[0]
-                inner.append(f"{path} (a submodule with changes)")
-        if inner:
+        found = []
+        for path in await self._repositories_inside(session):
+            why = await _work_of_its_own(os.path.join(session.workspace, path))
+            if why:
+                found.append(f"{path} ({why})")
+        if found:
             raise ConflictError(
                 f"the worktree {session.workspace} holds git repositories with work a rescue "
-                f"cannot keep (it records only which commit they are at): {', '.join(inner)}; "
-                "move them out of the worktree, or delete them, then purge again",
-                changes=inner[:50],
+                f"cannot keep (it records only which commit they are at): {', '.join(found)}; "
+                "push or commit their work to a branch of their remote, or move them out of "
+                "the worktree, then purge again",
+                changes=found[:50],
             )
+
+    async def _repositories_inside(self, session: Session) -> list[str]:
+        """The git repositories inside a worktree, as paths relative to it: initialised
+        submodules, untracked ones (git does not enter them: `? dir/`), and any in a folder
+        git ignores (found by walking it, which git does not do)."""
+        ws, env = session.workspace, _in_worktree(session)
+        found: list[str] = []
+        modules = await git(
+            "config", "-z", "--file", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$",
+            cwd=ws, env=env,
+        )  # fmt: skip
+        for entry in modules.out.split("\0") if modules.ok else ():
+            path = entry.partition("\n")[2]
+            if path and os.path.lexists(os.path.join(ws, path, ".git")):
+                found.append(path)
+        status = await git(
+            "status", "--porcelain=v2", "-z", "--untracked-files=all", "--ignored=matching",
+            "--ignore-submodules=all",
+            cwd=ws, env=env,
+        )  # fmt: skip
+        for entry in status.out.split("\0") if status.ok else ():
+            kind, path = entry[:2], entry[2:]
+            if kind == "? " and path.endswith("/"):
+                found.append(path)
+            elif kind == "! " and path.endswith("/") and not path.startswith(f"{META_DIR}/"):
+                found.extend(await asyncio.to_thread(_repositories_under, ws, path))
+        return found
 
     async def require_clean(self, session: Session) -> list[str]:
         """Refuse (conflict) a purge of a worktree with uncommitted changes, or with ignored
@@ -424,27 +457,24 @@ class Workspaces:
         (none)."""
         changed = await self.changes(session)
         ignored = await self._ignored_work(session)
-        ws, shown = (
-            session.workspace,
-            ", ".join(ignored[:10]) + (", ..." if len(ignored) > 10 else ""),
-        )
+        ws = session.workspace
         if changed and ignored:
             message = (
-                f"the worktree {ws} has {len(changed)} uncommitted or untracked change(s), and "
-                f"{len(ignored)} ignored file(s) or folder(s) that a rescue does not keep "
-                f"({shown}); commit the changes and move the ignored files out, or delete with "
-                "force to save the changes to a rescue ref first and delete the ignored files"
+                f"the worktree {ws} has {describe_changes(changed)}, and {len(ignored)} "
+                f"ignored file(s) or folder(s) that a rescue does not keep ({_listed(ignored)})"
+                "; commit the changes and move the ignored files out, or delete with force to "
+                "save the changes to a rescue ref first and delete the ignored files"
             )
         elif changed:
             message = (
-                f"the worktree {ws} has {len(changed)} uncommitted or untracked change(s); "
-                "commit them, or delete with force to save them to a rescue ref first"
+                f"the worktree {ws} has {describe_changes(changed)}; commit them, or delete "
+                "with force to save them to a rescue ref first"
             )
         elif ignored:
             message = (
                 f"the worktree {ws} holds {len(ignored)} ignored file(s) or folder(s) that a "
-                f"purge would delete and a rescue does not keep ({shown}); move them out of "
-                "the worktree, or delete with force to delete them too"
+                f"purge would delete and a rescue does not keep ({_listed(ignored)}); move "
+                "them out of the worktree, or delete with force to delete them too"
             )
         else:
             return changed
@@ -454,22 +484,26 @@ class Workspaces:
 
     async def _ignored_work(self, session: Session) -> list[str]:
         """Files and folders git ignores in a worktree (`data/`, `model.pkl`), which a purge
-        deletes and a rescue does not keep; caches that tools make again (DISPOSABLE) and the
-        engine's own `.mas/` are left out."""
+        deletes and a rescue does not keep; caches that tools make again (DISPOSABLE), the
+        engine's own `.mas/` and an instructions file holding only a persona's section are
+        left out."""
         if session.kind != "worktree" or not os.path.isdir(session.workspace):
             return []
         res = await git(
-            "status", "--porcelain", "--ignored=matching", "--untracked-files=normal",
+            "status", "--porcelain", "-z", "--ignored=matching", "--untracked-files=normal",
             cwd=session.workspace, env=_in_worktree(session),
         )  # fmt: skip
         found = []
-        for line in res.out.splitlines() if res.ok else ():
-            path = line[3:]
-            if not line.startswith("!! ") or path.startswith(f"{META_DIR}/"):
+        for entry in res.out.split("\0") if res.ok else ():
+            path = entry[3:]
+            if not entry.startswith("!! ") or path.startswith(f"{META_DIR}/"):
                 continue
             parts = path.rstrip("/").split("/")
-            if DISPOSABLE.isdisjoint(parts) and not parts[-1].endswith(DISPOSABLE_SUFFIXES):
-                found.append(path)
+            if not DISPOSABLE.isdisjoint(parts) or parts[-1].endswith(DISPOSABLE_SUFFIXES):
+                continue
+            if len(parts) == 1 and _only_a_persona(os.path.join(session.workspace, path)):
+                continue
+            found.append(path)
         return found
 
     async def _drop_worktree(self, session: Session) -> None:
@@ -668,3 +702,54 @@ def _browser_path(workspace: str, root: str) -> str | None:
     if workspace and validate.inside(workspace, root):
         return os.path.relpath(workspace, root).replace(os.sep, "/")
     return None
+
+
+def describe_changes(changes: list[str]) -> str:
+    """`N uncommitted or untracked change(s) (a.py, notes.md, ...)` for porcelain lines."""
+    names = ["commits on a detached HEAD" if c.startswith("## ") else c[3:] for c in changes]
+    return f"{len(changes)} uncommitted or untracked change(s) ({_listed(names)})"
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
+def _repositories_under(top: str, folder: str) -> list[str]:
+    """The git repositories in a folder of the worktree `top` (its own path included), as
+    paths relative to `top`; the inside of a repository found is not searched."""
+    found = []
+    for here, dirs, files in os.walk(os.path.join(top, folder)):
+        if ".git" in dirs or ".git" in files:
+            found.append(os.path.relpath(here, top) + "/")
+            dirs.clear()
+    return found
+
+
+async def _work_of_its_own(repo: str) -> str | None:
+    """What work a repository inside a worktree holds that is nowhere else: commits on no
+    remote branch, uncommitted changes, or (git cannot read it) anything."""
+    env = {"GIT_CEILING_DIRECTORIES": os.path.dirname(os.path.abspath(repo))}
+    status = await git("status", "--porcelain", cwd=repo, env=env)
+    if not status.ok:
+        return "git cannot read it"
+    why = []
+    if (await git("rev-parse", "--verify", "--quiet", "HEAD", cwd=repo, env=env)).ok:
+        local = await git(
+            "rev-list", "-n", "1", "HEAD", "--branches", "--not", "--remotes", cwd=repo, env=env
+        )
+        if not local.ok or local.out.strip():
+            why.append("commits on no remote branch")
+    if status.out.strip():
+        why.append("uncommitted changes")
+    return " and ".join(why) or None
+
+
+def _only_a_persona(path: str) -> bool:
+    """Whether a file holds a persona's section and nothing else."""
+    try:
+        if os.path.islink(path) or os.path.getsize(path) > 4 * PERSONA_FILE_MAX:
+            return False
+        rest = without_section(read_text(path))
+    except OSError:
+        return False
+    return rest is not None and not rest.strip()

@@ -12,6 +12,7 @@ import pytest
 
 from mas_jupyter.core.errors import ConflictError, ForbiddenError, InvalidError
 from mas_jupyter.core.gitrun import git
+from mas_jupyter.core.personas import PERSONA_END, PERSONA_START
 from tests.conftest import run_git
 
 
@@ -414,14 +415,28 @@ async def test_commits_on_a_detached_head_are_not_lost_by_a_purge(manager, make_
 BOT = {"bot": {"argv": ["cat"], "instructions_file": "BOT.md"}}
 
 
-@pytest.mark.parametrize("committed", ["# Our rules\nTabs, never spaces.\n", None])
+SECTION_OF_ANOTHER_SESSION = (
+    f"# Our rules\n\n{PERSONA_START}\nYou work in session old.\n{PERSONA_END}\n".encode()
+)
+
+
+@pytest.mark.parametrize(
+    "committed",
+    [
+        b"# Our rules\nTabs, never spaces.\n",
+        None,  # no such file: the persona makes it
+        b"Rules\r\nline two\r\n",  # Windows line ends were rewritten as \n
+        b"R\xe8gles caf\xe9\n",  # not UTF-8
+        SECTION_OF_ANOTHER_SESSION,  # an agent committed the file with its section
+    ],
+)
 async def test_the_persona_section_is_not_work_to_save(make_manager, make_repo, committed):
     """A worker with a persona wrote its section into the instructions file, which made every
     new worktree dirty: stop and purge asked for force, for text the engine itself wrote."""
     manager = make_manager(backends=BOT)
     repo = make_repo()
     if committed is not None:
-        with open(os.path.join(repo, "BOT.md"), "w") as fh:
+        with open(os.path.join(repo, "BOT.md"), "wb") as fh:
             fh.write(committed)
         run_git("add", "BOT.md", cwd=repo)
         run_git("commit", "-q", "-m", "rules", cwd=repo)
@@ -433,64 +448,116 @@ async def test_the_persona_section_is_not_work_to_save(make_manager, make_repo, 
     }
     ws = (await manager.create_session(spec))["workspace"]
     path = os.path.join(ws, "BOT.md")
-    with open(path) as fh:
+    with open(path, "rb") as fh:
         written = fh.read()
-    assert "Your role: quality assurance" in written
+    assert b"Your role: quality assurance" in written
+    if committed is not None and committed != SECTION_OF_ANOTHER_SESSION:
+        assert written.startswith(committed)  # the user's bytes, line ends included
     assert (await manager.check_stop("w"))["errors"] == []
     # The user's (or the agent's) own edit of that file is work, as any other.
-    with open(path, "a") as fh:
-        fh.write("\nAlso: type hints.\n")
+    with open(path, "ab") as fh:
+        fh.write(b"\nAlso: type hints.\n")
     refused = (await manager.check_stop("w"))["errors"]
-    assert refused and "uncommitted" in refused[0]
+    assert refused == [
+        "the worktree has 1 uncommitted or untracked change(s) (BOT.md); commit them first"
+    ]
     with pytest.raises(ConflictError) as purge:
         await manager.delete_session("w", purge=True)
     assert purge.value.details["changes"] == [("?? BOT.md" if committed is None else " M BOT.md")]
-    with open(path, "w") as fh:
+    with open(path, "wb") as fh:
         fh.write(written)
     assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
     assert not os.path.exists(ws)
 
 
+async def test_a_persona_file_git_ignores_is_not_ignored_work(make_manager, make_repo):
+    """With the instructions file in the user's global excludes (CLAUDE.md often is), the
+    purge refused it as ignored work, though it held only the engine's section."""
+    manager = make_manager(backends=BOT)
+    repo = make_repo()
+    with open(os.path.join(repo, ".git", "info", "exclude"), "a") as fh:
+        fh.write("BOT.md\n")
+    spec = {"kind": "worktree", "repo": repo, "name": "w"}
+    ws = (await manager.create_session({**spec, "workers": [{"backend": "bot", "persona": "qa"}]}))[
+        "workspace"
+    ]
+    assert os.path.exists(os.path.join(ws, "BOT.md"))
+    assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
+
+
+async def test_a_locked_worktree_is_not_purged(manager, make_repo):
+    """The user's `git worktree lock` was ignored: the folder was deleted and the locked entry
+    kept, so the branch could be neither checked out nor deleted."""
+    repo = make_repo()
+    ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
+        "workspace"
+    ]
+    run_git("worktree", "lock", "--reason", "keep me", ws, cwd=repo)
+    with pytest.raises(ConflictError, match="is locked .*worktree unlock"):
+        await manager.delete_session("w", purge=True, force=True)
+    assert os.path.isdir(ws) and manager.get_session("w")["status"] == "active"
+    run_git("worktree", "unlock", ws, cwd=repo)
+    await manager.delete_session("w", purge=True)
+    assert "mas/w" in run_git("branch", "--list", cwd=repo)
+    run_git("branch", "-D", "mas/w", cwd=repo)  # checked out nowhere any more
+
+
 async def test_repositories_inside_a_worktree_are_not_purged_with_their_work(
     manager, make_repo, tmp_path
 ):
-    """A forced purge kept only a gitlink in the rescue ref: the commits of a repository the
-    user made inside the worktree, and a submodule's edits (its git folder is under the
-    worktree's own), were deleted."""
+    """A forced purge kept only a gitlink in the rescue ref: the commits of a repository made
+    inside the worktree, and a submodule's edits (its git folder is under the worktree's
+    own), were deleted. So was a submodule commit the agent had committed the bump of (its
+    pointer was clean), and a repository in a folder git ignores or whose name git quotes."""
     upstream = make_repo("lib")
     repo = make_repo()
+    with open(os.path.join(repo, ".gitignore"), "w") as fh:
+        fh.write("data/\n")
     allow = ("-c", "protocol.file.allow=always")
     run_git(*allow, "submodule", "add", "-q", upstream, "lib", cwd=repo)
+    run_git("add", ".gitignore", cwd=repo)
     run_git("commit", "-q", "-m", "lib as a submodule", cwd=repo)
     ws = (await manager.create_session({"kind": "worktree", "name": "w", "repo": repo}))[
         "workspace"
     ]
     run_git(*allow, "submodule", "update", "-q", "--init", cwd=ws)
-    assert (await manager.check_stop("w"))["errors"] == []  # an untouched submodule is clean
-    inner = os.path.join(ws, "experiments", "tuning")
-    os.makedirs(inner)
-    run_git("init", "-q", cwd=inner)
-    with open(os.path.join(inner, "grid.py"), "w") as fh:
-        fh.write("search()\n")
-    run_git("add", "grid.py", cwd=inner)
-    run_git("commit", "-q", "-m", "the grid", cwd=inner)
-    with open(os.path.join(ws, "lib", "patch.py"), "w") as fh:
-        fh.write("fix()\n")
+    # An untouched submodule, and a clone whose commits are on its remote, are no work.
+    run_git("clone", "-q", upstream, os.path.join(ws, "data", "mirror"), cwd=ws)
+    assert (await manager.check_stop("w"))["errors"] == []
+    await manager.workspaces.require_purgeable(manager.store.get_session("w"), force=True)
+
+    def commit_in(folder, name):
+        os.makedirs(folder, exist_ok=True)
+        if not os.path.exists(os.path.join(folder, ".git")):
+            run_git("init", "-q", cwd=folder)
+        with open(os.path.join(folder, name), "w") as fh:
+            fh.write("work\n")
+        run_git("add", name, cwd=folder)
+        run_git("commit", "-q", "-m", name, cwd=folder)
+
+    commit_in(os.path.join(ws, "données"), "grid.py")  # a name git quotes
+    commit_in(os.path.join(ws, "data", "exp1"), "run.py")  # in an ignored folder
+    commit_in(os.path.join(ws, "lib"), "patch.py")
+    run_git("commit", "-q", "-am", "bump lib", cwd=ws)  # the pointer is committed: clean
+    with open(os.path.join(ws, "lib", "draft.py"), "w") as fh:
+        fh.write("draft\n")
+    expected = [
+        "lib (commits on no remote branch and uncommitted changes)",
+        "données/ (commits on no remote branch)",
+        "data/exp1/ (commits on no remote branch)",
+    ]
     for force in (False, True):
-        with pytest.raises(ConflictError, match="move them out of the worktree") as refused:
+        with pytest.raises(ConflictError, match="push or commit their work") as refused:
             await manager.delete_session("w", purge=True, force=force)
-        assert refused.value.details["changes"] == [
-            "lib (a submodule with changes)",
-            "experiments/tuning/ (a repository of its own)",
-        ]
+        assert sorted(refused.value.details["changes"]) == sorted(expected)
     assert manager.get_session("w")["status"] == "active"  # refused before anything stopped
-    assert run_git("log", "--format=%s", cwd=inner).strip() == "the grid"
-    assert os.path.exists(os.path.join(ws, "lib", "patch.py"))
+    assert os.path.exists(os.path.join(ws, "lib", "draft.py"))
     # Moved out, the rest is purged as usual.
-    os.rename(inner, tmp_path / "tuning")
-    os.remove(os.path.join(ws, "lib", "patch.py"))
-    assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
-    assert not os.path.exists(ws)
+    for folder in ("données", "data/exp1", "lib"):
+        os.rename(os.path.join(ws, folder), tmp_path / os.path.basename(folder))
+    ref = (await manager.delete_session("w", purge=True, force=True))["rescue_ref"]
+    assert ref and not os.path.exists(ws)
+    assert run_git("log", "-1", "--format=%s", cwd=str(tmp_path / "exp1")).strip() == "run.py"
 
 
 async def test_ignored_work_is_not_purged_without_force(manager, make_repo):
