@@ -699,16 +699,19 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         return {"id": session.id, "name": session.name, "purged": purge, "rescue_ref": rescued}
 
     def _instructions_files(self, session: Session) -> list[str]:
-        """The instructions files the session's personas were written into."""
-        backends = self.supervisor.backends
-        found = {
-            backends[record.backend].instructions_file
-            for record in self.store.list_workers(session.id)
-            if record.persona
-            and record.backend in backends
-            and backends[record.backend].persona_delivery == "file"
-        }
-        return sorted(name for name in found if name)
+        """The instructions files a persona may have been written into: every backend's, as a
+        worker deleted before the session went may have written one too (what is taken out
+        of them is only the engine's marked section)."""
+        if session.kind != "dir":
+            return []  # the workspace goes, with them
+        backends = self.supervisor.backends.values()
+        return sorted(
+            {
+                b.instructions_file
+                for b in backends
+                if b.instructions_file and b.persona_delivery == "file"
+            }
+        )
 
     def _set_status(self, session: Session, status: str, at: float | None = None) -> None:
         at = now() if at is None else at

@@ -96,11 +96,12 @@ async def test_purging_a_dir_session_takes_its_persona_out_of_the_users_file(
     shared.mkdir()
     if mine is not None:
         (shared / "BOT.md").write_text(mine)
-    worker = {"backend": "bot", "persona": "pm"}
+    worker = {"name": "bot1", "backend": "bot", "persona": "pm"}
     await manager.create_session(
         {"kind": "dir", "path": "project", "name": "d", "workers": [worker]}
     )
     assert "Your role: product manager" in (shared / "BOT.md").read_text()
+    await manager.delete_worker("d", "bot1")  # its section stayed behind when deleted first
     await manager.delete_session("d", purge=True)
     if mine is None:
         assert not (shared / "BOT.md").exists()
