@@ -39,7 +39,12 @@ def _in_worktree(session: Session) -> dict[str, str]:
     """git's environment for a command about a worktree workspace: git does not look above
     it, so a workspace whose `.git` link is gone is no repository, never the one around it
     (a server root inside the user's own repository)."""
-    return {"GIT_CEILING_DIRECTORIES": os.path.dirname(os.path.abspath(session.workspace))}
+    return _only_in(session.workspace)
+
+
+def _only_in(folder: str) -> dict[str, str]:
+    """git's environment for a command about the repository at `folder` and no other."""
+    return {"GIT_CEILING_DIRECTORIES": os.path.dirname(os.path.abspath(folder))}
 
 
 def _linked_git_dir(top: str) -> str | None:
@@ -306,14 +311,8 @@ class Workspaces:
         code, path = line[:2], line[3:]
         if code not in (" M", "??") or "/" in path or path.startswith('"'):
             return False
-        full = os.path.join(session.workspace, path)
-        try:
-            if os.path.islink(full) or os.path.getsize(full) > 4 * PERSONA_FILE_MAX:
-                return False
-            # Decoded as git's output is, so that bytes that are not UTF-8 compare equal.
-            ours = without_section(read_text(full, errors="replace"))
-        except OSError:
-            return False
+        # Decoded as git's output is, so that bytes that are not UTF-8 compare equal.
+        ours = _without_persona(os.path.join(session.workspace, path), errors="replace")
         if ours is None:
             return False
         committed = ""
@@ -728,7 +727,7 @@ def _repositories_under(top: str, folder: str) -> list[str]:
 async def _work_of_its_own(repo: str) -> str | None:
     """What work a repository inside a worktree holds that is nowhere else: commits on no
     remote branch, uncommitted changes, or (git cannot read it) anything."""
-    env = {"GIT_CEILING_DIRECTORIES": os.path.dirname(os.path.abspath(repo))}
+    env = _only_in(repo)
     status = await git("status", "--porcelain", cwd=repo, env=env)
     if not status.ok:
         return "git cannot read it"
@@ -746,10 +745,16 @@ async def _work_of_its_own(repo: str) -> str | None:
 
 def _only_a_persona(path: str) -> bool:
     """Whether a file holds a persona's section and nothing else."""
+    rest = _without_persona(path)
+    return rest is not None and not rest.strip()
+
+
+def _without_persona(path: str, errors: str = "surrogateescape") -> str | None:
+    """A workspace file's text without the persona section in it; None when it holds none,
+    or is a link, too big for an instructions file, or unreadable."""
     try:
         if os.path.islink(path) or os.path.getsize(path) > 4 * PERSONA_FILE_MAX:
-            return False
-        rest = without_section(read_text(path))
+            return None
+        return without_section(read_text(path, errors=errors))
     except OSError:
-        return False
-    return rest is not None and not rest.strip()
+        return None
