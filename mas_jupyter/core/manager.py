@@ -685,12 +685,13 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         self.log.warning("session %s was kept: its purge failed: %s", session.name, error)
 
     async def _finish_delete(self, session: Session, purge: bool, force: bool) -> dict:
-        written = self._instructions_files(session)
+        written = self.instructions_files()
         await self.supervisor.forget_all(session)
         rescued = None
         if purge:
             rescued = await self.workspaces.remove(session, force=force, instructions=written)
-        else:
+        else:  # the folder stays, as it was before the session's personas were written
+            await self.workspaces.remove_personas(session, written)
             self.workspaces.remove_metadata(session)
         self.store.delete_session(session.id)
         self.events.emit(
@@ -698,12 +699,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         )
         return {"id": session.id, "name": session.name, "purged": purge, "rescue_ref": rescued}
 
-    def _instructions_files(self, session: Session) -> list[str]:
-        """The instructions files a persona may have been written into: every backend's, as a
-        worker deleted before the session went may have written one too (what is taken out
-        of them is only the engine's marked section)."""
-        if session.kind != "dir":
-            return []  # the workspace goes, with them
+    def instructions_files(self) -> list[str]:
+        """The instructions files a persona may have been written into: every backend's, as
+        a backend's configuration may have changed since (what is taken out of them is only
+        the engine's marked section)."""
         backends = self.supervisor.backends.values()
         return sorted(
             {

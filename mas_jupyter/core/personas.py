@@ -1,7 +1,7 @@
 """Personas: the role an agent plays (pm, qa, specialist, or a <name>.md file of the personas
 directory). Its instructions are written into the backend's instructions file in the workspace,
-in a section of their own that is replaced on each start, or sent as the first message when the
-backend reads no file.
+in a section of their own that names its worker and goes when that worker does, or sent as the
+first message when the backend reads no file (or the file holds another worker's section).
 """
 
 from __future__ import annotations
@@ -21,9 +21,16 @@ if TYPE_CHECKING:
     from .backends import Backend
 
 PERSONA_FILE_MAX = 64 * 1024
-PERSONA_START = "<!-- mas_jupyter persona: start (managed by mas_jupyter; edits are replaced) -->"
+# A section's first line names the worker whose persona it holds (sections an earlier
+# version wrote name none: their owner reads as "").
+_START = "<!-- mas_jupyter persona{of}: start (managed by mas_jupyter; edits are replaced) -->"
 PERSONA_END = "<!-- mas_jupyter persona: end -->"
-_SECTION_RE = re.compile(re.escape(PERSONA_START) + r".*?" + re.escape(PERSONA_END), re.DOTALL)
+_SECTION_RE = re.compile(
+    re.escape(_START).replace(re.escape("{of}"), r'(?: of worker "(?P<owner>[^"\r\n]*)")?')
+    + r".*?"
+    + re.escape(PERSONA_END),
+    re.DOTALL,
+)
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FRONT_MATTER_RE = re.compile(r"^(icon|title)\s*:\s*(.*?)\s*$", re.IGNORECASE)
 
@@ -193,12 +200,13 @@ def load_personas(directory: str | None = None) -> dict[str, Persona]:
 def write_instructions(
     workspace: str, backend: Backend, persona: Persona, context: dict
 ) -> str | None:
-    """Write a persona's instructions into the backend's instructions file; its path, or None
-    when the backend takes them as the first message instead.
+    """Write a persona's instructions into the backend's instructions file, as the section of
+    the worker `context["worker"]`; its path, or None when the backend takes them as the first
+    message instead.
 
-    The instructions go in a marked section: appended to a file the user already has, replaced
-    in place on a second call (idempotent), never touching the user's own text. The write is
-    atomic, so a crash leaves the old file or the new one.
+    The section is appended to a file the user already has, replaced in place on a second
+    call (idempotent), never touching the user's own text. The write is atomic, so a crash
+    leaves the old file or the new one.
     """
     if not backend.instructions_file or backend.persona_delivery != "file":
         return None
@@ -211,7 +219,7 @@ def write_instructions(
             "remove the link to let a persona be written there"
         )
     try:
-        _write_section(real, persona.render(context).strip())
+        _write_section(real, context["worker"], persona.render(context).strip())
     except OSError as exc:  # a folder of that name, no permission, a full disk
         raise ConflictError(
             f"cannot write the persona's instructions to {backend.instructions_file} in the "
@@ -220,10 +228,27 @@ def write_instructions(
     return real
 
 
+def start_marker(owner: str) -> str:
+    """The first line of the section holding the persona of the worker `owner`."""
+    return _START.format(of=f' of worker "{owner}"')
+
+
+def section_owner(workspace: str, filename: str) -> str | None:
+    """The worker whose persona section the workspace's `filename` holds ("" for a section an
+    earlier version wrote), or None when it holds none or cannot be read."""
+    real = _instructions_path(workspace, filename)
+    if real is None:
+        return None
+    try:
+        found = _SECTION_RE.search(read_text(real))
+    except (OSError, ValueError):
+        return None
+    return (found["owner"] or "") if found else None
+
+
 def without_section(text: str) -> str | None:
-    """The text as it was before a persona section was written into it, or None when it
-    holds no section. It is the user's text byte for byte, but for a line end added to a last
-    line that had none."""
+    """The text as it was before a persona section was written into it, byte for byte, or
+    None when it holds no section."""
     found = _SECTION_RE.search(text)
     if not found:
         return None
@@ -236,22 +261,32 @@ def without_section(text: str) -> str | None:
     return before + after
 
 
-def remove_instructions(workspace: str, filename: str) -> None:
+def remove_instructions(workspace: str, filename: str, owner: str | None = None) -> None:
     """Take a persona's section out of an instructions file in the workspace (the user's own
-    text stays as it was); a file that held only the section is removed. Missing files,
-    links out of the workspace and files it cannot read or write are left as they are."""
-    root = os.path.realpath(workspace)
-    real = os.path.realpath(os.path.join(root, filename))
-    if not validate.inside(real, root) or not os.path.isfile(real):
+    text stays as it was): any section, or only the worker `owner`'s. A file that held only
+    the section is removed. Missing files, links out of the workspace and files it cannot
+    read or write are left as they are."""
+    real = _instructions_path(workspace, filename)
+    if real is None:
         return
     with contextlib.suppress(OSError):
-        rest = without_section(read_text(real))
-        if rest is None:
+        text = read_text(real)
+        found = _SECTION_RE.search(text)
+        if found is None or (owner is not None and found["owner"] != owner):
             return
+        rest = without_section(text)
         if rest:
             _replace(real, rest)
         else:
             os.unlink(real)
+
+
+def _instructions_path(workspace: str, filename: str) -> str | None:
+    """The real path of an instructions file in the workspace, or None when there is no such
+    file there (a link out of the workspace counts as none)."""
+    root = os.path.realpath(workspace)
+    real = os.path.realpath(os.path.join(root, filename))
+    return real if validate.inside(real, root) and os.path.isfile(real) else None
 
 
 def read_text(path: str, errors: str = "surrogateescape") -> str:
@@ -261,16 +296,19 @@ def read_text(path: str, errors: str = "surrogateescape") -> str:
         return f.read()
 
 
-def _write_section(real: str, body: str) -> None:
-    """Put the section holding `body` into the file: in place of the one there, else after the
-    user's text with a blank line between, in the file's own line ends."""
+def _write_section(real: str, owner: str, body: str) -> None:
+    """Put the worker `owner`'s section holding `body` into the file: in place of the one
+    there, else after the user's text, in the file's own line ends.
+
+    One line end goes between the user's text and the section (a blank line when their last
+    line has its own), so taking the section out again gives their bytes back exactly."""
     old = read_text(real) if os.path.exists(real) else ""
     nl = "\r\n" if "\r\n" in old else "\n"
-    section = nl.join([PERSONA_START, *body.split("\n"), PERSONA_END])
+    section = nl.join([start_marker(owner), *body.split("\n"), PERSONA_END])
     if _SECTION_RE.search(old):
         new = _SECTION_RE.sub(lambda _: section, old, count=1)
     elif old:
-        new = old + (nl if old.endswith("\n") else nl + nl) + section + nl
+        new = old + nl + section + nl
     else:
         new = section + nl
     if new != old:

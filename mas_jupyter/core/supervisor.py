@@ -18,7 +18,7 @@ from .backends import Backend, find_template, list_templates, load_backends
 from .errors import ConflictError, InvalidError, LimitError, NotFoundError, UnavailableError
 from .models import Worker, how_it_ended
 from .personas import first_message as persona_message
-from .personas import load_personas, write_instructions
+from .personas import load_personas, section_owner, write_instructions
 from .runtimes import tmux as tmux_runtime
 from .screen import strip_ansi
 from .transcript import append_exit
@@ -257,8 +257,17 @@ class Supervisor:
                     "workspace": session.workspace,
                     "worker": record.name,
                 }
-                if write_instructions(session.workspace, backend, persona, context) is None:
+                holder = self._persona_holder(session, backend, record.name)
+                if holder or not write_instructions(session.workspace, backend, persona, context):
                     first_message = persona_message(persona, context)
+                if holder:
+                    self.manager.log.info(
+                        "worker %s gets its persona as its first message: %s holds the persona "
+                        "of worker %s",
+                        record.name,
+                        backend.instructions_file,
+                        holder,
+                    )
             await self._launch(session, record, resume=False)
         except BaseException:
             store.delete_worker(record.id)
@@ -283,6 +292,19 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 live.submit(text, self.manager.max_input_bytes)
 
+    def _persona_holder(self, session: Session, backend: Backend, name: str) -> str | None:
+        """Another worker of the session whose persona the backend's instructions file holds.
+
+        A file holds one persona (every agent reading it would take it as its own), so a
+        second worker that would write into it gets its persona as its first message instead.
+        """
+        if not backend.instructions_file or backend.persona_delivery != "file":
+            return None
+        owner = section_owner(session.workspace, backend.instructions_file)
+        if owner and owner != name and self.manager.store.get_worker(session.id, owner):
+            return owner
+        return None
+
     def _child_env(self, session: Session, record: Worker, backend: Backend) -> dict[str, str]:
         env = base_env()
         env.update(
@@ -295,16 +317,24 @@ class Supervisor:
         env.update(record.env)
         return env
 
-    def _argv(self, record: Worker, backend: Backend, resume: bool) -> list[str]:
+    def _argv(self, session: Session, record: Worker, backend: Backend, resume: bool) -> list[str]:
+        """The worker's command: its backend's, resuming, and naming the instructions file
+        when the file holds this worker's persona (or one an earlier version wrote)."""
+        instructions = bool(
+            record.persona
+            and backend.instructions_args
+            and backend.instructions_file
+            and section_owner(session.workspace, backend.instructions_file) in (record.name, "")
+        )
         return backend.command(
             resume=resume and record.kind == "agent",
-            instructions=bool(record.persona and backend.instructions_args),
+            instructions=instructions,
             conversation_id=record.conversation_id,
         )
 
     async def _launch(self, session: Session, record: Worker, resume: bool) -> LiveWorker:
         backend = self.startable_backend(record.backend)
-        argv = self._argv(record, backend, resume)
+        argv = self._argv(session, record, backend, resume)
         if not os.path.isdir(session.workspace):
             raise ConflictError(f"the workspace {session.workspace} is gone")
         live = LiveWorker(
@@ -526,6 +556,10 @@ class Supervisor:
             self.manager.store.delete_worker(record.id)
         finally:
             self.being_deleted.discard(record.id)
+        if record.persona:  # its instructions go with it; another worker's stay
+            await self.manager.workspaces.remove_personas(
+                session, self.manager.instructions_files(), owner=record.name
+            )
         self.manager.store.add_activity(
             session.id, "worker-deleted", record.id, {"name": record.name}
         )

@@ -16,12 +16,19 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 
 from . import validate
 from .errors import ConflictError, ForbiddenError, InvalidError
 from .gitrun import git
 from .models import Session
-from .personas import PERSONA_FILE_MAX, read_text, remove_instructions, without_section
+from .personas import (
+    PERSONA_FILE_MAX,
+    read_text,
+    remove_instructions,
+    section_owner,
+    without_section,
+)
 
 META_DIR = ".mas"
 META_FILE = "session.json"
@@ -516,7 +523,7 @@ class Workspaces:
         await git("worktree", "prune", cwd=session.repo)
 
     async def remove(
-        self, session: Session, force: bool = False, instructions: tuple[str, ...] | list[str] = ()
+        self, session: Session, force: bool = False, instructions: Sequence[str] = ()
     ) -> str | None:
         """Remove a session's workspace; a dirty worktree needs force and is rescued first.
 
@@ -536,10 +543,28 @@ class Workspaces:
                 shutil.rmtree(session.workspace, ignore_errors=True)
         else:  # dir: the folder is the user's; what the engine kept of it goes
             shutil.rmtree(os.path.join(self.dir_sessions, session.id), ignore_errors=True)
-            for name in instructions:
-                remove_instructions(session.workspace, name)
+            await self.remove_personas(session, instructions)
         self.remove_metadata(session)
         return rescued
+
+    async def remove_personas(
+        self, session: Session, files: Sequence[str], owner: str | None = None
+    ) -> None:
+        """Take the persona sections (every one, or only the worker `owner`'s) out of the
+        workspace's instructions `files`; nothing is written through a workspace a link
+        replaced.
+
+        A worktree's file whose committed version holds a section too (an agent committed
+        it) is left as it is: taking the section out would be a change to commit."""
+        if not self.in_place(session):
+            return
+        for name in files:
+            if session.kind == "worktree" and section_owner(session.workspace, name) is not None:
+                env = _in_worktree(session)
+                blob = await git("cat-file", "blob", f"HEAD:{name}", cwd=session.workspace, env=env)
+                if blob.ok and without_section(blob.out) is not None:
+                    continue
+            remove_instructions(session.workspace, name, owner)
 
     async def undo_worktree(self, session: Session) -> None:
         """Undo a half-made worktree: remove it, and its branch if this create made the branch

@@ -19,11 +19,12 @@ from mas_jupyter.core.backends import (
 from mas_jupyter.core.errors import ForbiddenError, InvalidError, UnavailableError
 from mas_jupyter.core.personas import (
     PERSONA_END,
-    PERSONA_START,
     Persona,
     first_message,
     load_personas,
     remove_instructions,
+    section_owner,
+    start_marker,
     without_section,
     write_instructions,
 )
@@ -391,7 +392,9 @@ def test_write_instructions_creates_the_file(tmp_path):
     path = write_instructions(str(tmp_path), claude, qa, CONTEXT)
     assert path == str(tmp_path / "CLAUDE.md")
     text = (tmp_path / "CLAUDE.md").read_text()
-    assert text.startswith(PERSONA_START) and text.rstrip().endswith(PERSONA_END)
+    assert text.startswith(start_marker("w1")) and text.rstrip().endswith(PERSONA_END)
+    assert section_owner(str(tmp_path), "CLAUDE.md") == "w1"
+    assert section_owner(str(tmp_path), "AGENTS.md") is None
     assert 'session "s1"' in text and "{session}" not in text
 
 
@@ -401,14 +404,14 @@ def test_write_instructions_keeps_user_content_and_is_idempotent(tmp_path):
     (tmp_path / "AGENTS.md").write_text("# My rules\n\nUse tabs.\n")
     write_instructions(str(tmp_path), codex, personas["qa"], CONTEXT)
     once = (tmp_path / "AGENTS.md").read_text()
-    assert once.startswith("# My rules\n\nUse tabs.\n\n" + PERSONA_START)
+    assert once.startswith("# My rules\n\nUse tabs.\n\n" + start_marker("w1"))
     write_instructions(str(tmp_path), codex, personas["qa"], CONTEXT)
     assert (tmp_path / "AGENTS.md").read_text() == once
     # Another persona replaces the section in place; the user's text stays.
     (tmp_path / "AGENTS.md").write_text(once + "\nMore of my own notes.\n")
     write_instructions(str(tmp_path), codex, personas["pm"], CONTEXT)
     text = (tmp_path / "AGENTS.md").read_text()
-    assert text.count(PERSONA_START) == 1
+    assert text.count("<!-- mas_jupyter persona") == 2  # its start and its end
     assert "product manager" in text and "quality assurance" not in text
     assert text.startswith("# My rules\n\nUse tabs.\n")
     assert text.endswith("More of my own notes.\n")

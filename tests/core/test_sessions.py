@@ -87,10 +87,12 @@ async def test_dir_session_uses_an_existing_directory_as_is(manager, root):
         None,
     ],
 )
-async def test_purging_a_dir_session_takes_its_persona_out_of_the_users_file(
-    make_manager, root, mine
+@pytest.mark.parametrize("purge", [True, False])
+async def test_deleting_a_dir_session_takes_its_persona_out_of_the_users_file(
+    make_manager, root, mine, purge
 ):
-    """The folder is the user's: a purge kept the persona's section in their file."""
+    """The folder is the user's: the persona's section stayed in their file, with a line end
+    added to a last line that had none."""
     manager = make_manager(backends={"bot": {"argv": ["cat"], "instructions_file": "BOT.md"}})
     shared = root / "project"
     shared.mkdir()
@@ -101,14 +103,13 @@ async def test_purging_a_dir_session_takes_its_persona_out_of_the_users_file(
         {"kind": "dir", "path": "project", "name": "d", "workers": [worker]}
     )
     assert "Your role: product manager" in (shared / "BOT.md").read_text()
-    await manager.delete_worker("d", "bot1")  # its section stayed behind when deleted first
-    await manager.delete_session("d", purge=True)
-    if mine is None:
-        assert not (shared / "BOT.md").exists()
-    else:
-        restored = (shared / "BOT.md").read_bytes().decode()
-        # Byte for byte, but for the line end a last line without one gets.
-        assert restored == (mine if mine.endswith("\n") else mine + "\n")
+    await manager.create_worker("d", {"name": "bot2", "backend": "bot", "persona": "qa"})
+    await manager.delete_worker("d", "bot2")  # not the section's worker: the section stays
+    assert "Your role: product manager" in (shared / "BOT.md").read_text()
+    await manager.delete_session("d", purge=purge)
+    assert (shared / "BOT.md").exists() is (mine is not None)
+    if mine is not None:  # byte for byte, a last line without a line end included
+        assert (shared / "BOT.md").read_bytes().decode() == mine
 
 
 async def test_rename_and_task_are_logged_and_announced(manager):

@@ -560,6 +560,40 @@ async def test_session_with_initial_workers_and_a_persona(manager):
     assert s["workers"][0]["persona_icon"]
 
 
+async def test_a_second_persona_does_not_take_over_the_first_ones_file(make_manager, tmp_path):
+    """An instructions file holds one persona: a second worker's section replaced the first's,
+    so every agent reading the file (the first one too, on its next start) took the second's
+    role and name; and a deleted worker's section went on steering the next agent."""
+    manager = make_manager(
+        backends={"demo": {"instructions_file": "BOT.md", "persona_delivery": "file"}}
+    )
+    session = await manager.create_session({"kind": "quick", "name": "s"})
+    bot_md = os.path.join(session["workspace"], "BOT.md")
+    lead = {"name": "lead", "backend": "demo", "persona": "pm", "env": FAST}
+    await manager.create_worker("s", lead)
+    await manager.create_worker(
+        "s", {"name": "tester", "backend": "demo", "persona": "qa", "env": FAST}
+    )
+    with open(bot_md) as f:
+        text = f.read()
+    assert 'worker "lead"' in text and "Your role: product manager" in text
+    assert "quality assurance" not in text and "tester" not in text
+    # The second worker gets its persona as its first message.
+    await until(
+        lambda: "quality assurance" in screen_text(manager, "s", "tester"), what="first message"
+    )
+    # Deleting a worker takes its section out; another worker's section is not its own.
+    await manager.delete_worker("s", "tester")
+    with open(bot_md) as f:
+        assert f.read() == text
+    await manager.delete_worker("s", "lead")
+    assert not os.path.exists(bot_md)
+    # The name is free again, and the file with it.
+    await manager.create_worker("s", {**lead, "persona": "qa"})
+    with open(bot_md) as f:
+        assert "quality assurance" in f.read()
+
+
 async def test_shell_exits_at_once(make_manager):
     manager = make_manager(backends={"quick": {"argv": ["true"], "kind": "terminal"}})
     await manager.create_session({"kind": "quick", "name": "s"})

@@ -12,7 +12,7 @@ import pytest
 
 from mas_jupyter.core.errors import ConflictError, ForbiddenError, InvalidError
 from mas_jupyter.core.gitrun import git
-from mas_jupyter.core.personas import PERSONA_END, PERSONA_START
+from mas_jupyter.core.personas import PERSONA_END
 from tests.conftest import run_git
 
 
@@ -413,10 +413,23 @@ async def test_commits_on_a_detached_head_are_not_lost_by_a_purge(manager, make_
 
 
 BOT = {"bot": {"argv": ["cat"], "instructions_file": "BOT.md"}}
+# The first line of a section as versions before sections named their worker wrote it.
+LEGACY_START = "<!-- mas_jupyter persona: start (managed by mas_jupyter; edits are replaced) -->"
+
+
+def _repo_with_rules(make_repo, committed: bytes | None) -> str:
+    """A repository whose last commit holds BOT.md with these bytes (None: no BOT.md)."""
+    repo = make_repo()
+    if committed is not None:
+        with open(os.path.join(repo, "BOT.md"), "wb") as fh:
+            fh.write(committed)
+        run_git("add", "BOT.md", cwd=repo)
+        run_git("commit", "-q", "-m", "rules", cwd=repo)
+    return repo
 
 
 SECTION_OF_ANOTHER_SESSION = (
-    f"# Our rules\n\n{PERSONA_START}\nYou work in session old.\n{PERSONA_END}\n".encode()
+    f"# Our rules\n\n{LEGACY_START}\nYou work in session old.\n{PERSONA_END}\n".encode()
 )
 
 
@@ -434,12 +447,7 @@ async def test_the_persona_section_is_not_work_to_save(make_manager, make_repo, 
     """A worker with a persona wrote its section into the instructions file, which made every
     new worktree dirty: stop and purge asked for force, for text the engine itself wrote."""
     manager = make_manager(backends=BOT)
-    repo = make_repo()
-    if committed is not None:
-        with open(os.path.join(repo, "BOT.md"), "wb") as fh:
-            fh.write(committed)
-        run_git("add", "BOT.md", cwd=repo)
-        run_git("commit", "-q", "-m", "rules", cwd=repo)
+    repo = _repo_with_rules(make_repo, committed)
     spec = {
         "kind": "worktree",
         "repo": repo,
@@ -468,6 +476,36 @@ async def test_the_persona_section_is_not_work_to_save(make_manager, make_repo, 
         fh.write(written)
     assert (await manager.delete_session("w", purge=True))["rescue_ref"] is None
     assert not os.path.exists(ws)
+
+
+@pytest.mark.parametrize(
+    "committed",
+    [b"# Our rules\nTabs, never spaces.", None, b"Rules\r\nline two\r\n", b"R\xe8gles\n"],
+)
+async def test_a_kept_worktree_is_left_without_the_persona(make_manager, make_repo, committed):
+    """Deleting the worker, or the session without purge, left the section in the worktree:
+    a change in `git status` that the user had not made, and instructions that went on
+    steering the next agent started there."""
+    manager = make_manager(backends=BOT)
+    repo = _repo_with_rules(make_repo, committed)
+    bot = {"name": "bot", "backend": "bot", "persona": "qa"}
+    ws = (await manager.create_session({"kind": "worktree", "repo": repo, "name": "w"}))[
+        "workspace"
+    ]
+    path = os.path.join(ws, "BOT.md")
+    for delete in ("worker", "session"):
+        await manager.create_worker("w", bot)
+        assert run_git("status", "--porcelain", cwd=ws) != ""
+        if delete == "worker":
+            await manager.delete_worker("w", "bot")
+        else:
+            await manager.delete_session("w")
+        assert run_git("status", "--porcelain", cwd=ws) == ""
+        if committed is None:
+            assert not os.path.exists(path)
+        else:
+            with open(path, "rb") as fh:
+                assert fh.read() == committed
 
 
 async def test_a_persona_file_git_ignores_is_not_ignored_work(make_manager, make_repo):
