@@ -296,8 +296,8 @@ class Workspaces:
         is not clean: a conflict says so, and nothing that would lose its files goes on."""
         if session.kind != "worktree" or not os.path.isdir(session.workspace):
             return []
-        res = await git(
-            "status", "--porcelain", "--untracked-files=all",
+        res = await git(  # names as they are: `données.csv`, not `"donn\303\251es.csv"`
+            "-c", "core.quotePath=false", "status", "--porcelain", "--untracked-files=all",
             cwd=session.workspace, env=_in_worktree(session),
         )  # fmt: skip
         if not res.ok:

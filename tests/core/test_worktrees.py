@@ -227,8 +227,14 @@ async def test_stop_is_refused_with_uncommitted_changes_unless_forced(manager, m
     session = await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
     with open(os.path.join(session["workspace"], "new.txt"), "w") as fh:
         fh.write("work in progress")
+    with open(os.path.join(session["workspace"], "données.csv"), "w") as fh:
+        fh.write("a,b\n")
     check = await manager.check_stop("w")
-    assert check["errors"] and "uncommitted" in check["errors"][0]
+    # Names as the user wrote them (git quoted this one as "donn\303\251es.csv").
+    assert check["errors"] == [
+        "the worktree has 2 uncommitted or untracked change(s) (données.csv, new.txt); "
+        "commit them first"
+    ]
     with pytest.raises(ConflictError) as refused:
         await manager.stop_session("w")
     assert refused.value.details["errors"] == check["errors"]
