@@ -78,6 +78,27 @@ def _signal_tree(sid: int, sig: int) -> int:
     return len(members)
 
 
+# Trees being ended in the background; the loop keeps only weak references to its tasks.
+_ending: set[asyncio.Task] = set()
+LEFTOVER_SECONDS = 1.0  # how long a background tree gets per signal
+
+
+def end_tree_soon(sid: int) -> None:
+    """End what is left of a worker's process tree (its background children) in the
+    background; `wait_for_ended` lets a shutdown see it through."""
+    task = asyncio.ensure_future(end_tree(sid, LEFTOVER_SECONDS))
+    _ending.add(task)
+    task.add_done_callback(_ending.discard)
+
+
+async def wait_for_ended() -> None:
+    """Wait (bounded) for the trees this loop is ending in the background."""
+    loop = asyncio.get_running_loop()
+    tasks = [t for t in _ending if t.get_loop() is loop]
+    if tasks:
+        await asyncio.wait(tasks, timeout=3 * LEFTOVER_SECONDS + 0.5)
+
+
 async def end_tree(
     sid: int,
     timeout: float,

@@ -723,4 +723,5 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     await live.stop(self.manager.kill_timeout)
                 self.live.pop(worker_id, None)
+        await processes.wait_for_ended()  # background children of workers that ended
         return stopped

@@ -162,7 +162,7 @@ class LiveWorker:
             listener("exit", exit_status(code, sig))
         # Background children must not outlive the worker they belong to.
         if self.pid is not None:
-            asyncio.ensure_future(processes.end_tree(self.pid, 1.0))
+            processes.end_tree_soon(self.pid)
 
     def exit_reason_for(self, code: int | None) -> str:
         """Why it ended: what ended it for it (a pause, a restart, ...), else by itself."""

@@ -56,3 +56,12 @@ def make_manager(root, jp_asyncio_loop):
 def manager(make_manager):
     """A started manager on the test root."""
     return make_manager()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -9,16 +9,9 @@ import shutil
 import pytest
 
 from mas_jupyter.core.errors import LimitError, NotFoundError, UnavailableError
+from tests.core.conftest import alive
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("runtime", ["pty", pytest.param("tmux", marks=needs_tmux)])

@@ -21,7 +21,7 @@ from mas_jupyter.core.errors import (
     TooLargeError,
     UnavailableError,
 )
-from tests.core.conftest import MANAGERS
+from tests.core.conftest import MANAGERS, alive
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 FAST = {"MAS_DEMO_DELAY": "0.3"}
@@ -592,6 +592,19 @@ async def test_a_second_persona_does_not_take_over_the_first_ones_file(make_mana
     await manager.create_worker("s", {**lead, "persona": "qa"})
     with open(bot_md) as f:
         assert "quality assurance" in f.read()
+
+
+async def test_a_child_left_by_an_exited_shell_is_ended_before_shutdown_returns(manager, tmp_path):
+    """The task ending it was left pending when the loop closed ("Task was destroyed but it
+    is pending"), and a child that ignores SIGHUP lived on after the server."""
+    await manager.create_session({"kind": "quick", "name": "s"})
+    await manager.create_worker("s", {"name": "sh", "kind": "terminal"})
+    pidfile = tmp_path / "child.pid"
+    manager.write_input("s", "sh", f"(trap '' HUP; exec sleep 300) & echo $! > {pidfile}; exit\r")
+    await until(lambda: manager.get_worker("s", "sh")["status"] == "exited", what="exit")
+    pid = int(pidfile.read_text())
+    await manager.shutdown()
+    assert not alive(pid)
 
 
 async def test_shell_exits_at_once(make_manager):
