@@ -653,7 +653,9 @@ class Supervisor:
         report["orphans_ended"] += await self._end_unknown_tmux(panes, sessions)
         return report, interrupted
 
-    async def _end_unknown_tmux(self, panes: dict[str, tmux_runtime.Pane], sessions: list) -> int:
+    async def _end_unknown_tmux(
+        self, panes: dict[str, tmux_runtime.Pane], sessions: list[Session]
+    ) -> int:
         """End the tmux workers of this store's sessions that no worker row names: after the
         state database was rebuilt from the workspaces, the sessions came back paused and
         their workers' rows did not, so nothing would ever end them. Another server's tmux
