@@ -264,8 +264,8 @@ def without_section(text: str) -> str | None:
 def remove_instructions(workspace: str, filename: str, owner: str | None = None) -> None:
     """Take a persona's section out of an instructions file in the workspace (the user's own
     text stays as it was): any section, or only the worker `owner`'s. A file that held only
-    the section is removed. Missing files, links out of the workspace and files it cannot
-    read or write are left as they are."""
+    the section, one the write made, is removed. Missing files, links out of the workspace
+    and files it cannot read or write are left as they are."""
     real = _instructions_path(workspace, filename)
     if real is None:
         return
@@ -275,9 +275,9 @@ def remove_instructions(workspace: str, filename: str, owner: str | None = None)
         if found is None or (owner is not None and found["owner"] != owner):
             return
         rest = without_section(text)
-        if rest:
+        if rest or found.start() > 0:
             _replace(real, rest)
-        else:
+        else:  # the section was all of it: the file was made for it
             os.unlink(real)
 
 
@@ -302,12 +302,13 @@ def _write_section(real: str, owner: str, body: str) -> None:
 
     One line end goes between the user's text and the section (a blank line when their last
     line has its own), so taking the section out again gives their bytes back exactly."""
-    old = read_text(real) if os.path.exists(real) else ""
+    exists = os.path.exists(real)
+    old = read_text(real) if exists else ""
     nl = "\r\n" if "\r\n" in old else "\n"
     section = nl.join([start_marker(owner), *body.split("\n"), PERSONA_END])
     if _SECTION_RE.search(old):
         new = _SECTION_RE.sub(lambda _: section, old, count=1)
-    elif old:
+    elif exists:  # an empty file of the user's too: the line end tells it from a new one
         new = old + nl + section + nl
     else:
         new = section + nl

@@ -84,6 +84,7 @@ async def test_dir_session_uses_an_existing_directory_as_is(manager, root):
         "# Notes\r\nWindows line ends\r\n",
         "  \n",
         "no line end",
+        "",  # an empty file of the user's was removed
         None,
     ],
 )
