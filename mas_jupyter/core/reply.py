@@ -66,28 +66,29 @@ def _drop_echo(lines: list[str], sent: str) -> list[str]:
 
 
 def _drop_trailing_prompt(lines: list[str], prompts: list[re.Pattern]) -> list[str]:
-    """Remove trailing blank lines, frame rules and the prompt line(s) the agent drew when it
-    was done."""
-    lines = list(lines)
+    """Remove trailing blank lines, frame rules and the prompt the agent drew when it was done
+    (its lines: each idle pattern matches one of them at most). A line above it that ends as a
+    prompt does (`</html>`, `50%`, `$`) is the reply's."""
+    lines, left = list(lines), list(prompts)
     while lines:
         if not lines[-1].strip() or _RULE_RE.match(lines[-1]):
             lines.pop()
             continue
-        if any(p.search(lines[-1]) for p in prompts):
+        found = next((p for p in left if p.search(lines[-1])), None)
+        if found is not None:
             lines.pop()
-        elif len(lines) >= 2 and _spans_last_two(lines[-2], lines[-1], prompts):
-            # A prompt drawn over two lines (a rule, then the input line).
-            del lines[-2:]
         else:
-            break
+            found = next(
+                (p for p in left if len(lines) >= 2 and _spans(p, lines[-2], lines[-1])), None
+            )
+            if found is None:
+                break
+            del lines[-2:]  # a prompt drawn over two lines (a rule, then the input line)
+        left.remove(found)
     return lines
 
 
-def _spans_last_two(first: str, last: str, prompts: list[re.Pattern]) -> bool:
-    """Whether a prompt pattern matches across the line break between the last two lines."""
+def _spans(prompt: re.Pattern, first: str, last: str) -> bool:
+    """Whether the prompt pattern matches across the line break between two lines."""
     tail = first + "\n" + last
-    for p in prompts:
-        for m in p.finditer(tail):
-            if m.start() <= len(first) < m.end():
-                return True
-    return False
+    return any(m.start() <= len(first) < m.end() for m in prompt.finditer(tail))

@@ -71,3 +71,21 @@ def test_invalid_utf8_and_bad_patterns_never_raise():
 def test_empty_output():
     assert extract_reply(b"", "hello", DEMO_PROMPT, DEMO_BUSY) == ""
     assert extract_reply(b"hello\r\ndemo> ", "hello", DEMO_PROMPT, DEMO_BUSY) == ""
+
+
+def test_reply_lines_that_end_as_a_prompt_does_are_kept():
+    """Every trailing line matching the shell's idle pattern was taken for a prompt: a reply
+    of HTML lost its last lines, `echo "x%"` replied nothing."""
+    from mas_jupyter.core.backends import SHELL_PATTERNS
+
+    raw = b"printf ...\r\n<html>\r\n<body>\r\nhello\r\n</body>\r\n</html>\r\n$ "
+    reply = extract_reply(raw, "printf ...", SHELL_PATTERNS["idle"], [])
+    assert reply == "<html>\n<body>\nhello\n</body>\n</html>"
+    assert extract_reply(b'echo "x%"\r\nx%\r\n$ ', 'echo "x%"', SHELL_PATTERNS["idle"], []) == "x%"
+
+
+def test_a_prompt_of_several_lines_goes_whole():
+    rule = "─" * 40
+    raw = f"● Done.\r\n{rule}\r\n❯\u00a0\r\n{rule}\r\n  ? for shortcuts\r\n".encode()
+    reply = extract_reply(raw, "fix it", CLAUDE_PATTERNS["idle"], CLAUDE_PATTERNS["busy"])
+    assert reply == "● Done."
