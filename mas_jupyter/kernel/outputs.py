@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..core.models import ENDED_FOR_IT
 from ..core.screen import strip_ansi
 from .records import Record
-from .render import activity_html, esc, markdown_safe, pre_html, table_html, table_text
+from .render import activity_html, esc, markdown_html, pre_html, table_html, table_text
 
 if TYPE_CHECKING:
     from .client import MASClient
@@ -62,13 +62,13 @@ class Reply(Record):
         text = self.text if self.text is not None else ""
         return (f"[{status}]\n" if status else "") + text
 
-    def _repr_markdown_(self) -> str:
+    def _repr_html_(self) -> str:
         status = self._status()
-        who = f"**{esc(self.worker)}**" if self.worker else ""
-        note = f"*{status}*" if status else ""
+        who = f"<b>{esc(self.worker)}</b>" if self.worker else ""
+        note = f"<i>{esc(status)}</i>" if status else ""
         head = " — ".join(p for p in (who, note) if p)
-        body = markdown_safe(self.text or "")
-        return f"{head}\n\n{body}" if head else body
+        body = markdown_html(self.text or "")
+        return f"<div>{head}</div>\n{body}" if head else body
 
 
 class Screen(Record):

@@ -1,15 +1,16 @@
 """Text, HTML and Markdown views of the client's records: names and output always escaped;
 tables aligned by display width; the progress words while an agent works.
 
-Agent output never becomes HTML: in HTML it is escaped text inside <pre>; in Markdown (a
-reply), `<`, `>` and `&` outside code fences are escaped, so markup an agent prints shows as
-text while its Markdown formatting (headings, lists, code blocks) still renders.
+Agent output never becomes markup: in HTML it is escaped text inside <pre>; a reply's
+Markdown is rendered to HTML by markdown-it (CommonMark) with HTML turned off, so markup an
+agent prints shows as text, and links to `javascript:` and the like are not made, while its
+Markdown formatting (headings, lists, code blocks) still renders.
 """
 
 from __future__ import annotations
 
+import functools
 import html
-import re
 import shlex
 import threading
 import time
@@ -27,7 +28,6 @@ ACTIVITY_COLORS = {
 }
 ACTIVITY_SYMBOLS = {"busy": "●", "idle": "○", "waiting": "▲", "unknown": "?", "exited": "■"}
 STATUS_COLORS = {"active": "#2e7d32", "paused": "#f9a825", "stopped": "#757575"}
-_FENCE_RE = re.compile(r"^\s{0,3}(```|~~~)")
 
 
 def esc(value: object) -> str:
@@ -182,18 +182,17 @@ class TerminalProgress:
         self._thread.join(5)
 
 
-def markdown_safe(text: str) -> str:
-    """Agent text as Markdown that cannot carry HTML: escaped outside fences, fences closed."""
-    out, fence = [], None
-    for line in text.splitlines():
-        match = _FENCE_RE.match(line)
-        if match and (fence is None or match.group(1) == fence):
-            fence = None if fence else match.group(1)
-            out.append(line)
-        elif fence:
-            out.append(line)
-        else:
-            out.append(html.escape(line, quote=False))
-    if fence:
-        out.append(fence)
-    return "\n".join(out)
+def markdown_html(text: str) -> str:
+    """Agent text, as Markdown, rendered to HTML that carries no markup of the agent's: raw
+    HTML in it is shown as text (and as <pre> text when markdown-it is not installed)."""
+    parser = _markdown()
+    return pre_html(text) if parser is None else parser.render(text)
+
+
+@functools.cache
+def _markdown():  # a MarkdownIt, or None: markdown-it is optional
+    try:
+        from markdown_it import MarkdownIt
+    except ImportError:
+        return None
+    return MarkdownIt("commonmark", {"html": False})

@@ -26,6 +26,7 @@ from mas_jupyter.kernel import (
 from mas_jupyter.kernel.loop import LoopThread
 from mas_jupyter.kernel.outputs import Reply, Screen
 from mas_jupyter.kernel.records import Session, Worker
+from mas_jupyter.kernel.render import markdown_html
 from mas_jupyter.kernel.transport import HTTPTransport
 from tests.conftest import run_git
 
@@ -384,14 +385,38 @@ def test_async_variants(client, server):
     assert "demo>" in str(screen)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A fence opened with an info string closed the escaping's idea of a fence: the
+        # line after it was raw HTML to CommonMark.
+        "```\nfoo\n```python\nx\n```\n<img src=x onerror=alert(1)>\nend\n",
+        "``` a`b\n<img src=x onerror=alert(1)>\n```\n",
+        "````\n```\n````\n<img src=x onerror=alert(1)>\n",
+        "<script>alert(1)</script>",
+        "[click](javascript:alert(1))",
+    ],
+)
+def test_a_reply_carries_no_markup_of_the_agents(text):
+    shown = markdown_html(text)
+    assert "<img" not in shown and "<script" not in shown and "javascript:" not in shown
+
+
+def test_a_reply_shows_its_markdown_and_its_code_as_written():
+    shown = markdown_html("## Plan\n\n- filter with `df[df.x < 3 & df.y > 1]`\n")
+    assert "<h2>Plan</h2>" in shown and "<li>" in shown
+    # Escaped once: it showed as `&lt;` and `&amp;`.
+    assert "<code>df[df.x &lt; 3 &amp; df.y &gt; 1]</code>" in shown
+
+
 def test_records_print_and_escape(client, server):
     s = client.create_session("esc", agent="demo", task="<b>x</b>")
     assert "<b>x</b>" not in s._repr_html_() and "&lt;b&gt;x" in s._repr_html_()
     assert repr(s).startswith("<Session esc quick active")
     demo_idle(client, "esc")
     reply = client.send("<script>alert(1)</script>", session="esc")
-    md = reply._repr_markdown_()
-    assert "<script>" not in md and "&lt;script&gt;" in md
+    shown = reply._repr_html_()
+    assert "<script>" not in shown and "&lt;script&gt;" in shown
     screen_html = client.screen(session="esc")._repr_html_()
     assert "<script>" not in screen_html
     assert "<script>" not in client.transcript(session="esc")._repr_html_()
