@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import math
+import re
 import shlex
 import sys
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
 
 from .client import SECONDS, is_seconds
@@ -223,6 +224,36 @@ class Progress:
         return f"<span class='mas-progress'>{esc(self._text())}</span>"
 
 
+_SEND_OPTIONS = {"-w": 1, "--worker": 1, "-s": 1, "--session": 1, "--timeout": 1, "--no-wait": 0}
+_SEND_OPTIONS.update({"-h": 0, "--help": 0})
+
+
+def _send_line(line: str) -> tuple[str, str]:
+    """A line-form `%mas send`: its options (as a line to parse) and its message as typed,
+    quotes, backslashes and spacing kept. Options are the words before the message, and the
+    words after it when every one of them is an option (`%mas send hi --timeout 5`), so
+    `use the --no-wait flag` is all message."""
+    words = list(re.finditer(r"\S+", line))
+
+    def options_end(i: int) -> int:
+        """Where the options starting at word i end."""
+        while i < len(words):
+            word = words[i].group()
+            name = word.split("=", 1)[0]
+            if name not in _SEND_OPTIONS:
+                break
+            i += 1 + (_SEND_OPTIONS[name] if "=" not in word else 0)
+        return min(i, len(words))
+
+    start = options_end(0)
+    if start == len(words):
+        return line, ""
+    end = next(j for j in range(start + 1, len(words) + 1) if options_end(j) == len(words))
+    message = line[words[start].start() : words[end - 1].end()]
+    options = line[: words[start].start()] + line[words[end - 1].end() :]
+    return options, message
+
+
 @magics_class
 class MASMagics(Magics):
     """The %mas line magic and %%mas cell magic."""
@@ -242,8 +273,14 @@ class MASMagics(Magics):
         return connect()
 
     @line_cell_magic
+    @no_var_expand  # `$total` and `{cols}` in a message are the user's words, not variables
     def mas(self, line: str, cell: str | None = None) -> None:
         """Work with mas_jupyter sessions and agents: `%mas --help` lists the subcommands."""
+        message = None
+        words = line.split(maxsplit=1)
+        if cell is None and words[:1] == ["send"]:
+            options, message = _send_line(words[1] if len(words) > 1 else "")
+            line = f"send {options}"
         try:
             argv = shlex.split(line)
         except ValueError as e:
@@ -258,12 +295,12 @@ class MASMagics(Magics):
             )
         if cell is not None and sub != "send":
             raise UsageError(f"%%mas {sub}: only %%mas send takes a cell body")
-        if cell is not None and rest and not rest[0].startswith("-"):
-            rest = ["-w", rest[0], *rest[1:]]  # %%mas send WORKER: the worker is positional
         try:
             args = self.parsers[sub].parse_args(rest)
         except _HelpShown:
             return
+        if sub == "send":
+            args.message = message
         try:
             getattr(self, f"_do_{sub}")(args, cell)
         except MASClientError as e:
@@ -327,9 +364,11 @@ class MASMagics(Magics):
         display(worker)
 
     def _do_send(self, args: argparse.Namespace, cell: str | None) -> None:
-        text = cell if cell is not None else " ".join(args.text)
-        if cell is not None and args.text:
-            raise UsageError("%%mas send: the message is the cell; the line takes only WORKER")
+        if cell is not None and args.text:  # %%mas send WORKER: the worker is positional
+            if len(args.text) > 1 or args.worker:
+                raise UsageError("%%mas send: the message is the cell; the line takes only WORKER")
+            args.worker = args.text[0]
+        text = cell if cell is not None else (args.message or "")
         if not text.strip():
             raise UsageError("%mas send: nothing to send (give the message, or use %%mas send)")
         if args.no_wait and args.timeout is not None:
@@ -383,7 +422,7 @@ class MASMagics(Magics):
                 handle.update(_Text(message))
             else:
                 print(message)
-            return
+            raise  # the cell was stopped: a Run All stops here too
         except MASClientError:
             if handle is not None:
                 handle.update(_Text(""))

@@ -295,9 +295,9 @@ def test_cell_send_in_a_kernel_shows_progress_then_the_reply(server_env, monkeyp
     assert "demo is working" in first["content"]["data"]["text/plain"]
     assert kinds.count("update_display_data") >= 2  # the progress line ticks, then the reply
     final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]
-    markdown = final["content"]["data"]["text/markdown"]
-    assert "reply: slow &lt;b&gt;one&lt;/b&gt; (2 words, 1 lines)" in markdown
-    assert "<b>one</b>" not in markdown
+    shown = final["content"]["data"]["text/html"]
+    assert "reply: slow &lt;b&gt;one&lt;/b&gt; (2 words, 1 lines)" in shown
+    assert "<b>one</b>" not in shown
 
 
 REFUSED_SENDS = [
@@ -423,7 +423,13 @@ def test_interrupting_a_cell_send_drops_its_message(server_env, kernel, client, 
         until(lambda: b"never typed" in proxy.upstream, what="the send reached the server")
         kernel.parent.interrupt_kernel()
         status, messages = finish(kernel, cell)
-        assert status == "ok" and text_of(messages) == INTERRUPTED + "\n", text_of(messages)
+        # The cell failed, as any interrupted cell does: it said `ok`, so a Run All went on
+        # to the next cells after the user had pressed stop.
+        assert status == "error", text_of(messages)
+        assert text_of(messages).startswith(INTERRUPTED + "\n"), text_of(messages)
+        assert [m["content"]["ename"] for m in messages if m["msg_type"] == "error"] == [
+            "KeyboardInterrupt"
+        ]
         client.input("\x03", session="interrupted")  # the sleep ends: the agent is free
         assert client.send("after", session="interrupted").text == "reply: after (1 words, 1 lines)"
         assert "never typed" not in client.output(session="interrupted").text
@@ -441,6 +447,38 @@ def test_no_wait_with_a_timeout_is_refused_as_by_the_cli(mas, client):
     )
     assert not [r for r in client.transcript(session="nwt-m") if r.get("type") == "input"]
     mas("%mas use --clear")
+
+
+def test_a_line_send_sends_the_message_as_typed(mas, ip, client):
+    """The line was read as a shell's: an apostrophe was a usage error, quotes and
+    backslashes were dropped and spaces collapsed, `$total` and `{cols}` were the kernel's
+    variables, and `--no-wait` inside a sentence an option."""
+    mas("%mas new verbatim-m --agent demo --env MAS_DEMO_DELAY=0.1")
+    ip.user_ns.update(total=12345, cols=["a", "b"])
+    typed = [
+        "what's the mean of column x",
+        'rename column "total sales" to  revenue',
+        r"match \d+\.\d+ in the $total and {cols}",
+        "use the --no-wait flag",
+    ]
+    for text in typed:
+        out, err, error = mas(f"%mas send {text}")
+        assert error is None, (out, err, error)
+    # Options still go before the message, or after it.
+    out, err, error = mas("%mas send -s verbatim-m last one --timeout 30")
+    assert error is None, (out, err, error)
+    sent = [r["text"] for r in client.transcript(session="verbatim-m") if r["type"] == "input"]
+    assert [t.rstrip("\r\n") for t in sent] == [*typed, "last one"]
+    mas("%mas use --clear")
+
+
+def test_a_cell_send_takes_its_worker_after_the_options(mas, client):
+    mas("%mas new cellw-m --agent demo --env MAS_DEMO_DELAY=0.1")
+    mas("%mas use --clear")
+    out, err, error = mas("%%mas send -s cellw-m --timeout 30 demo\nhello cell\n")
+    assert error is None, (out, err, error)
+    sent = [r["text"] for r in client.transcript(session="cellw-m") if r["type"] == "input"]
+    assert [t.rstrip("\r\n") for t in sent] == ["hello cell"]
 
 
 @pytest.mark.parametrize("line", ["%mas workers", "%mas send hi", "%mas screen", "%mas pause"])
