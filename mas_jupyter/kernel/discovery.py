@@ -61,7 +61,11 @@ def server_url(url: str) -> tuple[str, str | None]:
     url = url.strip()
     if "://" not in url:  # "localhost:8888"
         url = "http://" + url
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as e:  # "http://[::1:8888/": Invalid IPv6 URL
+        raise ConnectionFailed(f"cannot read the server's URL: {e}") from None
     if parts.scheme not in ("http", "https"):
         scheme = url.partition("://")[0]  # not the rest: it may hold credentials
         raise ConnectionFailed(

@@ -10,7 +10,7 @@ import pytest
 from kernel_support import SHELL_ARGV, demo_idle, execute, text_of
 
 import mas_jupyter
-from mas_jupyter.kernel import NotFound
+from mas_jupyter.kernel import ConnectionFailed, NotFound
 from mas_jupyter.kernel.discovery import discover, server_url
 
 
@@ -29,6 +29,10 @@ def test_a_url_as_jupyter_prints_it_or_a_browser_shows_it(server_env, monkeypatc
     assert server_url("http://h:8888/base") == ("http://h:8888/base/", None)
     assert server_url(" http://h:8888 ") == ("http://h:8888/", None)
     assert server_url("localhost:8888/?token=t") == ("http://localhost:8888/", "t")
+    # A URL that cannot be read is the client's error, not a ValueError's traceback.
+    for unreadable in ("http://[::1:8888/", "http://h:port/"):
+        with pytest.raises(ConnectionFailed, match="cannot read the server's URL"):
+            server_url(unreadable)
     # The URL JupyterLab prints at start-up works as it is, with no token argument ...
     printed = f"{server_env.url}lab?token={server_env.token}"
     client = mas_jupyter.connect(printed)
