@@ -65,7 +65,8 @@ def connect(
 ) -> MASClient:
     """The mas_jupyter client: a server found in the documented order, else in-process.
 
-    With no arguments the same client is returned every time (found once). `url`/`token`
+    With no arguments the same client is returned every time (found once), until it is
+    closed. `url`/`token`
     name a server explicitly; `local=True` runs the engine in this process (with `root_dir`,
     default the working directory, and `config`, MASManager options such as
     `{"backends": {...}}`). The client returned becomes the default one.
@@ -74,7 +75,8 @@ def connect(
     from .discovery import discover
 
     with _lock:
-        if url is None and token is None and not local and _default is not None:
+        reuse = _default is not None and not _default.closed
+        if url is None and token is None and not local and reuse:
             return _default
         loop = _shared_loop()
         found = None if local else discover(url, token)

@@ -87,6 +87,7 @@ class MASClient:
         self._active: tuple[str | None, str | None] = (None, None)
         self._feed: Feed | None = None
         self._lock = threading.Lock()
+        self.closed = False  # by close(): mas_jupyter.connect() makes a new default client
 
     @property
     def _client(self) -> MASClient:
@@ -512,6 +513,7 @@ class MASClient:
 
     def close(self) -> None:
         """Close the event feed and the HTTP client (an in-process engine stops its workers)."""
+        self.closed = True
         if self._feed is not None:
             self._feed.close()
             self._feed = None

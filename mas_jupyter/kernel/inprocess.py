@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.errors import MASError
 from ..core.manager import MASManager
-from .errors import error_from
+from .errors import ConnectionFailed, error_from
 from .loop import LoopThread
 
 SHUTDOWN_TIMEOUT = 15.0
@@ -47,15 +47,25 @@ class LocalTransport:
 
     async def _start(self) -> None:
         manager = MASManager(root_dir=self.root_dir, **self.config)
-        manager.start()
-        await manager.recover()
+        try:  # the sessions root in use by another process, say
+            manager.start()
+            await manager.recover()
+        except MASError as e:
+            raise error_from(e.status, e.to_dict()) from None
         self.manager = manager
+
+    def _engine(self) -> MASManager:
+        if self.manager is None:
+            raise ConnectionFailed(
+                "the in-process engine was closed (client.close()); mas_jupyter.connect() "
+                "starts a new one"
+            )
+        return self.manager
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """Call the engine method `op`; its answer as the HTTP API would give it."""
-        assert self.manager is not None
         try:
-            result = getattr(self.manager, op)(*args, **kwargs)
+            result = getattr(self._engine(), op)(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
         except MASError as e:
@@ -68,16 +78,14 @@ class LocalTransport:
 
     def attach(self, key: str, wkey: str, listener: Callable[[str, Any], None]):
         """Recent output and a live subscription to one worker's console (on the loop)."""
-        assert self.manager is not None
         try:
-            return self.manager.attach(key, wkey, listener)
+            return self._engine().attach(key, wkey, listener)
         except MASError as e:
             raise error_from(e.status, e.to_dict()) from None
 
     def subscribe(self, listener: Callable[[dict], None]) -> Callable[[], None]:
         """Subscribe to the engine's events (called on the loop)."""
-        assert self.manager is not None
-        return self.manager.events.subscribe(listener)
+        return self._engine().events.subscribe(listener)
 
     def shutdown(self) -> None:
         """Stop the in-process workers (they are this process's children) and close the store."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -130,6 +132,37 @@ def test_in_process_fallback_without_a_server(no_servers, monkeypatch, tmp_path,
             client.session("other")
     finally:
         client.close()
+
+
+def test_a_closed_in_process_client_is_replaced_and_a_root_in_use_is_refused_in_words(
+    no_servers, monkeypatch, tmp_path
+):
+    """connect() went on returning the closed client, whose calls failed on a bare
+    AssertionError; a second kernel in the same folder got the engine's StoreError with a
+    15-frame traceback."""
+    monkeypatch.chdir(tmp_path)
+    client = mas_jupyter.connect()
+    client.close()
+    with pytest.raises(ConnectionFailed, match="in-process engine was closed"):
+        client.sessions()
+    again = mas_jupyter.connect()
+    try:
+        assert again is not client and again.sessions() == []
+        other_kernel = (
+            "import mas_jupyter\n"
+            "from mas_jupyter.kernel import MASClientError\n"
+            "try:\n"
+            f"    mas_jupyter.connect(local=True, root_dir={str(tmp_path)!r})\n"
+            "except MASClientError as e:\n"
+            "    print('refused:', e)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", other_kernel], capture_output=True, text=True, timeout=60
+        )
+        assert done.stdout.startswith("refused: the sessions root"), done
+        assert "in use by another process" in done.stdout and not done.stderr, done
+    finally:
+        again.close()
 
 
 def test_in_process_engine_with_every_kind_of_call(tmp_path, monkeypatch, until):
