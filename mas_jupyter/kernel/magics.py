@@ -439,7 +439,10 @@ class MASMagics(Magics):
         display(self.client.screen(worker=args.worker, session=args.session))
 
     def _do_restart(self, args: argparse.Namespace, cell: str | None) -> None:
-        display(self.client.restart(worker=args.worker, session=args.session))
+        worker = self.client.restart(worker=args.worker, session=args.session)
+        if worker.kind == "agent":  # as after %mas add: at its prompt, not `unknown`
+            worker = self.client.wait_ready(worker.id, session=worker.session_key)
+        display(worker)
 
     def _do_log(self, args: argparse.Namespace, cell: str | None) -> None:
         display(

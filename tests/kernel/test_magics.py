@@ -193,6 +193,10 @@ def test_the_daily_commands(mas, server_env, until):
     assert error is None and "persona=qa" in out and "idle" in out
     out, _, error = mas("%mas restart sh2")
     assert error is None and "<Worker sh2" in out
+    # An agent restarted is at its prompt, as after %mas add (it showed `unknown`, and a send
+    # right after got its start-up banner in the reply).
+    out, _, error = mas("%mas restart helper")
+    assert error is None and "<Worker helper" in out and "idle" in out, out
     out, _, error = mas("%mas console sh2")
     assert error is None and "WorkerConsole" in out
 
