@@ -644,6 +644,8 @@ class Workspaces:
             return
         if session.kind != "dir" and not self.in_place(session):
             return  # a link replaced the workspace: written again once the folder is back
+        if session.kind != "dir" and not os.path.isdir(session.workspace):
+            return  # deleted under it: not made again, empty (a resume says it is gone)
         path = self.metadata_path(session)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import time
 import types
 
@@ -492,3 +493,16 @@ async def test_stop_force_must_be_a_boolean(manager, force):
     with pytest.raises(InvalidError, match="force must be true or false"):
         await manager.stop_session("s", force=force)
     assert manager.get_session("s")["status"] == "active"
+
+
+@pytest.mark.parametrize("how", ["pause", "stop"])
+async def test_a_workspace_deleted_under_a_session_is_not_made_again(manager, how):
+    """Pausing wrote the session's metadata into a new, empty folder where the workspace had
+    been, so a resume "worked" and started the workers in it."""
+    session = await manager.create_session({"kind": "quick", "name": "gone"})
+    await manager.create_worker("gone", {"name": "sh", "kind": "terminal"})
+    shutil.rmtree(session["workspace"])
+    await (manager.pause_session("gone") if how == "pause" else manager.stop_session("gone"))
+    assert not os.path.exists(session["workspace"])
+    with pytest.raises(ConflictError, match="is gone; it cannot be resumed"):
+        await manager.resume_session("gone")
