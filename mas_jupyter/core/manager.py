@@ -35,9 +35,10 @@ ROW_PURGING = "purging"
 CREATE_FIELDS = {"name", "kind", "template", "repo", "branch", "base", "path", "task", "workers"}
 UPDATE_FIELDS = {"name", "task"}
 NULLABLE_FIELDS = {"task"}  # null is "no task"; any other field given as null is a 400
-# How often the engine marks itself alive (RootLock.beat): after a kill -9, the sessions it
-# left are paused as of its last mark, so at most this much downtime counts as active time.
-HEARTBEAT_SECONDS = 30.0
+# How often the engine marks itself alive (RootLock.beat, one utime): after a kill -9, the
+# sessions it left are paused as of its last mark, so at most this much of their last run is
+# lost (a session made after the mark counted none of it at 30 s) or of the downtime counted.
+HEARTBEAT_SECONDS = 5.0
 
 
 class MASManager(WorkerOperations, LoggingConfigurable):
