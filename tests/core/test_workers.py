@@ -636,6 +636,24 @@ async def test_tmux_worker_streams_and_can_be_attached_by_a_person(manager, root
     assert manager.get_worker("s", "sh")["exit_code"] in (4, None)
 
 
+@needs_tmux
+async def test_a_new_tmux_worker_does_not_redraw_the_others(manager):
+    """Every tmux worker's start set the tmux server's options again, and each set-option
+    redrew every attached client: the other workers got a screenful of output, so their
+    agents read as busy (a stop was refused) and a waited reply had the screen in it."""
+    await manager.create_session({"kind": "quick", "name": "s"})
+    a = await manager.create_worker("s", {"name": "a", "kind": "terminal", "runtime": "tmux"})
+    manager.write_input("s", "a", "echo ready-$((1+1))\r")
+    await until(lambda: "ready-2" in screen_text(manager, "s", "a"), what="a ready")
+    ring = manager.supervisor.live[a["id"]].ring
+    before = ring.total
+    await manager.create_worker("s", {"name": "b", "kind": "terminal", "runtime": "tmux"})
+    manager.write_input("s", "a", "echo mark-$((2+2))\r")
+    await until(lambda: b"mark-4" in ring.since(before), what="the mark")
+    seen = ring.since(before)
+    assert len(seen[: seen.index(b"echo mark")]) < 64, seen  # a redraw was 200-430 bytes
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

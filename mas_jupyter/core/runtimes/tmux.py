@@ -150,17 +150,20 @@ class Tmux:
         command = [a[:-1] + "\\;" if a.endswith(";") else a for a in command]
         # One invocation: a tmux server with no session exits at once, taking options with it.
         # remain-on-exit is set before the session starts, so even an instant exit is seen.
+        # Only a server not set up yet is set up (`@mas-options` marks it): every set-option
+        # redraws every attached client, which read as output, so the other agents looked busy.
         options = [
             ("-g", "remain-on-exit", "on"),
             ("-g", "status", "off"),
             ("-s", "escape-time", "0"),
             ("-g", "history-limit", "2000"),
+            ("-g", "@mas-options", "1"),
         ]
-        chained = [w for opt in options for w in ("set-option", *opt, ";")]
+        setup = " ; ".join(" ".join(("set-option", *opt)) for opt in options)
         code, out = 1, ""
         try:
             code, out = await self.run(
-                "start-server", ";", *chained,
+                "start-server", ";", "if-shell", "-F", "#{@mas-options}", "", setup, ";",
                 "new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", cwd,
                 *others, *command,
             )  # fmt: skip
