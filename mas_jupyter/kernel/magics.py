@@ -224,15 +224,17 @@ class Progress:
         return f"<span class='mas-progress'>{esc(self._text())}</span>"
 
 
-_SEND_OPTIONS = {"-w": 1, "--worker": 1, "-s": 1, "--session": 1, "--timeout": 1, "--no-wait": 0}
-_SEND_OPTIONS.update({"-h": 0, "--help": 0})
-
-
-def _send_line(line: str) -> tuple[str, str]:
+def _send_line(line: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
     """A line-form `%mas send`: its options (as a line to parse) and its message as typed,
-    quotes, backslashes and spacing kept. Options are the words before the message, and the
-    words after it when every one of them is an option (`%mas send hi --timeout 5`), so
-    `use the --no-wait flag` is all message."""
+    quotes, backslashes and spacing kept. Options (those of `parser`) are the words before
+    the message, and the words after it when every one of them is an option (`%mas send hi
+    --timeout 5`), so `use the --no-wait flag` is all message."""
+    # Each option and the number of words it takes: its own, and a value unless a flag.
+    options = {
+        name: 0 if action.nargs == 0 else 1
+        for action in parser._actions
+        for name in action.option_strings
+    }
     words = list(re.finditer(r"\S+", line))
 
     def options_end(i: int) -> int:
@@ -240,9 +242,9 @@ def _send_line(line: str) -> tuple[str, str]:
         while i < len(words):
             word = words[i].group()
             name = word.split("=", 1)[0]
-            if name not in _SEND_OPTIONS:
+            if name not in options:
                 break
-            i += 1 + (_SEND_OPTIONS[name] if "=" not in word else 0)
+            i += 1 + (options[name] if "=" not in word else 0)
         return min(i, len(words))
 
     start = options_end(0)
@@ -250,8 +252,7 @@ def _send_line(line: str) -> tuple[str, str]:
         return line, ""
     end = next(j for j in range(start + 1, len(words) + 1) if options_end(j) == len(words))
     message = line[words[start].start() : words[end - 1].end()]
-    options = line[: words[start].start()] + line[words[end - 1].end() :]
-    return options, message
+    return line[: words[start].start()] + line[words[end - 1].end() :], message
 
 
 @magics_class
@@ -279,7 +280,7 @@ class MASMagics(Magics):
         message = None
         words = line.split(maxsplit=1)
         if cell is None and words[:1] == ["send"]:
-            options, message = _send_line(words[1] if len(words) > 1 else "")
+            options, message = _send_line(words[1] if len(words) > 1 else "", self.parsers["send"])
             line = f"send {options}"
         try:
             argv = shlex.split(line)
