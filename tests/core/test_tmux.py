@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pathlib
 import shutil
 import subprocess
 
+import pexpect
 import pytest
 
 from mas_jupyter.core.runtimes.tmux import session_name
@@ -138,3 +140,43 @@ async def test_the_console_of_an_ended_tmux_worker_shows_what_it_printed_last(
     await until(lambda: manager.get_worker("s", "sh")["status"] == "exited", what="the end")
     shown = _rendered_output(manager, "s", "sh")
     assert "last-words-42" in shown and "[exited]" not in shown, shown
+
+
+@needs_tmux
+@pytest.mark.parametrize("how", ["detach-client", "another attach -d"])
+async def test_a_tmux_worker_whose_attach_client_ends_is_attached_again(manager, root, how):
+    # A person detaching every client (or taking the session over with `attach -d`) ended the
+    # server's `tmux attach` client: the worker stayed running, its input went nowhere and its
+    # console froze until the server restarted.
+    await manager.create_session({"kind": "quick", "name": "s"})
+    w = await manager.create_worker("s", {"name": "sh", "kind": "terminal", "runtime": "tmux"})
+    tmux = ["tmux", "-S", str(root.parent / "tmux.sock")]
+
+    def clients() -> str:
+        shown = [*tmux, "list-clients", "-t", f"={w['tmux_session']}"]
+        return subprocess.run(shown, capture_output=True, text=True).stdout
+
+    await until(clients, what="the server's client attached")
+    if how == "detach-client":
+        subprocess.run([*tmux, "detach-client", "-s", f"={w['tmux_session']}"], check=True)
+    else:  # someone attaches with -d (detaching the others), then leaves
+
+        def take_over_and_leave() -> None:
+            person = pexpect.spawn(tmux[0], [*tmux[1:], "attach", "-d", "-t", w["tmux_session"]])
+            person.expect(r"\x1b\[1;\d+H", timeout=20)  # the pane drawn: attached
+            person.sendcontrol("b")  # tmux's prefix, then d: detach
+            person.send("d")
+            person.expect(pexpect.EOF, timeout=20)
+
+        await asyncio.to_thread(take_over_and_leave)
+
+    def detached(times: int) -> bool:  # what a client prints as it leaves: it is gone
+        return manager.get_output("s", "sh")["data"].count("[detached") == times
+
+    for n in (1, 2):  # a second round: the new client is watched too
+        await until(lambda n=n: detached(n), what="the client's goodbye")
+        manager.write_input("s", "sh", f"echo back-{n}-$((6*7))\r")
+        await until(lambda n=n: f"back-{n}-42" in screen_text(manager, "s", "sh"), what="echo")
+        if n == 1:
+            subprocess.run([*tmux, "detach-client", "-s", f"={w['tmux_session']}"], check=True)
+    assert manager.get_worker("s", "sh")["status"] == "running"

@@ -374,7 +374,7 @@ class PtyProcess:
 
     def write(self, data: bytes) -> None:
         """Queue input for the process; refuses when the queue is over its bound."""
-        if self.fd is None or self.eof:
+        if not self.takes_input:
             return
         if self._queued + len(data) > self.max_input_queue:
             raise TooLargeError(
@@ -387,6 +387,11 @@ class PtyProcess:
         self.printed_since_typed = 0
         self._pump.typed(self)
         self._flush()
+
+    @property
+    def takes_input(self) -> bool:
+        """Whether input written now reaches the process (its terminal is open)."""
+        return self.fd is not None and not self.eof
 
     def _flush(self) -> None:
         while self._queue and self.fd is not None:

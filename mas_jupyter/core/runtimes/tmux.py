@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import re
 import shlex
@@ -21,8 +22,10 @@ import time
 from collections.abc import Callable
 
 from .. import processes
-from ..errors import UnavailableError
+from ..errors import MASError, UnavailableError
 from .pty import ExitWatcher, PtyProcess, spawn_in_terminal, start_error
+
+log = logging.getLogger(__name__)
 
 
 def available() -> bool:
@@ -228,6 +231,15 @@ class TmuxProcess(PtyProcess):
         self._finishing: asyncio.Future | None = None
         self._pane_started: int | None = None  # the pane process's start time
         self.client_pid: int | None = None
+        self._closed = False
+        self._reattaching: asyncio.Future | None = None
+        self._attached_at = 0.0  # loop time the client was last started
+        self._quick_ends = 0  # clients in a row that ended within a second of their start
+        # What a client prints as it is detached, and what it printed last (the goodbye may
+        # come in two reads): from then on, input waits for the next client (see _leaving).
+        self._goodbye = f"[detached (from session {name})]".encode()
+        self._tail = b""
+        self._leaving: asyncio.TimerHandle | None = None
 
     async def create(self, argv: list[str], cwd: str, env: dict[str, str]) -> None:
         """Start the worker's process in a new tmux session, then attach."""
@@ -240,13 +252,17 @@ class TmuxProcess(PtyProcess):
         pane_pid, dead, _status, _sig = pane or await self.tmux.pane(self.name)
         if pane_pid is None:
             raise UnavailableError(f"the tmux session {self.name} is gone")
-        self.spawn()
-        self.client_pid, self.pid = self.pid, pane_pid
+        self._spawn_client(pane_pid)
         self._pane_started = processes.start_time(pane_pid)
         if dead:
             self._finishing = asyncio.ensure_future(self._finish(drawn_within=1.0))
         else:
             self.pane_watcher = ExitWatcher(pane_pid, self._pane_gone, reap=False)
+
+    def _spawn_client(self, pane_pid: int) -> None:
+        self.spawn()  # the attach client, watched as `pid`: then `pid` is the pane's again
+        self.client_pid, self.pid = self.pid, pane_pid
+        self._attached_at = asyncio.get_running_loop().time()
 
     def _start(self) -> tuple[int, int]:
         # The attach client needs no cwd (`/` above is not used): spawned, not forked, as a
@@ -276,7 +292,28 @@ class TmuxProcess(PtyProcess):
         if self._pane_ended:
             return
         self._drawn.set()
+        if self._leaving is None and self._says_goodbye(data):
+            # Input written to this client now would be lost with it: it waits for the next.
+            # Should the client stay after all (a program printed those words), it goes on.
+            self._leaving = asyncio.get_running_loop().call_later(2.0, self._stays)
         self._worker_output(data)
+
+    def _says_goodbye(self, data: bytes) -> bool:
+        size = len(self._goodbye)
+        seen = self._goodbye in data or self._goodbye in self._tail + data[:size]
+        self._tail = (self._tail + data[-size:])[-size:]
+        return seen
+
+    def _stays(self) -> None:
+        self._leaving = None
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._leaving is None:
+            super()._flush()
+        elif self._writing and self.fd is not None:  # wait: no writer callback meanwhile
+            asyncio.get_running_loop().remove_writer(self.fd)
+            self._writing = False
 
     def _pane_gone(self, _code: int | None, _sig: int | None) -> None:
         self._finishing = asyncio.ensure_future(self._finish())
@@ -311,12 +348,56 @@ class TmuxProcess(PtyProcess):
         return status, sig
 
     def _on_exit(self, code: int | None, sig: int | None) -> None:
-        # The attach client ended (session killed, or detached): the worker's state follows
-        # the pane, not the client.
-        pass
+        # The attach client ended. The worker's state follows the pane, not the client: while
+        # the pane lives (a person ran `detach-client`, or took the session over with
+        # `attach -d`), attach again, or input would go nowhere and the console would freeze.
+        if not self._closed and not self._pane_ended and self.alive:
+            self._reattaching = asyncio.ensure_future(self._reattach())
+
+    @property
+    def takes_input(self) -> bool:
+        """Input typed while a client leaves, or the next one is started, waits for it."""
+        if self._closed:
+            return False
+        reattaching = self._reattaching is not None and not self._reattaching.done()
+        return self._leaving is not None or reattaching or super().takes_input
+
+    async def _reattach(self) -> None:
+        loop = asyncio.get_running_loop()
+        quick = loop.time() - self._attached_at < 1.0
+        self._quick_ends = self._quick_ends + 1 if quick else 0
+        if self._quick_ends:  # not a client tmux keeps ending at once, again and again
+            await asyncio.sleep(min(0.1 * 2**self._quick_ends, 5.0))
+        self.drain()  # what the old client printed last (its goodbye)
+        self._stop_reading()
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        self.eof = False
+        pane_pid, dead, _status, _sig = await self.tmux.pane(self.name)
+        if self._closed or self._pane_ended or not self.alive or dead or pane_pid != self.pid:
+            return  # ended meanwhile: the pane's watcher records it
+        try:
+            self._spawn_client(pane_pid)
+        except MASError as exc:  # no more processes, say: the console stays as it is
+            log.warning("cannot attach to tmux session %s again: %s", self.name, exc)
+            return
+        self._stop_leaving()
+        self._flush()  # input typed meanwhile
+
+    def _stop_leaving(self) -> None:
+        if self._leaving is not None:
+            self._leaving.cancel()
+            self._leaving = None
+        self._tail = b""
 
     def close(self) -> None:
         """Detach: end the attach client and stop watching (the tmux session lives on)."""
+        self._closed = True
+        self._stop_leaving()
+        if self._reattaching is not None:
+            self._reattaching.cancel()
         if self.pane_watcher is not None:
             self.pane_watcher.close()
         if self.client_pid is not None:
