@@ -15,6 +15,7 @@ POINTS = (
     "session:ready",
     "session:deleting",
     "worker:row-inserted",
+    "worker:process-started",
     "worker:spawned",
 )
 

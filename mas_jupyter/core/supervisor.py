@@ -337,15 +337,7 @@ class Supervisor:
         argv = self._argv(session, record, backend, resume)
         if not os.path.isdir(session.workspace):
             raise ConflictError(f"the workspace {session.workspace} is gone")
-        live = LiveWorker(
-            record,
-            backend,
-            transcript_path(self.manager.workspaces.transcripts(session), record),
-            self,
-            ring_bytes=self.manager.output_buffer_bytes,
-            transcript_bytes=self.manager.transcript_max_bytes,
-            max_input_queue=max(4 * 1024 * 1024, 2 * self.manager.max_input_bytes),
-        )
+        live = self._live_worker(session, record, backend)
         env = self._child_env(session, record, backend)
         previous = self.live.get(record.id)
         if previous is not None:
@@ -360,11 +352,23 @@ class Supervisor:
         except BaseException:
             live.close()  # its transcript file, its terminal if it had one
             raise
+        faults.point("worker:process-started")  # its row does not say so yet
         self.live[record.id] = live
         self._mark_running(record, live, argv)
         faults.point("worker:spawned")
         live.evaluate_soon()
         return live
+
+    def _live_worker(self, session: Session, record: Worker, backend: Backend) -> LiveWorker:
+        return LiveWorker(
+            record,
+            backend,
+            transcript_path(self.manager.workspaces.transcripts(session), record),
+            self,
+            ring_bytes=self.manager.output_buffer_bytes,
+            transcript_bytes=self.manager.transcript_max_bytes,
+            max_input_queue=max(4 * 1024 * 1024, 2 * self.manager.max_input_bytes),
+        )
 
     def _mark_running(self, record: Worker, live: LiveWorker, argv: list[str]) -> None:
         record.status, record.pid, record.pgid = "running", live.pid, live.pid
@@ -613,16 +617,27 @@ class Supervisor:
         report = {"reattached": 0, "interrupted": 0, "orphans_ended": 0}
         interrupted: set[str] = set()
         store = self.manager.store
-        records = [
-            r for r in store.list_workers() if r.status != "exited" and r.id not in self.live
-        ]
         # One tmux call for all: two per worker made a restart with 200 tmux workers take
         # 6.3-6.7 s instead of 3.9-4.4 (docs/performance.md, eighth pass).
         sessions = store.list_sessions()
         panes = await self.tmux.panes() if sessions else {}
+        # An exited worker's row with a tmux session: the server was killed after it started
+        # the worker (a resume, a restart) and before the row said so, or after the worker's
+        # end was recorded and before its tmux session was removed.
+        records = [
+            r
+            for r in store.list_workers()
+            if r.id not in self.live
+            and (r.status != "exited" or (r.runtime == "tmux" and r.tmux_name in panes))
+        ]
         for record in records:
             session = store.get_session(record.session_id)
             pane = panes.get(record.tmux_name or "")
+            if record.status == "exited" and pane is not None:
+                kept = await self._recover_unrecorded(session, record, pane)
+                if kept != "re-attach":
+                    report["orphans_ended"] += kept == "ended"
+                    continue
             if (
                 record.runtime == "tmux"
                 and session is not None
@@ -652,6 +667,32 @@ class Supervisor:
             report["interrupted"] += 1
         report["orphans_ended"] += await self._end_unknown_tmux(panes, sessions)
         return report, interrupted
+
+    async def _recover_unrecorded(
+        self, session: Session | None, record: Worker, pane: tmux_runtime.Pane
+    ) -> str:
+        """The tmux session of a worker whose row says it exited: `re-attach` it when its
+        pane lives and its session is active (the resume or restart that started it was
+        under way). Otherwise it is removed: `ended` if its process lived, else `removed`."""
+        alive = bool(pane[0]) and not pane[1]
+        if (
+            alive
+            and session is not None
+            and session.status == "active"
+            and self.manager.workspaces.in_place(session)
+        ):
+            return "re-attach"
+        if alive:
+            await processes.end_tree(pane[0], self.manager.kill_timeout)  # type: ignore[arg-type]
+            if session is not None:  # its transcript has its start: it gets its end
+                path = transcript_path(self.manager.workspaces.transcripts(session), record)
+                append_exit(path, reason="interrupted")
+            self.manager.log.warning(
+                "ended tmux session %s: its worker %s had exited, says the state database",
+                record.tmux_name, record.name,
+            )  # fmt: skip
+        await self.tmux.kill_session(record.tmux_name or "")
+        return "ended" if alive else "removed"
 
     async def _end_unknown_tmux(
         self, panes: dict[str, tmux_runtime.Pane], sessions: list[Session]
@@ -685,14 +726,7 @@ class Supervisor:
         return ended
 
     async def _reattach(self, session: Session, record: Worker, pane: tmux_runtime.Pane) -> None:
-        live = LiveWorker(
-            record,
-            self.backend(record.backend),
-            transcript_path(self.manager.workspaces.transcripts(session), record),
-            self,
-            ring_bytes=self.manager.output_buffer_bytes,
-            transcript_bytes=self.manager.transcript_max_bytes,
-        )
+        live = self._live_worker(session, record, self.backend(record.backend))
         await live.reattach_tmux(self.tmux, pane)
         self.live[record.id] = live
         self._mark_running(record, live, record.argv)

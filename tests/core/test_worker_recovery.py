@@ -325,3 +325,85 @@ async def test_tmux_workers_the_rebuilt_database_does_not_know_are_ended(make_ma
         {"name": "sh.1", "reason": "interrupted"},
     )
     subprocess.run(["tmux", "-S", socket, "kill-session", "-t", f"={foreign}"], timeout=10)
+
+
+RESUMER = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from mas_jupyter.core.manager import MASManager
+
+    async def main():
+        m = MASManager(root_dir=sys.argv[1], tmux_socket=sys.argv[2],
+                       backends={"shell": {"argv": ["bash", "--norc", "--noprofile", "-i"]}})
+        m.start()
+        await m.recover()
+        await m.create_session({"kind": "quick", "name": "s"})
+        await m.create_worker("s", {"name": "tm", "kind": "terminal", "runtime": "tmux"})
+        if sys.argv[3] == "resume":
+            await m.pause_session("s")
+        os.environ["MAS_FAULT_POINT"] = "worker:process-started"
+        print("dying", flush=True)
+        if sys.argv[3] == "resume":
+            await m.resume_session("s")
+        else:
+            await m.restart_worker("s", "tm")
+
+    asyncio.run(main())
+    """
+)
+
+
+@needs_tmux
+@pytest.mark.parametrize("step", ["resume", "restart"])
+async def test_a_tmux_worker_started_just_before_a_kill_is_not_lost(make_manager, root, step):
+    """The server is killed after it started a tmux worker (a resume, a restart) and before
+    its row said so: the row said `exited`, and recovery looks only at rows that did not, so
+    that tmux session lived on, unknown, through a `stop` too; its transcript had a start
+    and no end. Now it is re-attached: the session is active and the worker runs."""
+    socket = str(root.parent / "tmux.sock")
+    owner = subprocess.run(
+        [sys.executable, "-c", RESUMER, str(root), socket, step],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert owner.returncode == -signal.SIGKILL and "dying" in owner.stdout, owner.stderr
+
+    manager = make_manager(tmux_socket=socket)
+    report = await manager.recover()
+    assert report["workers"]["reattached"] == 1, report
+    tm = manager.get_worker("s", "tm")
+    assert tm["status"] == "running" and processes.is_alive(tm["pid"]), tm
+    manager.write_input("s", "tm", "echo alive-$((40+2))\r")
+    await until(lambda: "alive-42" in screen_text(manager, "s", "tm"), what="typing")
+    await manager.stop_session("s", force=True)
+    assert not processes.is_alive(tm["pid"])
+    listed = subprocess.run(
+        ["tmux", "-S", socket, "list-sessions"], capture_output=True, text=True, timeout=10
+    )
+    assert tm["tmux_session"] not in listed.stdout
+
+
+@needs_tmux
+async def test_a_tmux_session_left_by_an_exited_worker_is_removed_by_recovery(make_manager, root):
+    """A worker whose end was recorded, but not the removal of its tmux session (the server
+    was killed between the two; here its tmux session is made again by hand), or one of a
+    paused session started again by a resume the kill cut short: nothing would ever end it."""
+    socket = str(root.parent / "tmux.sock")
+    first = make_manager()
+    await first.create_session({"kind": "quick", "name": "s"})
+    made = await first.create_worker("s", {"name": "tm", "kind": "terminal", "runtime": "tmux"})
+    await first.pause_session("s")
+    await first.shutdown()
+    subprocess.run(
+        ["tmux", "-S", socket, "new-session", "-d", "-s", made["tmux_session"], "sleep 600"],
+        timeout=10,
+    )  # fmt: skip
+
+    manager = make_manager()
+    report = await manager.recover()
+    assert report["workers"]["orphans_ended"] == 1, report
+    assert manager.get_worker("s", "tm")["status"] == "exited"
+    assert manager.get_session("s")["status"] == "paused"
+    listed = subprocess.run(
+        ["tmux", "-S", socket, "list-sessions"], capture_output=True, text=True, timeout=10
+    )
+    assert made["tmux_session"] not in listed.stdout

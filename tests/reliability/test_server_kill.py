@@ -62,6 +62,7 @@ STEPS = [
     ("session:ready", "POST", "sessions", {"name": "q2", "kind": "quick"}),
     ("session:deleting", "DELETE", "sessions/doomed?purge=true", None),
     ("worker:row-inserted", "POST", "sessions/keep/workers", {"name": "w1", "kind": "terminal"}),
+    ("worker:process-started", "POST", "sessions/keep/workers", {"name": "w3", "kind": "terminal"}),
     ("worker:spawned", "POST", "sessions/keep/workers", {"name": "w2", "kind": "terminal"}),
 ]
 if shutil.which("tmux"):
@@ -85,6 +86,7 @@ async def test_kill_at_every_fault_point(servers, api_for):
         "session:ready": lambda names, workers: "q2" in names,  # finished
         "session:deleting": lambda names, workers: "doomed" not in names,  # finished
         "worker:row-inserted": lambda names, workers: workers.get("w1") in (None, "exited"),
+        "worker:process-started": lambda names, workers: workers.get("w3") == "exited",
         "worker:spawned": lambda names, workers: True,
     }
     started_pids: list[int] = []
@@ -119,7 +121,7 @@ async def test_kill_at_every_fault_point(servers, api_for):
             # Nothing of it ran any more (its workers were interrupted): the restart paused
             # it. A resume would start them again, into this server's fault point: they go,
             # and the session is resumed for the next step.
-            assert previous in ("worker:row-inserted", "worker:spawned"), previous
+            assert previous.startswith("worker:"), previous
             assert {w["exit_reason"] for w in keep["workers"]} == {"interrupted"}, keep
             for w in keep["workers"]:
                 assert (await api.mas("DELETE", f"sessions/keep/workers/{w['id']}"))[0] == 204
