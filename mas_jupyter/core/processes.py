@@ -67,6 +67,46 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def leftovers(sid: int, started: int | None, marks: dict[str, str]) -> dict[int, int]:
+    """What is left of a worker whose session leader is gone (its background children): the
+    members of its session that started no earlier than it and whose environment has every
+    one of `marks`; {pid: start time}.
+
+    A pid is reused, and so is a session id; these three together name the worker's own, so
+    nobody else's process is ever signalled.
+    """
+    wanted = [os.fsencode(f"{k}={v}") for k, v in marks.items()]
+    found = {}
+    for pid in session_members(sid):
+        began = start_time(pid)
+        if began is None or (started is not None and began < started):
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = set(fh.read().split(b"\0"))
+        except OSError:
+            continue
+        if all(w in env for w in wanted):
+            found[pid] = began
+    return found
+
+
+async def end_leftovers(found: dict[int, int], timeout: float) -> None:
+    """End those processes (as `leftovers` names them), escalating SIGHUP, SIGTERM, SIGKILL."""
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL):
+        alive = [pid for pid, began in found.items() if is_alive(pid, began)]
+        if not alive:
+            return
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while time.monotonic() < deadline and any(is_alive(p, found[p]) for p in alive):
+            await asyncio.sleep(delay)  # not our children: no exit event to wait on
+            delay = min(delay * 2, 0.05)
+
+
 def _signal_tree(sid: int, sig: int) -> int:
     """Signal every member of the session and its process group; returns how many there were."""
     members = session_members(sid)

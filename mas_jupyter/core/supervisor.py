@@ -44,6 +44,16 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def worker_marks(session: Session, record: Worker) -> dict[str, str]:
+    """The variables every worker's environment has (`validate.WORKER_MARKS`)."""
+    return {
+        "MAS_SESSION": session.name,
+        "MAS_SESSION_ID": session.id,
+        "MAS_WORKER": record.name,
+        "MAS_WORKSPACE": session.workspace,
+    }
+
+
 def _mtime(folder: str | None) -> float | None:
     try:
         return os.stat(folder).st_mtime if folder else None
@@ -307,14 +317,9 @@ class Supervisor:
 
     def _child_env(self, session: Session, record: Worker, backend: Backend) -> dict[str, str]:
         env = base_env()
-        env.update(
-            MAS_SESSION=session.name,
-            MAS_SESSION_ID=session.id,
-            MAS_WORKER=record.name,
-            MAS_WORKSPACE=session.workspace,
-        )
         env.update(backend.env)
         env.update(record.env)
+        env.update(worker_marks(session, record))  # last: a backend's env cannot set them
         return env
 
     def _argv(self, session: Session, record: Worker, backend: Backend, resume: bool) -> list[str]:
@@ -654,6 +659,15 @@ class Supervisor:
             if record.pid and processes.is_alive(record.pid, record.start_time):
                 await processes.end_tree(record.pid, self.manager.kill_timeout)
                 report["orphans_ended"] += 1
+            elif record.pid and session is not None and not processes.is_alive(record.pid):
+                # Its leader died with the server (SIGHUP), not its background children.
+                marks = {"MAS_SESSION_ID": session.id, "MAS_WORKER": record.name}
+                found = await asyncio.to_thread(
+                    processes.leftovers, record.pid, record.start_time, marks
+                )
+                if found:
+                    await processes.end_leftovers(found, self.manager.kill_timeout)
+                    report["orphans_ended"] += 1
             store.update_worker(record.id, status="exited", exit_reason="interrupted")
             if session is not None:
                 # Its transcript ends with its end, as a worker's that a server saw end does.

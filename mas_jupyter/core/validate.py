@@ -66,7 +66,11 @@ _ENV_DENY = {
     "LOCALDOMAIN",
     "RESOLV_HOST_CONF",
     "TMUX",
+    "PYTHONUSERBASE",
 }
+# What the server sets in every worker (its session, name, workspace): a worker's own, and how
+# a restart tells a dead worker's leftover processes from anyone else's.
+WORKER_MARKS = ("MAS_SESSION", "MAS_SESSION_ID", "MAS_WORKER", "MAS_WORKSPACE")
 _ENV_DENY_PREFIXES = ("LD_", "DYLD_", "JUPYTER", "GIT_CONFIG_", "BASH_FUNC_")
 
 
@@ -243,6 +247,10 @@ def env(value: object) -> dict[str, str]:
             raise InvalidError(
                 f"environment key {key!r} is refused: it can change which code a program "
                 "loads or reveal server secrets"
+            )
+        if key in WORKER_MARKS:
+            raise InvalidError(
+                f"environment key {key!r} is refused: the server sets it to the worker's own"
             )
         if not isinstance(val, str):
             raise InvalidError(f"environment value of {key!r} must be a string")

@@ -54,12 +54,20 @@ def test_good_names_pass(value):
 @pytest.mark.parametrize(
     "key",
     ["LD_PRELOAD", "ld_library_path", "DYLD_INSERT_LIBRARIES", "NODE_OPTIONS", "BASH_ENV",
-     "PATH", "PYTHONPATH", "PYTHONSTARTUP", "PERL5OPT", "JUPYTER_TOKEN", "BASH_FUNC_x%%",
+     "PATH", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE", "PERL5OPT", "JUPYTER_TOKEN", "BASH_FUNC_x%%",
      "1BAD", "A-B", "", "A=B"],
 )  # fmt: skip
 def test_hostile_environment_keys_are_refused(key):
     with pytest.raises(InvalidError):
         validate.env({key: "x"})
+
+
+@pytest.mark.parametrize("key", ["MAS_SESSION", "MAS_SESSION_ID", "MAS_WORKER", "MAS_WORKSPACE"])
+def test_the_variables_the_server_sets_are_refused(key):
+    # They name the worker (a restart finds a dead worker's leftover processes by them).
+    with pytest.raises(InvalidError, match="the server sets it"):
+        validate.env({key: "x"})
+    assert validate.env({"MAS_TOKEN": "t"}) == {"MAS_TOKEN": "t"}  # the user's to give
 
 
 def test_plain_environment_passes_and_values_are_checked():

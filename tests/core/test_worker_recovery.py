@@ -407,3 +407,56 @@ async def test_a_tmux_session_left_by_an_exited_worker_is_removed_by_recovery(ma
         ["tmux", "-S", socket, "list-sessions"], capture_output=True, text=True, timeout=10
     )
     assert made["tmux_session"] not in listed.stdout
+
+
+BACKGROUND = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from mas_jupyter.core.manager import MASManager
+
+    async def main():
+        m = MASManager(root_dir=sys.argv[1], tmux_socket=sys.argv[2],
+                       backends={"shell": {"argv": ["bash", "--norc", "--noprofile", "-i"]}})
+        m.start()
+        await m.recover()
+        await m.create_session({"kind": "quick", "name": "s"})
+        w = await m.create_worker("s", {"name": "sh", "kind": "terminal"})
+        m.write_input("s", "sh", "nohup sleep 600 >/dev/null 2>&1 & echo bg=$!\\r")
+        while "bg=" not in m.get_output("s", "sh")["data"].replace("bg=$!", ""):
+            await asyncio.sleep(0.01)
+        bg = m.get_output("s", "sh")["data"].replace("bg=$!", "").split("bg=")[1].split()[0]
+        print(json.dumps({"shell": w["pid"], "background": int(bg)}), flush=True)
+        await asyncio.sleep(600)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_pty_workers_background_children_do_not_outlive_a_killed_server(make_manager, root):
+    """`kill -9` of the server: the worker's shell dies of the hang-up, its `nohup`
+    children do not, and recovery ended a tree only when its leader lived: they ran on."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", BACKGROUND, str(root), str(root.parent / "tmux.sock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    info = json.loads(owner.stdout.readline())
+    # Someone else's process in a session of its own: never touched.
+    stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(timeout=10)
+    owner.stdout.close()
+    await until(lambda: not processes.is_alive(info["shell"]), what="the shell's hang-up")
+    assert processes.is_alive(info["background"])
+
+    try:
+        manager = make_manager()
+        report = await manager.recover()
+        assert report["workers"]["orphans_ended"] == 1, report
+        assert not processes.is_alive(info["background"])
+        assert processes.is_alive(stranger.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info["background"], signal.SIGKILL)
+        stranger.kill()
+        stranger.wait(timeout=10)
