@@ -42,6 +42,8 @@ class _Run:
     def __init__(self) -> None:
         self.connected = threading.Event()
         self.error: MASClientError | None = None
+        self.failures = 0  # connection attempts that failed (`changed` tells of each)
+        self.changed = threading.Condition()
         self.stopping = False
         self.ws: Any = None
         self.task: concurrent.futures.Future | None = None
@@ -67,7 +69,14 @@ class Feed:
             if run is None:
                 run = self.run = _Run()
                 run.task = self.client._loop.submit(self._run(run))
-        if not run.connected.wait(CONNECT_TIMEOUT):
+        # Until connected, or until an attempt begun from now on fails: a server that cannot
+        # be reached is said at once (it took the whole timeout, 15 s), not after retries.
+        with run.changed:
+            failures = run.failures
+            run.changed.wait_for(
+                lambda: run.connected.is_set() or run.failures > failures, CONNECT_TIMEOUT
+            )
+        if not run.connected.is_set():
             self.remove(q)  # else, once connected, events would pile up in it unread
             raise run.error or ConnectionFailed("could not connect to the event stream")
         return q
@@ -110,6 +119,9 @@ class Feed:
             except MASClientError as e:
                 run.error = e
                 run.connected.clear()
+                with run.changed:
+                    run.failures += 1
+                    run.changed.notify_all()
                 await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
                 attempt += 1
                 continue
@@ -118,7 +130,9 @@ class Feed:
             try:
                 if run.stopping:  # the last subscriber left while this connected
                     return
-                run.connected.set()
+                with run.changed:
+                    run.connected.set()
+                    run.changed.notify_all()
                 self._dispatch(run, CONNECTED)
                 await self._read(run, run.ws)
             finally:

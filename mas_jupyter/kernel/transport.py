@@ -287,8 +287,10 @@ class HTTPTransport:
                 parsed = body
             raise self.error(e.code, parsed or {"message": str(e)}) from None
         except OSError as e:
-            message = f"cannot reach the Jupyter server at {self.shown_url}: {e}"
-            raise ConnectionFailed(message) from None
+            raise ConnectionFailed(
+                f"cannot reach the Jupyter server at {self.shown_url}: {e}; is it running? "
+                f"({self.url_hint})"
+            ) from None
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """Call the engine operation `op` (a MASManager method name) over HTTP."""

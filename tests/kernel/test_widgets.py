@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from kernel_support import SHELL_ARGV, demo_idle, execute, text_of
+from kernel_support import SHELL_ARGV, demo_idle, execute, finish, text_of
 
 import mas_jupyter
 from mas_jupyter.kernel.widgets import ActivityBadge, SessionList, WorkerConsole
@@ -408,3 +408,95 @@ def test_the_widgets_text_says_what_they_show(client, until):
     finally:
         badge.close()
         console.close()
+
+
+def _run_cell(kernel, code: str, cell: str) -> tuple[str, list[dict]]:
+    """Run code as the front end runs cell `cell` (JupyterLab names it in the metadata)."""
+    msg = kernel.session.msg(
+        "execute_request",
+        {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+         "allow_stdin": False, "stop_on_error": True},
+        metadata={"cellId": cell},
+    )  # fmt: skip
+    kernel.shell_channel.send(msg)
+    return finish(kernel, msg["header"]["msg_id"])
+
+
+def test_a_cell_run_again_closes_the_widgets_its_last_run_made(server_env, kernel, client):
+    """Each run of a `%mas sessions` cell left a live list behind (the front end had replaced
+    its view): its event thread, updating a view nobody sees, for as long as the kernel ran."""
+    client.create_session("cells")
+    connect = f"mas_jupyter.connect({server_env.url!r}, {server_env.token!r})"
+    setup = f"import mas_jupyter, threading\n{connect}\n%load_ext mas_jupyter"
+    assert _run_cell(kernel, setup, "setup")[0] == "ok"
+    threads = "print(sum(t.name == 'mas-events' for t in threading.enumerate()))"
+
+    def following() -> int:
+        status, messages = _run_cell(kernel, threads, "count")
+        assert status == "ok", text_of(messages)
+        return int(text_of(messages).split()[-1])
+
+    def shown_models(messages: list[dict]) -> list[str]:
+        key = "application/vnd.jupyter.widget-view+json"
+        return [
+            m["content"]["data"][key]["model_id"]
+            for m in messages
+            if m["msg_type"] == "display_data" and key in m["content"]["data"]
+        ]
+
+    status, first = _run_cell(kernel, "%mas sessions", "list")
+    assert status == "ok", text_of(first)
+    assert following() == 1
+    closed = []
+    for _ in range(3):
+        status, again = _run_cell(kernel, "%mas sessions", "list")
+        assert status == "ok", text_of(again)
+        closed += [m["content"]["comm_id"] for m in again if m["msg_type"] == "comm_close"]
+    assert following() == 1  # was 4
+    assert shown_models(first)[0] in closed  # the front end is told the widget is gone
+    # Another cell's list stays, and so do two lists made by one run.
+    two = (
+        "from mas_jupyter.kernel.widgets import SessionList\ndisplay(SessionList(), SessionList())"
+    )
+    assert _run_cell(kernel, two, "two")[0] == "ok"
+    assert following() == 3
+    assert _run_cell(kernel, "1 + 1", "list")[0] == "ok"  # made no widget: closes nothing
+    assert following() == 3
+
+
+@pytest.mark.parametrize("widget", ["list", "badge"])
+def test_a_widget_says_at_once_that_the_server_cannot_be_reached(monkeypatch, widget):
+    """With the server down, `%mas sessions` waited out the event stream's 15 s connect
+    timeout (retrying meanwhile) and then said nothing of what to do."""
+    import threading
+
+    from mas_jupyter.kernel import MASClient, events
+    from mas_jupyter.kernel.errors import ConnectionFailed
+    from mas_jupyter.kernel.loop import LoopThread
+    from mas_jupyter.kernel.records import Worker
+    from mas_jupyter.kernel.transport import HTTPTransport
+
+    monkeypatch.setattr(events, "CONNECT_TIMEOUT", 600.0)  # only a failed attempt ends it
+    down = MASClient(HTTPTransport("http://127.0.0.1:1/", "tok"), LoopThread("down"))
+    outcome: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            if widget == "list":
+                SessionList(client=down)
+            else:
+                record = Worker(down, {"id": "w" * 36, "session_id": "s" * 36, "name": "w"})
+                ActivityBadge(record, client=down)
+        except BaseException as e:  # what the user sees
+            outcome.append(e)
+
+    thread = threading.Thread(target=make, daemon=True)
+    thread.start()
+    thread.join(30)
+    try:
+        assert not thread.is_alive(), "still waiting for the event stream"
+        [error] = outcome
+        assert isinstance(error, ConnectionFailed) and "is it running?" in error.message, error
+    finally:
+        down.close()
+        down._loop.stop()

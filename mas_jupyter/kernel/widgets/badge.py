@@ -7,6 +7,7 @@ from typing import Any
 import ipywidgets
 
 from ..render import activity_html, esc
+from .cell import close_with_cell
 
 
 class ActivityBadge(ipywidgets.HTML):
@@ -27,7 +28,13 @@ class ActivityBadge(ipywidgets.HTML):
         self.worker_id = record.id
         self.data = dict(record.data)
         self._show()
-        self.subscription = client.subscribe(self._on_event, on_connect=self._reload)
+        self.subscription: Any = None
+        try:
+            self.subscription = client.subscribe(self._on_event, on_connect=self._reload)
+        except BaseException:  # the server cannot be reached: no half-made widget stays
+            self.close()
+            raise
+        close_with_cell(self)
 
     @property
     def state(self) -> str:
@@ -69,5 +76,6 @@ class ActivityBadge(ipywidgets.HTML):
 
     def close(self) -> None:
         """Stop following events and close the widget."""
-        self.subscription.close()
+        if self.subscription is not None:
+            self.subscription.close()
         super().close()

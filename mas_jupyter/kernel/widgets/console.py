@@ -25,6 +25,7 @@ import traitlets
 
 from ...core.models import ENDED_FOR_IT
 from ..errors import ConnectionFailed, MASClientError, NotFound
+from .cell import close_with_cell
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 REPLAY_MAX_CHARS = 1024 * 1024  # what a view opened later is sent, like the server's ring
@@ -103,7 +104,13 @@ class WorkerConsole(anywidget.AnyWidget):
         self._follow_lock = threading.Lock()
         self._following: Any = None  # the event subscription while waiting for a restart
         self._retry_seconds = RETRY_FIRST_SECONDS
-        self._connect()
+        self.channel: Any = None
+        try:
+            self._connect()
+        except BaseException:  # the server cannot be reached: no half-made widget stays
+            self.close()
+            raise
+        close_with_cell(self)
 
     def __repr__(self) -> str:
         # The text a front end without widgets shows: the bar's worker, connection, activity.
@@ -295,7 +302,8 @@ class WorkerConsole(anywidget.AnyWidget):
         """Disconnect from the worker (it keeps running) and close the widget."""
         self._closing.set()
         self._stop_following()
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
         self.status = "closed"  # also when its channel had ended already (an exited worker)
         super().close()
 

@@ -15,6 +15,7 @@ import ipywidgets
 
 from ..errors import MASClientError
 from ..render import ACTIVITY_COLORS, activity_html, esc, status_html
+from .cell import close_with_cell
 
 WAITING_BACKGROUND = "#fff3e0"
 
@@ -93,8 +94,14 @@ class SessionList(ipywidgets.VBox):
         self.children = [self.header, self.body, self.message, self.console_box]
         self.lock = threading.RLock()  # held while the list changes or is redrawn
         self.updates = 0  # how many times the list was redrawn (tests wait on it)
+        self.subscription: Any = None
         self.reload()
-        self.subscription = client.subscribe(self._on_event, on_connect=self.reload)
+        try:
+            self.subscription = client.subscribe(self._on_event, on_connect=self.reload)
+        except BaseException:  # the server cannot be reached: no half-made widget stays
+            self.close()
+            raise
+        close_with_cell(self)
 
     # state
 
@@ -250,7 +257,8 @@ class SessionList(ipywidgets.VBox):
 
     def close(self) -> None:
         """Stop following events and close every widget of the list."""
-        self.subscription.close()
+        if self.subscription is not None:
+            self.subscription.close()
         self._close_console()
         for row in self.rows.values():
             row.box.close()
