@@ -12,12 +12,13 @@ quietly with status 141, as a command killed by SIGPIPE does.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import re
 import shlex
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from jupyter_core.application import JupyterApp, base_aliases, base_flags
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode
@@ -525,12 +526,35 @@ class MASApp(JupyterApp):
     def start(self) -> None:
         """Run the subcommand; without one (or with an unknown one), the usage and status 2."""
         if self.subapp is None:
-            if self.extra_args:
-                print(f"jupyter mas: unknown command {self.extra_args[0]!r}", file=sys.stderr)
-            print(f"usage: jupyter mas {{{','.join(self.subcommands)}}} [options]", file=sys.stderr)
-            print("       jupyter mas SUBCOMMAND --help", file=sys.stderr)
-            self.exit(2)
+            _usage_error(self.extra_args[0] if self.extra_args else None)
         self.subapp.start()
+
+
+def _usage_error(word: str | None) -> NoReturn:
+    """The usage, after what was wrong (an unknown command, with the nearest one), status 2."""
+    names = list(MASApp.subcommands)
+    if word is not None:
+        near = difflib.get_close_matches(word, names, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        print(f"jupyter mas: unknown command {word!r}{hint}", file=sys.stderr)
+    print(f"usage: jupyter mas {{{','.join(names)}}} [options]", file=sys.stderr)
+    print("       jupyter mas SUBCOMMAND --help", file=sys.stderr)
+    sys.exit(2)
+
+
+def _command_first(argv: list[str]) -> list[str]:
+    """The arguments with the command first, where traitlets looks for it: options before it
+    (`jupyter mas --url=URL list`) were taken as the app's, unknown to it, and the command
+    then read as unknown; an unknown command was not named as one (`jupyter mas lst --json`
+    gave traitlets' own parser's error)."""
+    if not argv or argv[0] in MASApp.subcommands:
+        return argv
+    if not argv[0].startswith("-"):
+        _usage_error(argv[0])
+    for i, arg in enumerate(argv):
+        if arg in MASApp.subcommands:
+            return [arg, *argv[:i], *argv[i + 1 :]]
+    return argv  # --help, --version: the app's own
 
 
 @contextlib.contextmanager
@@ -563,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     ends it with one line and status 130, as a shell reports SIGINT, not a traceback."""
     try:
         try:
-            MASApp.launch_instance(argv)
+            MASApp.launch_instance(_command_first(sys.argv[1:] if argv is None else argv))
         finally:
             sys.stdout.flush()
     except BrokenPipeError:

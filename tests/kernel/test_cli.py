@@ -238,6 +238,18 @@ def test_no_wait_with_a_timeout_is_refused_in_the_clis_words(cli, client):
     client.delete("nwt", purge=True, force=True)
 
 
+def test_options_before_the_command_and_a_mistyped_command(cli, client):
+    """`jupyter mas --json list` said "unknown command 'list'" (traitlets took the options
+    as its own); `jupyter mas lst --json` gave traitlets' parser's error and usage."""
+    client.create_session("before")
+    code, out, err = cli("--json", "list")
+    assert code == 0 and err == "", err
+    assert [s["name"] for s in json.loads(out)] == ["before"]
+    code, out, err = cli("lst", "--json")
+    assert (code, out) == (2, "")
+    assert err.startswith("jupyter mas: unknown command 'lst'; did you mean 'list'?\nusage: ")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
