@@ -23,7 +23,7 @@ from .reply import extract_reply
 from .ring import OutputRing, first_character
 from .runtimes.pty import PtyProcess
 from .runtimes.tmux import Pane, Tmux, TmuxProcess
-from .screen import Screen, shows_nothing_new
+from .screen import Screen, shows_nothing_new, without_queries
 from .transcript import Transcript
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class LiveWorker:
         pending = self._decoder.getstate()[0]
         if pending:
             data = data[: len(data) - len(pending)]
-        replay = data[first_character(data) :].decode("utf-8", "replace")
+        replay = without_queries(data[first_character(data) :].decode("utf-8", "replace"))
         self._listeners.append(listener)
 
         def detach() -> None:

@@ -32,6 +32,7 @@ from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..core.errors import MASError, NotFoundError, TooLargeError
+from ..core.screen import without_queries
 from ..core.worker import exit_status
 from .base import REASONS, MASMixin
 
@@ -331,7 +332,8 @@ class ChannelHandler(MASWebSocket):
 
     def _finish_exited(self) -> None:
         try:
-            replay = self.manager.get_output(self.session_id, self.worker_id)["data"]
+            output = self.manager.get_output(self.session_id, self.worker_id)["data"]
+            replay = without_queries(output)
             worker = self.manager.get_worker(self.session_id, self.worker_id)
             code = exit_status(worker["exit_code"], worker["exit_signal"])  # as live clients
         except NotFoundError:

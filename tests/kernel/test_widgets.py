@@ -153,9 +153,12 @@ def test_console_relays_a_worker(client, until):
                 console, {"type": "stdin", "data": data, "view": "v", "seq": seq}, []
             )
         until(lambda: "order-ok" in console.output(), what="the keystrokes in order")
-        console._from_view(console, {"type": "hello"}, [])
+        console._from_view(console, {"type": "stdin", "data": "printf 'q\\033[6n-%s\\n' x\r"}, [])
+        until(lambda: "q\x1b[6n-x" in console.output(), what="a query, live")
+        console._from_view(console, {"type": "hello"}, [])  # a new view: it gets the replay
         replay = [m for m in console.sent if m["type"] == "replay"][-1]
         assert "relay-9" in replay["data"]
+        assert "q-x" in replay["data"]  # not asked again: its answer would be typed
         console._from_view(console, {"type": "resize", "cols": 88, "rows": 20}, [])
         until(lambda: client.worker("terminal", session="c").cols == 88, what="the resize")
         console._from_view(console, {"type": "stdin", "data": "exit\r"}, [])

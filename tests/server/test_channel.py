@@ -86,6 +86,36 @@ async def test_reconnect_replays_recent_output_first(shell_session, console, api
     assert second.text.count("before-2\r\n") == 1  # no gap, no duplicate
 
 
+async def test_a_replay_asks_the_terminal_nothing(shell_session, console, api, until):
+    """The queries a program made long ago were replayed to every new console, whose
+    terminal (xterm.js, the CLI's) answered them into the worker: `1;2c` after the next
+    prompt, `\x1b[>0;276;0c` at the start of an agent's next message."""
+    await shell_session()
+    live = await console()
+    queries = r"\033[c\033[>c\033[6n\033[>q\033]11;?\007\033[?2004$p"
+    await live.send("stdin", f"printf 'asked-%s{queries}-done\\n' $((6*7))\r")
+    await live.read_until(lambda c: "asked-42" in c.text and "-done" in c.text, what="output")
+    assert "\x1b[c\x1b[>c\x1b[6n" in live.text  # live, the program waits for the answers
+    replayed = await console()
+    await replayed.read()
+    replay = replayed.messages[1][1]
+    assert "asked-42-done" in replay, replay  # the text around them stays
+    for query in ("\x1b[c", "\x1b[>c", "\x1b[6n", "\x1b[>q", "\x1b]11;?", "\x1b[?2004$p"):
+        assert query not in replay, (query, replay)
+    await api("POST", "sessions", "s", "workers", "sh", "input", body={"data": "exit\r"})
+
+    async def exited():
+        return (await api("GET", "sessions", "s", "workers", "sh"))[1]["status"] == "exited"
+
+    await until(exited, what="the exit")
+    ended = await console()  # an exited worker's console replays its output, the same way
+    while len(ended.messages) < 2 or ended.messages[-1][0] == "stdout":
+        if await ended.read() is None:
+            break
+    shown = "".join(m[1] for m in ended.messages if m[0] == "stdout")
+    assert "asked-42-done" in shown and "\x1b[6n" not in shown, shown
+
+
 async def test_two_clients_on_one_worker_see_the_same_stream(shell_session, console):
     await shell_session()
     a, b = await console(), await console()

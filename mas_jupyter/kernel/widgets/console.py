@@ -24,6 +24,7 @@ import anywidget
 import traitlets
 
 from ...core.models import ENDED_FOR_IT
+from ...core.screen import without_queries
 from ..errors import ConnectionFailed, MASClientError, NotFound
 from .cell import close_with_cell
 
@@ -263,7 +264,7 @@ class WorkerConsole(anywidget.AnyWidget):
             return
         kind = content.get("type")
         if kind == "hello":
-            self.send({"type": "replay", "data": self.buffer})
+            self.send({"type": "replay", "data": without_queries(self.buffer)})
         elif kind == "stdin" and isinstance(content.get("data"), str):
             self._type(content)
         elif kind == "resize":
