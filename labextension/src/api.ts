@@ -127,8 +127,19 @@ export class MasClient {
     return this._request('PATCH', `sessions/${enc(sid)}`, patch);
   }
 
-  deleteSession(sid: string, purge: boolean): Promise<void> {
-    return this._request('DELETE', `sessions/${enc(sid)}?purge=${purge ? 'true' : 'false'}`);
+  /**
+   * Delete; rejects with a MasApiError (status 409, field `force`) when a purge needs `force`.
+   * Resolves to the rescue ref a forced purge saved the worktree's changes on, if any.
+   */
+  async deleteSession(sid: string, purge: boolean, force = false): Promise<string | null> {
+    let rescue: string | null = null;
+    await this._request<void>(
+      'DELETE',
+      `sessions/${enc(sid)}?purge=${purge}&force=${force}`,
+      undefined,
+      response => (rescue = response.headers.get('X-MAS-Rescue-Ref'))
+    );
+    return rescue;
   }
 
   pauseSession(sid: string): Promise<ISession> {
@@ -183,7 +194,12 @@ export class MasClient {
     return new this.settings.WebSocket(this.wsUrl(path));
   }
 
-  private async _request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async _request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    answered?: (response: Response) => void
+  ): Promise<T> {
     const url = URLExt.join(this.settings.baseUrl, API_PATH, path);
     const init: RequestInit = { method };
     if (body !== undefined) {
@@ -192,6 +208,7 @@ export class MasClient {
     }
     const response = await ServerConnection.makeRequest(url, init, this.settings);
     if (response.status === 204) {
+      answered?.(response);
       return undefined as T;
     }
     const text = await response.text();
@@ -219,6 +236,7 @@ export class MasClient {
           ` to ${method} ${path}.`;
       throw new MasApiError(message, response.status, info.reason ?? null, info);
     }
+    answered?.(response);
     return data as T;
   }
 }

@@ -318,6 +318,37 @@ export async function confirmForcedStop(name: string, err: MasApiError): Promise
   return result.button.accept;
 }
 
+/**
+ * Ask whether to purge a worktree anyway after the server refused it (409, field `force`):
+ * its changes are saved on a rescue ref first, its ignored files deleted.
+ */
+export async function confirmForcedDelete(name: string, err: MasApiError): Promise<boolean> {
+  const body = el('div', { class: 'mas-StopCheck' });
+  body.append(el('p', {}, `The session “${name}” was not deleted: ${err.message}`));
+  const changes: string[] = Array.isArray(err.body.changes) ? err.body.changes.map(String) : [];
+  if (changes.length) {
+    const ul = el('ul', { class: 'mas-StopCheck-errors' });
+    for (const change of changes) {
+      ul.append(el('li', {}, change));
+    }
+    body.append(ul);
+  }
+  body.append(
+    el(
+      'p',
+      {},
+      'Deleting anyway saves the changes on a rescue ref in the repository first; ' +
+        'ignored files (marked !!) are deleted with the worktree.'
+    )
+  );
+  const result = await showDialog({
+    title: 'Delete the worktree anyway?',
+    body: new Widget({ node: body }),
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete anyway' })]
+  });
+  return result.button.accept;
+}
+
 namespace Private {
   export let nextId = 0;
 }

@@ -32,6 +32,7 @@ import {
 import { ConsoleWidget } from './console';
 import {
   AddWorkerForm,
+  confirmForcedDelete,
   confirmForcedStop,
   ICatalog,
   NewSessionForm,
@@ -644,12 +645,31 @@ class Controller {
           return;
         }
         const purge = !!result.isChecked;
-        const done = await this._call(`Could not delete ${s.name}`, async () => {
-          await this.client.deleteSession(s.id, purge);
-          return true;
-        });
-        if (done) {
-          this._changed(this.model.apply({ type: 'session-deleted', session_id: s.id }));
+        const title = `Could not delete ${s.name}`;
+        let rescue: string | null | undefined;
+        try {
+          rescue = await this.client.deleteSession(s.id, purge);
+        } catch (err) {
+          // A purge that `force` would do (a changed worktree): ask, as a refused stop does.
+          if (!(err instanceof MasApiError && err.status === 409 && err.body.field === 'force')) {
+            await showErrorMessage(title, describeError(err));
+            return;
+          }
+          if (!(await confirmForcedDelete(s.name, err))) {
+            return;
+          }
+          rescue = await this._call(title, () => this.client.deleteSession(s.id, purge, true));
+          if (rescue === undefined) {
+            return;
+          }
+        }
+        this._changed(this.model.apply({ type: 'session-deleted', session_id: s.id }));
+        if (rescue) {
+          Notification.info(
+            `${s.name} deleted. Its worktree's changes are saved on ${rescue} in ${s.repo} ` +
+              `(git show ${rescue}).`,
+            { autoClose: false }
+          );
         }
       }
     });

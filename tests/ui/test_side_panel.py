@@ -25,6 +25,12 @@ pytestmark = pytest.mark.timeout(180)
 
 PANEL = "#mas-sessions-panel"
 PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="mas-sessions-panel"]'
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+}
 DIALOG = ".jp-Dialog"
 ACCEPT = ".jp-Dialog .jp-Dialog-button.jp-mod-accept"
 
@@ -531,13 +537,7 @@ def test_stop_shows_the_check_and_can_force(page, lab):
     # A worktree session with an uncommitted file: the stop check refuses it.
     repo = lab.root / "repo"
     repo.mkdir()
-    env = {
-        **lab.env,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
+    env = {**lab.env, **GIT_IDENTITY}
     for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
         subprocess.run(["git", *args], cwd=repo, env=env, check=True)
     s = lab.api("POST", "sessions", {"name": "wt", "kind": "worktree", "repo": "repo"})
@@ -720,6 +720,39 @@ def test_delete_with_purge_through_the_menu(page, lab):
     lab.api("DELETE", "sessions/churn-model?purge=false")
     row(page, "churn-model").wait_for(state="detached")
     page.locator(".mas-Console-banner", has_text="no longer exists").wait_for()
+
+
+def test_a_refused_purge_of_a_changed_worktree_can_be_forced(page, lab):
+    # The refusal said "delete with force to save them to a rescue ref first", and the panel
+    # had no way to: now it asks, as a refused stop does, and says where the changes went.
+    repo = lab.root / "repo-purge"
+    repo.mkdir()
+    env = {**lab.env, **GIT_IDENTITY}
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    s = lab.api("POST", "sessions", {"name": "dirty", "kind": "worktree", "repo": "repo-purge"})
+    (pathlib.Path(s["workspace"]) / "results.csv").write_text("a,b\n1,2\n")
+    r = row(page, "dirty")
+    r.wait_for()
+    r.hover()
+    r.locator("[data-action='more']").click()
+    page.locator(".mas-Menu .lm-Menu-item", has_text="Delete Session").click()
+    dialog = page.locator(DIALOG, has_text="Delete dirty?")
+    dialog.locator("input[type='checkbox']").check()
+    dialog.locator(".jp-Dialog-button", has_text="Delete").click()
+    forced = page.locator(DIALOG, has_text="Delete the worktree anyway?")
+    forced.wait_for()
+    assert "results.csv" in forced.locator(".mas-StopCheck-errors").inner_text()
+    page.locator(".jp-Dialog-button", has_text="Delete anyway").click()
+    r.wait_for(state="detached")
+    assert not pathlib.Path(s["workspace"]).exists()
+    note = page.locator(".Toastify__toast", has_text="dirty deleted")
+    note.wait_for()
+    ref = note.inner_text().split("saved on ")[1].split()[0]
+    shown = subprocess.run(
+        ["git", "show", "--name-only", ref], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert "results.csv" in shown.stdout, shown
 
 
 def test_a_restored_console_of_a_deleted_session_says_so(page, lab):
