@@ -132,6 +132,32 @@ class _Emulator(pyte.Screen):
             modes = tuple(m for m in modes if m not in _ALT_MODES and m != 3)
         super().reset_mode(*modes, **kwargs)
 
+    def resize(self, lines: int | None = None, columns: int | None = None) -> None:
+        """Fewer lines drop the ones under the cursor first, then the top ones, the cursor's
+        line moving up with the rest, as xterm (and so a console) does. pyte drops the top
+        ones alone and leaves the cursor where it was: a shell's banner and prompt at the top
+        went, and the cursor pointed at another line, or below the screen."""
+        lines = lines or self.lines
+        if lines < self.lines:
+            self.buffer = _shrunk(self.buffer, self.cursor, self.lines, lines)
+            if self._main is not None:  # the main screen, kept while the alternate shows
+                self._main = (_shrunk(*self._main, self.lines, lines), self._main[1])
+            self.lines = lines
+            self.set_margins()  # none: the program sets its own again as it repaints
+            self.dirty.update(range(lines))
+        super().resize(lines, columns)
+
+
+def _shrunk(buffer: defaultdict, cursor: pyte.screens.Cursor, old: int, new: int) -> defaultdict:
+    """A screen buffer of `old` lines cut to `new` as xterm cuts it; moves the cursor."""
+    under = max(0, old - 1 - cursor.y)
+    top = max(0, old - new - under)
+    kept = {y - top: line for y, line in buffer.items() if top <= y < top + new}
+    buffer.clear()
+    buffer.update(kept)
+    cursor.y = max(0, cursor.y - top)
+    return buffer
+
 
 class Screen:
     """What a terminal of `cols` x `rows` shows for a worker's output, updated lazily."""

@@ -298,3 +298,35 @@ def test_a_replay_holds_no_query_a_terminal_would_answer(query):
 )  # fmt: skip
 def test_a_replay_keeps_what_only_draws(kept):
     assert without_queries(f"a{kept}b") == f"a{kept}b"
+
+
+def test_fewer_rows_drop_the_empty_ones_under_the_cursor_first():
+    """pyte dropped the top rows: a shell's banner and prompt went from the screen (and the
+    activity read from it), and the cursor stayed on its row number, now another line."""
+    screen = Screen(80, 44)
+    screen.feed(b"\x1b[H\x1b[2Jbanner\r\n$ ls\r\n$ ")  # cleared first, as programs do
+    screen.resize(80, 41)
+    assert screen.lines()[:3] == ["banner", "$ ls", "$"]
+    assert screen.cursor()["y"] == 2 and len(screen.lines()) == 41
+    screen.resize(80, 44)  # and back: nothing dropped comes back
+    assert screen.lines()[:3] == ["banner", "$ ls", "$"] and screen.lines()[3:] == [""] * 41
+
+
+def test_fewer_rows_with_the_cursor_at_the_bottom_drop_the_top_ones():
+    screen = Screen(80, 10)
+    screen.feed(b"\r\n".join(b"line %d" % n for n in range(10)))
+    screen.resize(80, 7)
+    assert screen.lines() == [f"line {n}" for n in range(3, 10)]
+    assert screen.cursor()["y"] == 6  # on "line 9" still
+    screen.feed(b"!")
+    assert screen.lines()[-1] == "line 9!"
+
+
+def test_fewer_rows_in_the_alternate_screen_cut_the_main_one_the_same_way():
+    screen = Screen(80, 10)
+    screen.feed(b"\r\n".join(b"line %d" % n for n in range(10)))
+    screen.feed(b"\x1b[?1049h\x1b[Hfull screen")
+    screen.resize(80, 6)
+    screen.feed(b"\x1b[?1049l")
+    assert screen.lines() == [f"line {n}" for n in range(4, 10)]
+    assert screen.cursor()["y"] == 5
