@@ -79,6 +79,10 @@ class Channel:
             self._deliver("setup", {})
             if replay:
                 self._deliver("stdout", replay)
+            with contextlib.suppress(MASError):  # and the activity now, as the server says it
+                worker = transport.manager.get_worker(self.session_id, self.worker_id)
+                if worker["activity"] != "exited":
+                    self._deliver("activity", worker["activity"])
             return self
         self._ws = await transport.websocket(self._path)
         self._task = asyncio.ensure_future(self._read())

@@ -15,6 +15,7 @@ Consecutive output chunks are sent as one frame, so a fast stream costs few fram
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import struct
@@ -310,9 +311,19 @@ class ChannelHandler(MASWebSocket):
         replay = self._attach()
         if replay is None:
             return
+        self._put_replay(replay)
+        self._unsubscribe = self.manager.events.subscribe(self._on_event)
+
+    def _put_replay(self, replay: str) -> None:
+        """The recent output, then the activity now: a console shows it from the start, not
+        once it next changes (a worker waiting for an answer read `unknown` until then)."""
+        assert self.queue is not None
         if replay:
             self.queue.put("stdout", replay)
-        self._unsubscribe = self.manager.events.subscribe(self._on_event)
+        with contextlib.suppress(MASError):
+            activity = self.manager.get_worker(self.session_id, self.worker_id)["activity"]
+            if activity != "exited":
+                self.queue.put("activity", activity)
 
     def _attach(self) -> str | None:
         """Subscribe to the worker; its recent output, or None with the last messages queued:
@@ -412,8 +423,7 @@ class ChannelHandler(MASWebSocket):
         if replay is None:
             return
         self.queue.put("setup", {})
-        if replay:
-            self.queue.put("stdout", replay)
+        self._put_replay(replay)
 
     async def on_message(self, message: str | bytes) -> None:  # type: ignore[override]
         """["stdin", data] types into the worker; ["set_size", rows, cols, ...] resizes it."""

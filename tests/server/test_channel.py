@@ -168,6 +168,21 @@ async def test_activity_and_exit_messages_with_the_demo_agent(demo_session, cons
     assert c.ws.close_reason == "worker exited: crashed"
 
 
+async def test_a_console_is_told_the_activity_when_it_connects(demo_session, console, api, until):
+    """Activity came only when it changed: a console opened on an agent waiting for its
+    user showed `unknown` (no amber tab) until the agent next did something."""
+    await demo_session()
+    await api("POST", "sessions", "s", "workers", "bot", "input", body={"data": "/ask\r"})
+
+    async def waiting():
+        return (await api("GET", "sessions", "s", "workers", "bot"))[1]["activity"] == "waiting"
+
+    await until(waiting, what="the question")
+    c = await console("s", "bot")
+    await c.read_until(lambda c: ["activity", "waiting"] in c.messages, what="the activity")
+    assert [m[0] for m in c.messages[:3]] == ["setup", "stdout", "activity"], c.messages[:3]
+
+
 async def test_exited_worker_console_shows_its_output_then_exit(demo_session, console, api, until):
     await demo_session()
     await api("POST", "sessions", "s", "workers", "bot", "input", body={"data": "/exit\r"})
