@@ -51,6 +51,10 @@ interface ISettings {
   refreshInterval: number;
 }
 
+/** "Waiting for you" notices shown within NOTICE_MS; more are counted by one notice. */
+const NOTICES_SHOWN = 3;
+const NOTICE_MS = 8000;
+
 const DEFAULT_SETTINGS: ISettings = {
   browserNotifications: true,
   inAppNotifications: true,
@@ -218,6 +222,7 @@ class Controller {
   private _changed(change: IChange): void {
     this.panel.apply(change);
     this._updateBadge();
+    this._dismissAnswered();
     for (const a of change.attention) {
       this._notify(a);
     }
@@ -277,10 +282,20 @@ class Controller {
       });
     };
     if (this.settings.inAppNotifications) {
-      Notification.warning(text, {
-        autoClose: 8000,
-        actions: [{ label: 'Open console', callback: open }]
-      });
+      const now = Date.now();
+      this._recent = this._recent.filter(t => now - t < NOTICE_MS);
+      if (this._recent.length < NOTICES_SHOWN) {
+        const id = Notification.warning(text, {
+          autoClose: NOTICE_MS,
+          actions: [{ label: 'Open console', callback: open }]
+        });
+        this._notices.set(a.worker.id, id);
+        this._recent.push(now);
+      } else {
+        // Many agents asking at once: one notice counts the others, not a wall of toasts.
+        this._grouped.add(a.worker.id);
+        this._showGrouped();
+      }
     }
     const N = (window as any).Notification;
     if (this.settings.browserNotifications && N && N.permission === 'granted') {
@@ -297,6 +312,51 @@ class Controller {
         // Some browsers only allow notifications from a service worker.
         console.warn('mas_jupyter: browser notification failed', err);
       }
+    }
+  }
+
+  /** Take back the notices of agents that no longer wait (answered, exited, deleted). */
+  private _dismissAnswered(): void {
+    if (!this._notices.size && !this._grouped.size) {
+      return;
+    }
+    const waiting = new Set(this.model.waiting().map(a => a.worker.id));
+    for (const [workerId, id] of [...this._notices]) {
+      if (!waiting.has(workerId)) {
+        Notification.dismiss(id);
+        this._notices.delete(workerId);
+      }
+    }
+    const before = this._grouped.size;
+    for (const workerId of [...this._grouped]) {
+      if (!waiting.has(workerId)) {
+        this._grouped.delete(workerId);
+      }
+    }
+    if (this._grouped.size !== before) {
+      this._showGrouped(false);
+    }
+  }
+
+  /**
+   * The notice that counts the waiting agents without one of their own: shown again (a new
+   * toast) when one more asks, its count corrected quietly as they are answered, gone when
+   * none is left.
+   */
+  private _showGrouped(more = true): void {
+    const n = this._grouped.size;
+    const message = `${n} more agent${n === 1 ? ' is' : 's are'} waiting for you: see the Agents panel`;
+    const actions = [{ label: 'Show agents', callback: () => this.app.shell.activateById(this.panel.id) }];
+    if (this._groupedId !== null && n && !more) {
+      Notification.update({ id: this._groupedId, message, type: 'warning', autoClose: NOTICE_MS, actions });
+      return;
+    }
+    if (this._groupedId !== null) {
+      Notification.dismiss(this._groupedId);
+      this._groupedId = null;
+    }
+    if (n) {
+      this._groupedId = Notification.warning(message, { autoClose: NOTICE_MS, actions });
     }
   }
 
@@ -853,6 +913,10 @@ class Controller {
   private _refreshSeq = 0;
   private _refreshTimer: number | null = null;
   private _waitingShown = -1;
+  private _notices = new Map<string, string>(); // worker id -> its "waiting for you" notice
+  private _grouped = new Set<string>(); // waiting workers counted by the grouped notice
+  private _groupedId: string | null = null;
+  private _recent: number[] = []; // when the last notices were shown
   private _lastConsole: Widget | null = null;
 }
 

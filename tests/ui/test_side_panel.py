@@ -383,6 +383,38 @@ def test_a_question_puts_the_worker_in_the_attention_state(page, lab):
     console.wait_for(state="visible")
 
 
+def test_many_questions_at_once_notify_once_each_at_most_and_go_when_answered(page, lab):
+    """50 agents asking at once put 50 toasts over the page, and the notification centre kept
+    every "is waiting for you" after the questions were answered."""
+    paths = []
+    for i in range(5):
+        s = lab.api(
+            "POST", "sessions",
+            {"name": f"ask-{i}", "workers": [{"name": "bot", "backend": "demo"}]},
+        )  # fmt: skip
+        paths.append(f"sessions/{s['id']}/workers/{s['workers'][0]['id']}")
+    for path in paths:
+        wait_for(lambda path=path: lab.api("GET", path)["activity"] == "idle", what="idle")
+    count = page.locator(".jp-Notification-Status")
+    before = count.inner_text().strip()
+    for path in paths:
+        lab.api("POST", f"{path}/input", {"data": "/ask\r"})
+    shown = page.locator(".Toastify__toast", has_text=re.compile(r"ask-\d / bot is waiting"))
+    grouped = page.locator(".Toastify__toast", has_text=re.compile(r"\d more agents? \w+ wait"))
+    wait_for(
+        lambda: grouped.count() == 1 and int(grouped.inner_text().split()[0]) + shown.count() == 5,
+        what="one notice each for the first agents, then one that counts the others",
+    )
+    assert shown.count() <= 3, shown.all_inner_texts()  # (fewer: a notice shown just before)
+    for path in paths:
+        lab.api("POST", f"{path}/input", {"data": "yes\r"})
+    wait_for(lambda: grouped.count() == 0, what="the counting notice to go")
+    wait_for(lambda: shown.count() == 0, what="the answered agents' notices to go")
+    wait_for(lambda: count.inner_text().strip() == before, what="the centre's count as before")
+    for i in range(5):
+        lab.api("DELETE", f"sessions/ask-{i}?purge=true")
+
+
 def test_a_restart_from_elsewhere_is_followed_by_the_console(page, lab):
     """Restarted through the API (a notebook, a script), the open console says the worker is
     restarting, not that it exited with -1 (the SIGHUP that ends a restarted process), and
