@@ -61,15 +61,6 @@ _ANSI_RE = re.compile(
     r"|\x1b[ -/]*[0-~]"
     r"|\x1b"
 )
-# Queries a terminal answers on its input: device attributes (DA1-3), status and cursor
-# reports (DSR), its name (XTVERSION), mode reports (DECRQM), window reports (XTWINOPS 11,
-# 13-21), the keyboard protocol, colors (OSC 4 and 10-19 with `?`), settings and terminfo
-# (DECRQSS, XTGETTCAP).
-_QUERY_RE = re.compile(
-    r"\x1b\[(?:[>=]?0?c|\??[0-9;]*n|>0?q|\??[0-9;]+\$p|(?:1[13-9]|2[01])(?:;[0-9]*)*t|\?u)"
-    r"|\x1b\](?:4;[0-9]+|1[0-9]);\?(?:\x07|\x1b\\)"
-    r"|\x1bP[$+]q[^\x07\x1b]*(?:\x07|\x1b\\)"
-)
 # Control characters other than \t, \n, \r and \b, which strip_ansi interprets.
 _CONTROL_RE = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -385,18 +376,6 @@ def shows_nothing_new(data: bytes) -> bool:
     switch of screen. A `tmux attach` client sends such output after attaching (cursor
     visibility, its own modes); it is no sign that the program is at work."""
     return bool(_MODES_ONLY_RE.fullmatch(data)) and not _SCREEN_SWITCH_RE.search(data)
-
-
-def without_queries(text: str) -> str:
-    """Output to replay on a terminal, without the queries the program made in it.
-
-    A terminal answers a query on its input: a console that replays the recent output
-    would answer queries made long ago (a `tmux attach` client's at its start, say), and its
-    answers would be typed into the worker (`1;2c` after a shell's prompt, a message to an
-    agent starting with `\\x1b[>0;276;0c`). Live output is left alone: the program waits
-    for the answer to a query it makes now.
-    """
-    return _QUERY_RE.sub("", text) if "\x1b" in text else text
 
 
 def strip_ansi(text: str) -> str:

@@ -13,17 +13,18 @@ import codecs
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import TYPE_CHECKING, Protocol
 
 from . import processes
 from .activity import ActivityRules, terminal_activity
 from .errors import ConflictError, TooLargeError
+from .queries import Answerer, without_queries
 from .reply import extract_reply
 from .ring import OutputRing, first_character
 from .runtimes.pty import PtyProcess
 from .runtimes.tmux import Pane, Tmux, TmuxProcess
-from .screen import Screen, shows_nothing_new, without_queries
+from .screen import Screen, shows_nothing_new
 from .transcript import Transcript
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class LiveWorker:
         self.exit_code: int | None = None
         self.exit_signal: int | None = None
         self._listeners: list[Listener] = []
+        self._answerer = Answerer()  # which console answers the program's terminal queries
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._last_output = time.monotonic()
         self._bells_seen = 0
@@ -139,6 +141,7 @@ class LiveWorker:
             self._last_output = time.monotonic()
         text = self._decoder.decode(data)
         if text:
+            self._answerer.saw(text)
             for listener in list(self._listeners):
                 listener("stdout", text)
         self._schedule_check(CHECK_DELAY)
@@ -259,14 +262,16 @@ class LiveWorker:
 
     # input
 
-    def write(self, data: str, limit: int) -> None:
-        """Type raw keystrokes into the worker."""
+    def write(self, data: str, limit: int, console: Hashable | None = None) -> None:
+        """Type raw keystrokes into the worker; from `console` (a console's identity), answers
+        to terminal queries that another console has answered already are dropped."""
         raw = data.encode("utf-8", "surrogateescape")
         if len(raw) > limit:
             raise TooLargeError(f"input of {len(raw)} bytes is over the limit of {limit} bytes")
         if not self.running or self.process is None:
             raise ConflictError(f"worker {self.record.name!r} has exited; restart it first")
-        self.process.write(raw)
+        if self._answerer.admits(data, console):
+            self.process.write(raw)
 
     def keys_for(self, text: str) -> str:
         """The keystrokes that type and submit a message the way the backend expects."""

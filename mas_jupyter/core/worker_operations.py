@@ -8,7 +8,7 @@ live work to the supervisor.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
@@ -112,12 +112,15 @@ class WorkerOperations:
             return live
         return self.supervisor.live_worker(self._worker(self._session(key), wkey))
 
-    def write_input(self, key: str, wkey: str, data: object) -> None:
-        """Type raw keystrokes into a worker."""
+    def write_input(
+        self, key: str, wkey: str, data: object, console: Hashable | None = None
+    ) -> None:
+        """Type raw keystrokes into a worker; `console` names the console they come from, so
+        that only one console answers the program's terminal queries (see core/queries.py)."""
         if not isinstance(data, str):
             raise InvalidError("data must be a string")
         validate.unicode_text(data, "data")
-        self._live(key, wkey).write(data, self.max_input_bytes)
+        self._live(key, wkey).write(data, self.max_input_bytes, console)
 
     async def send_message(
         self, key: str, wkey: str, text: object, wait: object = False, timeout: object = None

@@ -175,7 +175,7 @@ class Channel:
         if self._ws is not None:
             self.client._loop.call_soon(self._ws_write, ["stdin", data])
         else:
-            self.client._loop.call_soon(self._send_local, "write_input", data)
+            self.client._loop.call_soon(self._send_local, "write_input", data, self)
 
     def resize(self, rows: int, cols: int) -> None:
         """Set the worker's terminal size (thread-safe)."""

@@ -33,7 +33,7 @@ from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..core.errors import MASError, NotFoundError, TooLargeError
-from ..core.screen import without_queries
+from ..core.queries import without_queries
 from ..core.worker import exit_status
 from .base import REASONS, MASMixin
 
@@ -434,7 +434,9 @@ class ChannelHandler(MASWebSocket):
             if msg[0] == "stdin":
                 if len(msg) < 2 or not isinstance(msg[1], str):
                     raise ValueError('stdin takes ["stdin", text]')
-                result = self.manager.write_input(self.session_id, self.worker_id, msg[1])
+                result = self.manager.write_input(
+                    self.session_id, self.worker_id, msg[1], console=self
+                )
                 if hasattr(result, "__await__"):
                     await result
             elif msg[0] == "set_size":

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mas_jupyter.core.screen import Screen, shows_nothing_new, strip_ansi, without_queries
+from mas_jupyter.core.screen import Screen, shows_nothing_new, strip_ansi
 
 
 def test_renders_text_and_cursor():
@@ -279,25 +279,6 @@ def test_trimming_keeps_the_exact_tail_and_modes_split_between_chunks():
 )
 def test_what_shows_nothing_new(data, nothing_new):
     assert shows_nothing_new(data) is nothing_new
-
-
-@pytest.mark.parametrize(
-    "query",
-    ["\x1b[c", "\x1b[0c", "\x1b[>c", "\x1b[>0c", "\x1b[=c", "\x1b[6n", "\x1b[?6n", "\x1b[5n",
-     "\x1b[>q", "\x1b[>0q", "\x1b[?2004$p", "\x1b[12$p", "\x1b[14t", "\x1b[18t", "\x1b[?u",
-     "\x1b]11;?\x07", "\x1b]10;?\x1b\\", "\x1b]4;1;?\x07", "\x1bP$qm\x1b\\", "\x1bP+q544e\x1b\\"],
-)  # fmt: skip
-def test_a_replay_holds_no_query_a_terminal_would_answer(query):
-    assert without_queries(f"a{query}b") == "ab"
-
-
-@pytest.mark.parametrize(
-    "kept",
-    ["\x1b[31m", "\x1b[2J", "\x1b[8;40;120t", "\x1b[22;0t", "\x1b]0;title\x07", "\x1b[?1049h",
-     "\x1b[1;1H", "\x1b[K", "\x1b[?25l", "\x1b]11;rgb:0000/0000/0000\x07"],
-)  # fmt: skip
-def test_a_replay_keeps_what_only_draws(kept):
-    assert without_queries(f"a{kept}b") == f"a{kept}b"
 
 
 def test_fewer_rows_drop_the_empty_ones_under_the_cursor_first():

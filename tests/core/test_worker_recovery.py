@@ -411,7 +411,7 @@ async def test_a_tmux_session_left_by_an_exited_worker_is_removed_by_recovery(ma
 
 BACKGROUND = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, json, re, sys
     from mas_jupyter.core.manager import MASManager
 
     async def main():
@@ -422,10 +422,13 @@ BACKGROUND = textwrap.dedent(
         await m.create_session({"kind": "quick", "name": "s"})
         w = await m.create_worker("s", {"name": "sh", "kind": "terminal"})
         m.write_input("s", "sh", "nohup sleep 600 >/dev/null 2>&1 & echo bg=$!\\r")
-        while "bg=" not in m.get_output("s", "sh")["data"].replace("bg=$!", ""):
+        while not (found := re.search(r"bg=([0-9]+)\\r\\n", m.get_output("s", "sh")["data"])):
             await asyncio.sleep(0.01)
-        bg = m.get_output("s", "sh")["data"].replace("bg=$!", "").split("bg=")[1].split()[0]
-        print(json.dumps({"shell": w["pid"], "background": int(bg)}), flush=True)
+        bg = int(found[1])
+        # Until nohup has run sleep, the hang-up would end it too.
+        while open(f"/proc/{bg}/cmdline", "rb").read().split(b"\\0")[0] != b"sleep":
+            await asyncio.sleep(0.01)
+        print(json.dumps({"shell": w["pid"], "background": bg}), flush=True)
         await asyncio.sleep(600)
 
     asyncio.run(main())

@@ -9,6 +9,7 @@ import pytest
 from kernel_support import SHELL_ARGV, demo_idle, execute, finish, text_of
 
 import mas_jupyter
+from mas_jupyter.core import queries
 from mas_jupyter.kernel.widgets import ActivityBadge, SessionList, WorkerConsole
 
 
@@ -164,6 +165,32 @@ def test_console_relays_a_worker(client, until):
         console._from_view(console, {"type": "stdin", "data": "exit\r"}, [])
         until(lambda: console.status == "exited (0)", what="the exit")
         assert console.activity == "exited"
+    finally:
+        console.close()
+
+
+def test_a_console_shown_twice_answers_a_query_once(client, until, monkeypatch):
+    """Both views of a widget shown in two places answer a query they show; the program read
+    the second answer as typed input."""
+    monkeypatch.setattr(queries, "ANSWER_SECONDS", 60.0)  # however slow the machine is
+    console = connected_console(client, "q2", until)
+    try:
+        program = (
+            'printf \'ask\\033[c\'; read -rs -d c x; echo "1<$x>"; read -rs -d c y; echo "2<$y>"'
+        )
+        console.write(program + "\r")
+        until(lambda: "ask\x1b[c" in console.output(), what="the query, live")
+
+        def view(name, seq, data):
+            message = {"type": "stdin", "data": data, "view": name, "seq": seq}
+            console._from_view(console, message, [])
+
+        view("v1", 0, "\x1b[?1;2c")
+        until(lambda: "1<\x1b[?1;2>" in console.output(), what="the answer read")
+        view("v2", 0, "\x1b[?1;2c")  # the other view's answer: dropped
+        view("v2", 1, "typed-c")  # what it types still goes through
+        until(lambda: "\n2<" in console.output(), what="the second read")
+        assert "2<typed->" in console.output()
     finally:
         console.close()
 

@@ -8,6 +8,8 @@ import pathlib
 
 import pytest
 
+from mas_jupyter.core import queries
+
 
 class Console:
     """A test client of a worker's channel that collects what it receives."""
@@ -114,6 +116,24 @@ async def test_a_replay_asks_the_terminal_nothing(shell_session, console, api, u
             break
     shown = "".join(m[1] for m in ended.messages if m[0] == "stdout")
     assert "asked-42-done" in shown and "\x1b[6n" not in shown, shown
+
+
+async def test_one_console_answers_a_live_query(shell_session, console, monkeypatch):
+    """Every open console's terminal answers a query it shows: with two tabs, the program
+    read two answers, the second as typed input. The first to answer now answers alone."""
+    monkeypatch.setattr(queries, "ANSWER_SECONDS", 60.0)  # however slow the machine is
+    await shell_session()
+    a, b = await console(), await console()
+    program = 'printf \'ask\\033[c\'; read -rs -d c x; echo "1<$x>"; read -rs -d c y; echo "2<$y>"'
+    await a.send("stdin", program + "\r")
+    for c in (a, b):
+        await c.read_until(lambda c: "ask\x1b[c" in c.text, what="the query, live")
+    await b.send("stdin", "\x1b[?1;2c")  # b answers first
+    await a.read_until(lambda c: "1<\x1b[?1;2>" in c.text, what="the answer read")
+    await a.send("stdin", "\x1b[?1;2c")  # a's answer is the second one: dropped
+    await a.send("stdin", "typed-c")  # what a types still goes through, after it
+    await a.read_until(lambda c: "\n2<" in c.text, what="the second read")
+    assert "2<typed->" in a.text, a.text[-200:]
 
 
 async def test_two_clients_on_one_worker_see_the_same_stream(shell_session, console):

@@ -24,7 +24,7 @@ import anywidget
 import traitlets
 
 from ...core.models import ENDED_FOR_IT
-from ...core.screen import without_queries
+from ...core.queries import Answerer, without_queries
 from ..errors import ConnectionFailed, MASClientError, NotFound
 from .cell import close_with_cell
 
@@ -99,6 +99,7 @@ class WorkerConsole(anywidget.AnyWidget):
         self.buffer = ""
         self._typing: dict[str, tuple[int, dict[int, str]]] = {}  # view -> (next seq, held)
         self._typing_lock = threading.Lock()
+        self._answerer = Answerer()  # which view answers the program's terminal queries
         self.on_msg(self._from_view)
         self._closing = threading.Event()
         self._exited = False  # the channel ended with the worker's exit: follow it
@@ -135,6 +136,7 @@ class WorkerConsole(anywidget.AnyWidget):
                 self.status = "connected"
         elif kind == "stdout" and isinstance(payload, str):
             self.buffer = (self.buffer + payload)[-REPLAY_MAX_CHARS:]
+            self._answerer.saw(payload)
             self.send({"type": "stdout", "data": payload})
         elif kind == "activity":
             self.activity = str(payload)
@@ -292,6 +294,8 @@ class WorkerConsole(anywidget.AnyWidget):
                     held.clear()
                     expected = seq + 1
                 self._typing[view] = (expected, held)
+                # A widget shown twice has two views, and both answer a query it shows.
+                ready = [data for data in ready if self._answerer.admits(data, view)]
             if ready and not self.channel.closed.is_set():
                 self.channel.write("".join(ready))
 
