@@ -554,7 +554,7 @@ class Supervisor:
         self.manager.events.emit(
             "session-updated", session.id, session=self.manager.session_dict(session)
         )
-        return self.worker_dict(record)
+        return self.worker_dict(self.manager.store.get_worker(session.id, record.id) or record)
 
     async def delete_worker(self, session: Session, record: Worker) -> None:
         """Stop a worker and forget it."""

@@ -87,7 +87,7 @@ class WorkerOperations:
         live = self.supervisor.live_worker(record)
         live.resize(cols, rows)
         self.store.update_worker(record.id, cols=cols, rows=rows)
-        return self.supervisor.worker_dict(live.record)
+        return self.supervisor.worker_dict(self.store.get_worker(session.id, record.id) or record)
 
     def fit_worker(self, key: str, wkey: str, cols: int, rows: int) -> None:
         """Size a worker to a console's view: a view smaller or larger than a terminal may be

@@ -47,6 +47,7 @@ async def test_resize_restart_transcript_and_delete(api, shell_session):
         "POST", "sessions", "s", "workers", "sh", "resize", body={"cols": 100, "rows": 30}
     )
     assert code == 200 and (w["cols"], w["rows"]) == (100, 30)
+    assert w == (await api("GET", "sessions", "s", "workers", "sh"))[1]  # the row as stored
     code, page = await api("GET", "sessions", "s", "workers", "sh", "transcript")
     assert code == 200 and page["records"][0]["type"] == "start"
     code, page = await api(
@@ -55,6 +56,9 @@ async def test_resize_restart_transcript_and_delete(api, shell_session):
     assert code == 200 and len(page["records"]) == 1
     code, w2 = await api("POST", "sessions", "s", "workers", "sh", "restart")
     assert code == 200 and w2["status"] == "running"
+    # The answer is the worker as it is now: its new pid, and its updated_at (was the old one).
+    assert w2 == (await api("GET", "sessions", "s", "workers", "sh"))[1]
+    assert w2["updated_at"] > w["updated_at"] and w2["pid"] != w["pid"]
     code, body = await api("DELETE", "sessions", "s", "workers", "sh")
     assert code == 204 and body is None
     assert (await api("GET", "sessions", "s", "workers", "sh"))[0] == 404
