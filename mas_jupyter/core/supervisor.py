@@ -137,9 +137,12 @@ class Supervisor:
     def backend(self, name: str) -> Backend:
         """A backend by name, or a clear not-found error."""
         if name not in self.backends:
-            raise NotFoundError(
-                f"no backend named {name!r}; available: {', '.join(sorted(self.backends))}"
-            )
+            usable = sorted(n for n, b in self.backends.items() if b.availability()[0])
+            missing = sorted(set(self.backends) - set(usable))
+            words = f"no backend named {name!r}; available: {', '.join(usable) or 'none'}"
+            if missing:  # known here, but their program is not installed
+                words += f" (not installed: {', '.join(missing)})"
+            raise NotFoundError(words)
         return self.backends[name]
 
     def startable_backend(self, name: str) -> Backend:

@@ -357,6 +357,18 @@ async def test_a_delete_that_failed_after_ending_the_process_leaves_the_worker_u
     assert manager.list_workers("s") == []
 
 
+async def test_an_unknown_backend_names_the_usable_ones_apart(make_manager):
+    """The refusal listed every known backend alike, uninstalled agent CLIs among them."""
+    manager = make_manager(backends={"ghost": {"argv": ["/nonexistent/ghost-cli"]}})
+    await manager.create_session({"kind": "quick", "name": "s"})
+    with pytest.raises(NotFoundError) as refused:
+        await manager.create_worker("s", {"name": "b", "backend": "nosuch"})
+    message = refused.value.message
+    usable, missing = message.split("; available: ")[1].split(" (not installed: ")
+    assert {"demo", "shell"} <= set(usable.split(", ")) and "ghost" not in usable
+    assert "ghost" in missing.rstrip(")").split(", ")
+
+
 @pytest.mark.parametrize(
     "spec, error, message",
     [
