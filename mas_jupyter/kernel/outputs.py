@@ -119,8 +119,6 @@ class Transcript(Record):
         kind = record.get("type", "")
         if kind == "input":
             return "you", record.get("text", "")
-        if kind == "output":
-            return "output", strip_ansi(record.get("data", ""))
         if kind == "activity":
             return "activity", record.get("state", "")
         if kind == "exit":
@@ -134,10 +132,24 @@ class Transcript(Record):
             return "start", " ".join(record.get("argv") or [])
         return kind, str(record.get("text", ""))
 
+    def _blocks(self):
+        """(kind, text) per record, a run of output records as one block: the engine records
+        output as it reads it, a few KiB at a time, so one command's output spans many."""
+        run: list[str] = []
+        for record in self:
+            if record.get("type") == "output":
+                run.append(record.get("data", ""))
+                continue
+            if run:
+                yield "output", strip_ansi("".join(run))
+                run = []
+            yield self._line(record)
+        if run:
+            yield "output", strip_ansi("".join(run))
+
     def __repr__(self) -> str:
         out = []
-        for record in self:
-            kind, text = self._line(record)
+        for kind, text in self._blocks():
             out.append(
                 f"--- {kind}\n{text.rstrip()}"
                 if kind in ("you", "output")
@@ -152,8 +164,7 @@ class Transcript(Record):
 
     def _repr_html_(self) -> str:
         parts = []
-        for record in self:
-            kind, text = self._line(record)
+        for kind, text in self._blocks():
             if kind in ("you", "output"):
                 parts.append(pre_html(text.rstrip(), title=kind))
             else:

@@ -24,11 +24,29 @@ from mas_jupyter.kernel import (
     NotFound,
 )
 from mas_jupyter.kernel.loop import LoopThread
-from mas_jupyter.kernel.outputs import Reply, Screen
+from mas_jupyter.kernel.outputs import Reply, Screen, Transcript
 from mas_jupyter.kernel.records import Session, Worker
 from mas_jupyter.kernel.render import markdown_html
 from mas_jupyter.kernel.transport import HTTPTransport
 from tests.conftest import run_git
+
+
+def test_a_transcript_shows_a_run_of_output_as_one_block():
+    """The engine records output as it reads it, a few KiB at a time: `%mas log` showed one
+    `--- output` block per read, an escape cut in two between blocks."""
+    records = [
+        {"type": "input", "text": "count"},
+        {"type": "output", "data": "1\r\n2\x1b[3"},
+        {"type": "output", "data": "1mred\x1b[0m\r\n"},
+        {"type": "output", "data": "3\r\n"},
+        {"type": "activity", "state": "idle"},
+        {"type": "output", "data": "> "},
+    ]
+    shown = Transcript(None, {"records": records, "next_offset": None, "total": 6})
+    assert repr(shown) == (
+        "--- you\ncount\n--- output\n1\n2red\n3\n--- activity: idle\n--- output\n>"
+    )
+    assert shown._repr_html_().count("<pre") == 3
 
 
 def test_session_lifecycle_calls(client, server):
