@@ -229,6 +229,9 @@ class Workspaces:
         # Each path is checked before anything in it is read: the `.git` found may be above
         # the roots, and a linked worktree's git directory and repository anywhere.
         self._require_inside_roots(top, f"the repository {top}")
+        # A `.git` that is a symlink is followed by git: where it leads is checked too.
+        dotgit = os.path.realpath(os.path.join(top, ".git"))
+        self._require_inside_roots(dotgit, f"the git directory of {top} ({dotgit})")
         git_dir = _linked_git_dir(top)
         if git_dir is not None:
             self._require_inside_roots(git_dir, f"the git directory of {top} ({git_dir})")

@@ -149,6 +149,15 @@ async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo
     with pytest.raises(ForbiddenError, match=re.escape(f"the git directory of {linked} (")):
         await manager.create_session({"kind": "worktree", "repo": linked})
     assert run_git("branch", "--list", "mas/*", cwd=repo) == ""
+    # A folder inside the roots whose `.git` is a symlink to the repository's, outside them:
+    # it was taken, and the worktree, its branch and rescue refs were written there (QA).
+    symlinked = tmp_path / "root" / "elsewhere" / "symlinked"
+    symlinked.mkdir()
+    (symlinked / ".git").symlink_to(os.path.join(repo, ".git"))
+    with pytest.raises(ForbiddenError, match=re.escape(f"the git directory of {symlinked} (")):
+        await manager.create_session({"kind": "worktree", "repo": str(symlinked)})
+    assert run_git("branch", "--list", "mas/*", cwd=repo) == ""
+    assert os.listdir(os.path.join(repo, ".git", "worktrees")) == ["linked"]  # the one above
     # A folder inside the roots whose repository is above them.
     inner = os.path.join(repo, "data", "elsewhere")
     os.makedirs(inner)
