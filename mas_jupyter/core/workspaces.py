@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 
 from . import validate
-from .errors import ConflictError, ForbiddenError, InvalidError
+from .errors import ConflictError, ForbiddenError, InvalidError, UnavailableError
 from .gitrun import git
 from .models import Session
 from .personas import (
@@ -104,7 +104,7 @@ class Workspaces:
         self.staging_dir = os.path.join(self.state_dir, "staging")
         self.dir_sessions = os.path.join(self.state_dir, "dir-sessions")
         self._repo_locks: dict[str, asyncio.Lock] = {}
-        self._template_sizes: dict[str, tuple[int, bool]] = {}
+        self._template_sizes: dict[str, tuple[dict[str, int], list[str]]] = {}
 
     def ensure_root(self) -> None:
         """Create the sessions root and its state folders; fail clearly if not writable."""
@@ -177,27 +177,41 @@ class Workspaces:
     # quick
 
     def is_small(self, template_dir: str, files: int = 32, size: int = 256 * 1024) -> bool:
-        """Whether a template has at most `files` files and `size` bytes (cached per mtime)."""
-        try:
-            stamp = os.stat(template_dir).st_mtime_ns
-        except OSError:
-            return False
+        """Whether a template has at most `files` files and `size` bytes. A small template's
+        folders and files are remembered: checking again costs a stat of each, and a file
+        overwritten in place (a folder's time does not change then) is seen too."""
         cached = self._template_sizes.get(template_dir)
-        if cached is None or cached[0] != stamp:
-            count = total = 0
-            for folder, _dirs, names in os.walk(template_dir):
-                for fname in names:
-                    count += 1
-                    with contextlib.suppress(OSError):
-                        total += os.lstat(os.path.join(folder, fname)).st_size
-            cached = (stamp, count <= files and total <= size)
-            self._template_sizes[template_dir] = cached
-        return cached[1]
+        try:
+            if cached is not None:
+                folders, names = cached
+                if all(os.stat(f).st_mtime_ns == stamp for f, stamp in folders.items()):
+                    return sum(os.lstat(n).st_size for n in names) <= size
+            folders, names = {}, []
+            for folder, _dirs, fnames in os.walk(template_dir):
+                folders[folder] = os.stat(folder).st_mtime_ns
+                names += (os.path.join(folder, n) for n in fnames)
+                if len(names) > files:
+                    break
+            small = len(names) <= files and sum(os.lstat(n).st_size for n in names) <= size
+        except OSError:  # changed meanwhile: copy it in a thread
+            small = False
+        if small:
+            self._template_sizes[template_dir] = (folders, names)
+        else:
+            self._template_sizes.pop(template_dir, None)
+        return small
 
     def create_quick(self, session: Session, template_dir: str) -> None:
         """Fill a new directory from a template, then move it into place in one rename."""
         staging = os.path.join(self.staging_dir, session.id)
-        _copy_template(template_dir, staging)
+        try:
+            _copy_template(template_dir, staging)
+        except OSError as e:
+            where = e.filename or template_dir
+            raise UnavailableError(
+                f"cannot copy the template {os.path.basename(template_dir)!r}: {where}: "
+                f"{e.strerror or e}; make its files readable"
+            ) from None
         self.write_metadata(session, new_workspace=staging)
         os.rename(staging, session.workspace)
 
@@ -699,7 +713,8 @@ class Workspaces:
 def _copy_template(src: str, dst: str, top: bool = True) -> None:
     """Copy a template folder: files with their permission bits, times fresh.
 
-    Symlinks are skipped (a workspace must not point outside its root), and so is a
+    Symlinks are skipped (a workspace must not point outside its root), and so are named
+    pipes, sockets and devices (reading a pipe would wait for a writer), and so is a
     template's own `.mas` folder (a workspace's state is its own). Unlike shutil.copytree
     this copies no times or extended attributes, which a new workspace does not want and
     which cost more than the copy of a small template.
@@ -712,7 +727,7 @@ def _copy_template(src: str, dst: str, top: bool = True) -> None:
                 continue
             if entry.is_dir():
                 _copy_template(entry.path, target, top=False)
-            else:
+            elif entry.is_file():  # not a named pipe, a socket or a device
                 shutil.copyfile(entry.path, target)
                 os.chmod(target, entry.stat().st_mode & 0o7777)
 

@@ -53,6 +53,7 @@ async def test_custom_template_is_copied_without_symlinks(make_manager, tmp_path
     (templates / "analysis" / ".mas").mkdir()  # a template's own state is not copied
     (templates / "analysis" / ".mas" / "stale.json").write_text("{}")
     os.symlink("/etc/passwd", templates / "analysis" / "escape")
+    os.mkfifo(templates / "analysis" / "pipe")  # a 500 before: shutil refuses named pipes
     manager = make_manager(templates_dir=str(templates))
     session = await manager.create_session({"kind": "quick", "template": "analysis"})
     ws = session["workspace"]
@@ -60,9 +61,31 @@ async def test_custom_template_is_copied_without_symlinks(make_manager, tmp_path
         assert fh.read() == "hello"
     assert os.stat(os.path.join(ws, "bin", "run.sh")).st_mode & 0o777 == 0o750
     assert not os.path.lexists(os.path.join(ws, "escape"))
+    assert not os.path.lexists(os.path.join(ws, "pipe"))
     assert sorted(os.listdir(os.path.join(ws, ".mas"))) == [".gitignore", "session.json"]
     with pytest.raises(NotFoundError, match="no template named 'nope'"):
         await manager.create_session({"kind": "quick", "template": "nope"})
+
+
+async def test_a_template_grown_in_place_is_copied_off_the_loop(make_manager, tmp_path):
+    """A small template was remembered as small while its folder's time stayed the same: a
+    dataset copied over one of its files was then copied on the event loop (the server
+    froze for seconds; QA)."""
+    data = tmp_path / "templates" / "t" / "sub" / "data.bin"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"x")
+    manager = make_manager(templates_dir=str(tmp_path / "templates"))
+    small = manager.workspaces.is_small
+    assert small(str(data.parent.parent))
+    with open(data, "r+b") as fh:  # in place: no folder's time changes
+        fh.write(b"x" * 300_000)
+    assert not small(str(data.parent.parent))
+    data.write_bytes(b"x")
+    assert small(str(data.parent.parent))
+    (data.parent / "more").mkdir()
+    for n in range(40):
+        (data.parent / "more" / f"f{n}").write_text("x")
+    assert not small(str(data.parent.parent))
 
 
 async def test_dir_session_uses_an_existing_directory_as_is(manager, root):
