@@ -23,15 +23,21 @@ from traitlets.config import LoggingConfigurable
 from . import faults, validate
 from .errors import ConflictError, InvalidError, LimitError, MASError, NotFoundError
 from .events import EventBus
-from .models import ROW_CREATING, ROW_READY, Session, now
+from .models import (
+    ROW_CREATING,
+    ROW_DELETING,
+    ROW_PURGING,
+    ROW_PURGING_FORCED,
+    ROW_READY,
+    Session,
+    now,
+)
 from .root_lock import RootLock
 from .store import Store, StoreError, sessions_limit_error
 from .supervisor import Supervisor
 from .worker_operations import WorkerOperations
 from .workspaces import Workspaces, describe_changes
 
-ROW_DELETING = "deleting"
-ROW_PURGING = "purging"
 CREATE_FIELDS = {"name", "kind", "template", "repo", "branch", "base", "path", "task", "workers"}
 UPDATE_FIELDS = {"name", "task"}
 NULLABLE_FIELDS = {"task"}  # null is "no task"; any other field given as null is a 400
@@ -214,11 +220,13 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             else:
                 await self._undo_create(session)
                 report["undone"] += 1
-        for state in (ROW_DELETING, ROW_PURGING):
+        # Finished as asked: a purge without force is refused if the worktree has changes
+        # now (the crash may have come before the check, or a worker wrote since).
+        for state in (ROW_DELETING, ROW_PURGING, ROW_PURGING_FORCED):
             for session in self.store.list_sessions(row_state=state):
                 try:
                     done = await self._finish_delete(
-                        session, purge=state == ROW_PURGING, force=True
+                        session, purge=state != ROW_DELETING, force=state == ROW_PURGING_FORCED
                     )
                 except MASError as e:  # one session's workspace must not stop the others
                     self._keep_after_failed_purge(session, e)
@@ -526,7 +534,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
             except BaseException:
                 # All or nothing: a session whose workers could not all start is not left
                 # half-made (a retry would meet its name, or its branch).
-                self.store.update_session(session.id, row_state=ROW_PURGING)
+                self.store.update_session(session.id, row_state=ROW_PURGING_FORCED)
                 if session.kind == "worktree":
                     await self.supervisor.forget_all(session)
                     await self.workspaces.undo_worktree(session)  # the branch it made, too
@@ -656,7 +664,10 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         async with self._changing(key) as session:
             if purge:  # before anything is stopped
                 await self.workspaces.require_purgeable(session, force)
-            self.store.update_session(session.id, row_state=ROW_PURGING if purge else ROW_DELETING)
+            state = ROW_DELETING
+            if purge:
+                state = ROW_PURGING_FORCED if force else ROW_PURGING
+            self.store.update_session(session.id, row_state=state)
             faults.point("session:deleting")
             try:
                 return await self._finish_delete(session, purge=purge, force=force)

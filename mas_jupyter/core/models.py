@@ -13,6 +13,8 @@ SESSION_STATUSES = ("active", "paused", "stopped")
 ROW_CREATING = "creating"
 ROW_READY = "ready"
 ROW_DELETING = "deleting"
+ROW_PURGING = "purging"  # a purge without force: a crash meanwhile is finished without force
+ROW_PURGING_FORCED = "purging-forced"
 
 WORKER_KINDS = ("agent", "terminal")
 WORKER_STATUSES = ("starting", "running", "exited")

@@ -25,7 +25,9 @@ SCRIPT = textwrap.dedent(
         if action["op"] == "create":
             await m.create_session(action["spec"])
         else:
-            await m.delete_session(action["name"], purge=action.get("purge", False))
+            await m.delete_session(
+                action["name"], purge=action.get("purge", False), force=action.get("force", False)
+            )
         print("survived", flush=True)
 
     asyncio.run(main())
@@ -91,6 +93,42 @@ async def test_crash_during_delete_is_finished_by_recovery(make_manager, root):
     assert report["deleted"] == 1
     assert manager.store.get_session(session["id"], any_state=True) is None
     assert not os.path.exists(session["workspace"])
+
+
+@pytest.mark.parametrize("force", [False, True])
+async def test_a_purge_finished_by_recovery_keeps_the_force_it_was_given(
+    make_manager, make_repo, root, force
+):
+    """A purge without force, cut by a crash, was finished with force: files a worker wrote
+    meanwhile went, the ignored ones without a trace (QA: a model.pkl, a results file)."""
+    repo = make_repo()
+    with open(os.path.join(repo, ".gitignore"), "w") as fh:
+        fh.write("*.pkl\n")
+    run_git("add", ".gitignore", cwd=repo)
+    run_git("commit", "-q", "-m", "ignore pickles", cwd=repo)
+    first = make_manager()
+    session = await first.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    await first.shutdown()
+    action = {"op": "delete", "name": "w", "purge": True, "force": force}
+    result = run_owner(root, action, "session:deleting")
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    for name in ("model.pkl", "findings.md"):  # written after the check, before the crash
+        with open(os.path.join(session["workspace"], name), "w") as fh:
+            fh.write("the afternoon's work\n")
+    manager = make_manager()
+    report = await manager.recover()
+    if force:
+        assert report["deleted"] == 1 and len(report["rescued"]) == 1
+        assert not os.path.exists(session["workspace"])
+        shown = run_git("show", "--stat", report["rescued"][0], cwd=repo)
+        assert "findings.md" in shown
+    else:
+        assert report["kept"] == 1 and report["deleted"] == 0
+        assert {"findings.md", "model.pkl"} <= set(os.listdir(session["workspace"]))
+        [kept] = manager.list_sessions()
+        assert kept["status"] == "stopped"
+        log = [a["type"] for a in manager.list_activities("w")]
+        assert log[-1] == "purge-failed", log
 
 
 async def test_a_run_without_faults_survives(root):
