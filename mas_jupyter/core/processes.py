@@ -91,6 +91,31 @@ def leftovers(sid: int, started: int | None, marks: dict[str, str]) -> dict[int,
     return found
 
 
+def gits_at(folder: str) -> dict[int, int]:
+    """git processes working on `folder`: run in it, or naming it (`git worktree add FOLDER`,
+    left running by a server that was killed); {pid: start time}."""
+    folder = os.path.realpath(folder)
+    named = os.fsencode(folder)
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as fh:
+                if fh.read().strip() != b"git":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if named in args or cwd == folder or cwd.startswith(folder + os.sep):
+            began = start_time(int(entry))
+            if began is not None:
+                found[int(entry)] = began
+    return found
+
+
 async def end_leftovers(found: dict[int, int], timeout: float) -> None:
     """End those processes (as `leftovers` names them), escalating SIGHUP, SIGTERM, SIGKILL."""
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL):

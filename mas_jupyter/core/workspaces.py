@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from . import validate
+from . import processes, validate
 from .errors import ConflictError, ForbiddenError, InvalidError, UnavailableError
 from .gitrun import git
 from .models import Session
@@ -529,12 +529,14 @@ class Workspaces:
             found.append(path)
         return found
 
-    async def _drop_worktree(self, session: Session) -> None:
-        # The caller holds the repository's lock.
+    async def _drop_worktree(self, session: Session, half_made: bool = False) -> None:
+        # The caller holds the repository's lock. A half-made worktree is still locked by
+        # `git worktree add` ("initializing"), which a second --force overrides.
         assert session.repo
         if os.path.isdir(session.workspace):
+            forces = ("--force", "--force") if half_made else ("--force",)
             await git(
-                "worktree", "remove", "--force", "--end-of-options", session.workspace,
+                "worktree", "remove", *forces, "--end-of-options", session.workspace,
                 cwd=session.repo,
             )  # fmt: skip
         await git("worktree", "prune", cwd=session.repo)
@@ -595,8 +597,11 @@ class Workspaces:
         if not session.repo or not os.path.isdir(session.repo):
             return
         async with self._lock(session.repo):
+            # A killed server's `git worktree add` may still be checking files out.
+            left = await asyncio.to_thread(processes.gits_at, session.workspace)
+            await processes.end_leftovers(left, timeout=2.0)
             made_branch = await self._checked_out_here(session)
-            await self._drop_worktree(session)
+            await self._drop_worktree(session, half_made=True)
             if made_branch and session.branch and session.base:
                 tip = await git(
                     "rev-parse",

@@ -81,6 +81,27 @@ async def test_crash_during_create_leaves_nothing_half_made(
         await manager.create_session(spec)
 
 
+async def test_a_worktree_left_locked_by_a_killed_create_is_undone(make_manager, make_repo, root):
+    """`kill -9` while `git worktree add` checked out a large repository: its worktree stayed
+    locked ("initializing"), `worktree remove --force` refused it, and the folder, the
+    worktree and the branch stayed with no session (a retry: 'branch already exists'; QA)."""
+    repo = make_repo()
+    spec = {"kind": "worktree", "name": "s", "repo": repo}
+    result = run_owner(root, {"op": "create", "spec": spec}, "session:row-inserted")
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    workspace = str(root / "mas-sessions" / "s")  # as git worktree add had begun it
+    run_git("worktree", "add", "-q", "-b", "mas/s", workspace, cwd=repo)
+    with open(os.path.join(repo, ".git", "worktrees", "s", "locked"), "w") as fh:
+        fh.write("initializing")
+    manager = make_manager()
+    report = await manager.recover()
+    assert report["undone"] == 1
+    assert not os.path.exists(workspace)
+    assert workspace not in run_git("worktree", "list", cwd=repo)
+    assert "mas/s" not in run_git("branch", "--list", cwd=repo)
+    await manager.create_session(spec)  # the name and the branch are free again
+
+
 async def test_crash_during_delete_is_finished_by_recovery(make_manager, root):
     first = make_manager()
     session = await first.create_session({"kind": "quick", "name": "s"})

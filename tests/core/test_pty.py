@@ -298,3 +298,27 @@ def test_start_time_identifies_a_process():
     assert processes.is_alive(os.getpid(), processes.start_time(os.getpid()))
     assert not processes.is_alive(os.getpid(), (processes.start_time(os.getpid()) or 0) + 1)
     assert processes.start_time(2**22 + 12345) is None
+
+
+def test_gits_at_finds_the_git_processes_working_on_a_folder(tmp_path):
+    """What a killed server's `git worktree add` leaves running: git in the folder, or git
+    naming it. Other programs there, and git elsewhere, are not named."""
+    inside, elsewhere = tmp_path / "ws", tmp_path / "other"
+    (inside / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    subprocess.run(["git", "init", "-q", str(inside)], check=True)
+    subprocess.run(["git", "init", "-q", str(elsewhere)], check=True)
+    batch = ["git", "cat-file", "--batch"]  # waits on its input
+    started = [
+        subprocess.Popen(batch, cwd=inside / "sub", stdin=subprocess.PIPE),
+        subprocess.Popen(batch, cwd=elsewhere, stdin=subprocess.PIPE),
+        subprocess.Popen(["sleep", "60"], cwd=inside),
+    ]
+    try:
+        found = processes.gits_at(str(inside))
+        assert started[0].pid in found
+        assert started[1].pid not in found and started[2].pid not in found
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait(timeout=10)
