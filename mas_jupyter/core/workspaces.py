@@ -371,24 +371,28 @@ class Workspaces:
         ws, where = session.workspace, _in_worktree(session)  # every call: this worktree's
         with tempfile.TemporaryDirectory(dir=self.state_dir) as tmp:
             env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), **where}
-            head = await git("rev-parse", "--verify", "HEAD", cwd=ws, env=where)
-            await git("read-tree", "HEAD", cwd=ws, env=env)
+            head = await git("rev-parse", "--verify", "--quiet", "HEAD", cwd=ws, env=where)
+            # HEAD on a branch with no commit (`git checkout --orphan`, or its branch deleted
+            # under it): the rescue is a commit of its own, with no parent.
+            parent = ["-p", head.out.strip()] if head.ok else []
+            if head.ok:
+                await git("read-tree", "HEAD", cwd=ws, env=env)
             add = await git("add", "--all", "--", ".", cwd=ws, env=env)
             tree = await git("write-tree", cwd=ws, env=env)
             if not (add.ok and tree.ok):
-                raise ConflictError(f"could not save the changes in {ws}: {add.err or tree.err}")
+                why = (add.err or tree.err).strip()
+                raise ConflictError(f"could not save the changes in {ws}: {why}")
             commit = await git(
                 "commit-tree",
                 tree.out.strip(),
-                "-p",
-                head.out.strip(),
+                *parent,
                 "-m",
                 f"mas_jupyter: rescued changes of session {session.name}",
                 cwd=ws,
                 env=where,
             )
         if not commit.ok:
-            raise ConflictError(f"could not save the changes in {ws}: {commit.err}")
+            raise ConflictError(f"could not save the changes in {ws}: {commit.err.strip()}")
         stem = f"refs/mas/rescue/{session.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         for n in range(1, 101):
             ref = stem if n == 1 else f"{stem}-{n}"

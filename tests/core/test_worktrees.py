@@ -271,6 +271,24 @@ async def test_purging_a_dirty_worktree_needs_force_and_rescues_changes(manager,
     assert "mas/w" in run_git("branch", "--list", cwd=repo)  # the branch is kept
 
 
+@pytest.mark.parametrize("how", ["orphan", "branch deleted"])
+async def test_a_worktree_with_no_commit_at_head_is_rescued(manager, make_repo, how):
+    """HEAD on a branch with no commit: the rescue read HEAD's tree and named an empty
+    parent, and the purge failed with 'fatal: not a valid object name' (QA)."""
+    repo = make_repo()
+    session = await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    ws = session["workspace"]
+    if how == "orphan":
+        run_git("checkout", "-q", "--orphan", "fresh", cwd=ws)
+    else:
+        run_git("update-ref", "-d", "refs/heads/mas/w", cwd=ws)
+    with open(os.path.join(ws, "result.txt"), "w") as fh:
+        fh.write("precious")
+    done = await manager.delete_session("w", purge=True, force=True)
+    assert not os.path.exists(ws)
+    assert run_git("show", f"{done['rescue_ref']}:result.txt", cwd=repo) == "precious"
+
+
 async def test_two_rescues_of_one_name_in_the_same_second_keep_both(
     manager, make_repo, monkeypatch
 ):
@@ -358,7 +376,7 @@ async def test_the_rescue_of_a_purge_finished_at_start_is_reported(make_manager,
     ]
     with open(os.path.join(ws, "notes.md"), "w") as fh:
         fh.write("findings")
-    manager.store.update_session(manager.get_session("w")["id"], row_state="purging")
+    manager.store.update_session(manager.get_session("w")["id"], row_state="purging-forced")
     await manager.shutdown()
     report = await make_manager().recover()
     [ref] = report["rescued"]
