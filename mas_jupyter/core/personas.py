@@ -257,7 +257,11 @@ def without_section(text: str) -> str | None:
     if after.startswith(nl):  # the section's own line end
         after = after[len(nl) :]
     if before.endswith(nl):  # the one the write put between the user's text and the section
-        before = before[: -len(nl)]
+        trimmed = before[: -len(nl)]
+        # Kept when text was added after the section and the user's last line has no line
+        # end of its own: the two lines would become one.
+        if not after or not trimmed or trimmed.endswith("\n"):
+            before = trimmed
     return before + after
 
 

@@ -266,7 +266,7 @@ class Supervisor:
                 persona = self.personas()[record.persona]
                 context = {
                     "session": session.name,
-                    "task": session.task or "",
+                    "task": session.task or "(none set)",
                     "workspace": session.workspace,
                     "worker": record.name,
                 }

@@ -165,7 +165,7 @@ class Workspaces:
         """An existing directory inside the allowed roots, for a `dir` session."""
         real = validate.contained_path(path, self.allowed_roots, "path")
         if not os.path.isdir(real):
-            raise InvalidError(f"path {path!r} is not an existing directory")
+            raise InvalidError(f"path {path!r} is not an existing directory", field="path")
         if validate.inside(real, self.state_dir):  # the database, transcripts, tmux socket
             raise ForbiddenError(
                 f"path {path!r} is in the engine's own state folder {self.state_dir}; "
@@ -230,7 +230,7 @@ class Workspaces:
         """
         path = validate.contained_path(repo, self.allowed_roots, "repo")
         if not os.path.isdir(path):
-            raise InvalidError(f"repo {repo!r} is not an existing directory")
+            raise InvalidError(f"repo {repo!r} is not an existing directory", field="repo")
         top = path
         while not os.path.lexists(os.path.join(top, ".git")):
             if _is_bare(top):  # `git worktree add` works from a bare repository too
@@ -238,7 +238,7 @@ class Workspaces:
                 return top
             parent = os.path.dirname(top)
             if parent == top:
-                raise InvalidError(f"repo {repo!r} is not a git repository")
+                raise InvalidError(f"repo {repo!r} is not a git repository", field="repo")
             top = parent
         # Each path is checked before anything in it is read: the `.git` found may be above
         # the roots, and a linked worktree's git directory and repository anywhere.
@@ -285,7 +285,7 @@ class Workspaces:
         # Only on failure: ask git what was wrong, in words the user can act on.
         repo, branch = session.repo or "", session.branch or ""
         if not (await git("rev-parse", "--git-dir", cwd=repo)).ok:
-            raise InvalidError(f"repo {repo!r} is not a git repository ({err})")
+            raise InvalidError(f"repo {repo!r} is not a git repository ({err})", field="repo")
         rev = ("--verify", "--quiet", "--end-of-options", f"{session.base}^{{commit}}")
         if not (await git("rev-parse", *rev, cwd=repo)).ok:
             if not (await git("rev-parse", "--verify", "--quiet", "HEAD", cwd=repo)).ok:

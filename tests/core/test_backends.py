@@ -398,6 +398,23 @@ def test_write_instructions_creates_the_file(tmp_path):
     assert 'session "s1"' in text and "{session}" not in text
 
 
+def test_lines_added_after_a_section_stay_lines_of_their_own(tmp_path):
+    """The user's last line had no line end; the write put one before the section, and an
+    agent appended a line after it: taking the section out joined the two lines (QA)."""
+    codex = builtins()["codex"]
+    personas = load_personas(None)
+    (tmp_path / "AGENTS.md").write_text("Rule two")
+    write_instructions(str(tmp_path), codex, personas["qa"], CONTEXT)
+    with open(tmp_path / "AGENTS.md", "a") as fh:
+        fh.write("Agent-added rule three\n")
+    remove_instructions(str(tmp_path), "AGENTS.md")
+    assert (tmp_path / "AGENTS.md").read_text() == "Rule two\nAgent-added rule three\n"
+    (tmp_path / "AGENTS.md").write_text("Rule two")  # nothing after it: byte for byte
+    write_instructions(str(tmp_path), codex, personas["qa"], CONTEXT)
+    remove_instructions(str(tmp_path), "AGENTS.md")
+    assert (tmp_path / "AGENTS.md").read_text() == "Rule two"
+
+
 def test_write_instructions_keeps_user_content_and_is_idempotent(tmp_path):
     codex = builtins()["codex"]
     personas = load_personas(None)

@@ -128,6 +128,7 @@ async def test_deleting_a_dir_session_takes_its_persona_out_of_the_users_file(
         {"kind": "dir", "path": "project", "name": "d", "workers": [worker]}
     )
     assert "Your role: product manager" in (shared / "BOT.md").read_text()
+    assert "Current task: (none set)." in (shared / "BOT.md").read_text()  # was "task: ."
     await manager.create_worker("d", {"name": "bot2", "backend": "bot", "persona": "qa"})
     await manager.delete_worker("d", "bot2")  # not the section's worker: the section stays
     assert "Your role: product manager" in (shared / "BOT.md").read_text()

@@ -169,8 +169,12 @@ async def test_repo_outside_the_allowed_roots_is_refused(make_manager, make_repo
 
 async def test_not_a_repository(manager, root):
     (root / "plain").mkdir()
-    with pytest.raises(InvalidError, match="not a git repository"):
+    with pytest.raises(InvalidError, match="not a git repository") as refused:
         await manager.create_session({"kind": "worktree", "repo": "plain"})
+    assert refused.value.details["field"] == "repo"  # the field to change, as REST says
+    with pytest.raises(InvalidError, match="not an existing directory") as refused:
+        await manager.create_session({"kind": "worktree", "repo": "nowhere"})
+    assert refused.value.details["field"] == "repo"
 
 
 async def test_refusals_name_what_to_change(manager, make_repo, root):
