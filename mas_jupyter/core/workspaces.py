@@ -40,6 +40,19 @@ DISPOSABLE = frozenset(
     }
 )  # fmt: skip
 DISPOSABLE_SUFFIXES = (".pyc", ".pyo", ".egg-info")
+# The same as git pathspecs, left out of a rescue commit.
+_NOT_RESCUED = [
+    f":(exclude,glob)**/{pattern}{inside}"
+    for pattern in [*sorted(DISPOSABLE), *(f"*{suffix}" for suffix in DISPOSABLE_SUFFIXES)]
+    for inside in ("", "/**")
+]
+
+
+def _disposable(path: str) -> bool:
+    """Whether a path is a cache that tools make again (`__pycache__/x.pyc`, a notebook's
+    `.ipynb_checkpoints/`), which no stop or purge waits for and no rescue keeps."""
+    parts = path.rstrip("/").split("/")
+    return not DISPOSABLE.isdisjoint(parts) or any(p.endswith(DISPOSABLE_SUFFIXES) for p in parts)
 
 
 def _in_worktree(session: Session) -> dict[str, str]:
@@ -324,6 +337,9 @@ class Workspaces:
                 f"changes ({why}); it is kept as it is"
             )
         lines = [line for line in res.out.splitlines() if line.strip()]
+        # Untracked caches (JupyterLab's `.ipynb_checkpoints/` the moment a notebook opens,
+        # `__pycache__/`) are no work to save, ignored by the repository or not.
+        lines = [ln for ln in lines if not (ln.startswith("?? ") and _disposable(ln[3:]))]
         lines = [line for line in lines if not await self._persona_only(session, line)]
         return lines + await self._unreferenced_head(session)
 
@@ -377,7 +393,7 @@ class Workspaces:
             parent = ["-p", head.out.strip()] if head.ok else []
             if head.ok:
                 await git("read-tree", "HEAD", cwd=ws, env=env)
-            add = await git("add", "--all", "--", ".", cwd=ws, env=env)
+            add = await git("add", "--all", "--", ".", *_NOT_RESCUED, cwd=ws, env=env)
             tree = await git("write-tree", cwd=ws, env=env)
             if not (add.ok and tree.ok):
                 why = (add.err or tree.err).strip()
@@ -525,10 +541,10 @@ class Workspaces:
             path = entry[3:]
             if not entry.startswith("!! ") or path.startswith(f"{META_DIR}/"):
                 continue
-            parts = path.rstrip("/").split("/")
-            if not DISPOSABLE.isdisjoint(parts) or parts[-1].endswith(DISPOSABLE_SUFFIXES):
+            if _disposable(path):
                 continue
-            if len(parts) == 1 and _only_a_persona(os.path.join(session.workspace, path)):
+            at_top = "/" not in path.rstrip("/")
+            if at_top and _only_a_persona(os.path.join(session.workspace, path)):
                 continue
             found.append(path)
         return found

@@ -293,6 +293,33 @@ async def test_a_worktree_with_no_commit_at_head_is_rescued(manager, make_repo, 
     assert run_git("show", f"{done['rescue_ref']}:result.txt", cwd=repo) == "precious"
 
 
+async def test_untracked_caches_block_nothing_and_are_not_rescued(manager, make_repo):
+    """JupyterLab writes `.ipynb_checkpoints/` the moment a notebook opens: in a repository
+    that does not ignore it, a stop was refused for '2 uncommitted change(s)' and a forced
+    purge committed the caches to the rescue ref (QA)."""
+    repo = make_repo()
+    session = await manager.create_session({"kind": "worktree", "name": "w", "repo": repo})
+    ws = session["workspace"]
+    for path in (".ipynb_checkpoints/eda-checkpoint.ipynb", "src/__pycache__/m.cpython-311.pyc",
+                 "pkg.egg-info/PKG-INFO", "old.pyc"):  # fmt: skip
+        os.makedirs(os.path.dirname(os.path.join(ws, path)) or ws, exist_ok=True)
+        with open(os.path.join(ws, path), "w") as fh:
+            fh.write("made again by a tool")
+    await manager.stop_session("w")  # not refused
+    done = await manager.delete_session("w", purge=True)  # no force needed
+    assert done["rescue_ref"] is None and not os.path.exists(ws)
+    # With work beside them, the rescue keeps the work and leaves the caches out.
+    session = await manager.create_session({"kind": "worktree", "name": "w2", "repo": repo})
+    ws = session["workspace"]
+    os.makedirs(os.path.join(ws, ".ipynb_checkpoints"))
+    for path in (".ipynb_checkpoints/eda-checkpoint.ipynb", "eda.ipynb"):
+        with open(os.path.join(ws, path), "w") as fh:
+            fh.write("{}")
+    done = await manager.delete_session("w2", purge=True, force=True)
+    files = run_git("ls-tree", "-r", "--name-only", done["rescue_ref"], cwd=repo).split()
+    assert "eda.ipynb" in files and not any("checkpoint" in f for f in files), files
+
+
 async def test_two_rescues_of_one_name_in_the_same_second_keep_both(
     manager, make_repo, monkeypatch
 ):
