@@ -210,6 +210,7 @@ class MASManager(WorkerOperations, LoggingConfigurable):
         """Finish or undo what a crash left half-done, and reconcile worker processes."""
         self.start()
         report: dict = {"finished": 0, "undone": 0, "deleted": 0, "kept": 0, "rescued": []}
+        self.workspaces.clear_rescue_indexes()
         if self.store.created:  # a new database: take back the sessions the workspaces hold
             report["reindexed"] = len((await self.reindex())["added"])
             self.store.created = False

@@ -40,6 +40,7 @@ DISPOSABLE = frozenset(
     }
 )  # fmt: skip
 DISPOSABLE_SUFFIXES = (".pyc", ".pyo", ".egg-info")
+RESCUE_INDEX_PREFIX = "rescue-index-"  # a rescue's temporary git index, in the state folder
 # The same as git pathspecs, left out of a rescue commit.
 _NOT_RESCUED = [
     f":(exclude,glob)**/{pattern}{inside}"
@@ -385,7 +386,7 @@ class Workspaces:
         if not await self.changes(session):
             return None
         ws, where = session.workspace, _in_worktree(session)  # every call: this worktree's
-        with tempfile.TemporaryDirectory(dir=self.state_dir) as tmp:
+        with tempfile.TemporaryDirectory(dir=self.state_dir, prefix=RESCUE_INDEX_PREFIX) as tmp:
             env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), **where}
             head = await git("rev-parse", "--verify", "--quiet", "HEAD", cwd=ws, env=where)
             # HEAD on a branch with no commit (`git checkout --orphan`, or its branch deleted
@@ -733,6 +734,14 @@ class Workspaces:
     def clear_staging(self, session_id: str) -> None:
         """Remove a half-filled quick workspace left by a crash."""
         shutil.rmtree(os.path.join(self.staging_dir, session_id), ignore_errors=True)
+
+    def clear_rescue_indexes(self) -> None:
+        """Remove the temporary git indexes of rescues a crash cut short (at start, when no
+        rescue runs: the engine holds the root's lock)."""
+        with os.scandir(self.state_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(RESCUE_INDEX_PREFIX) and entry.is_dir():
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _copy_template(src: str, dst: str, top: bool = True) -> None:

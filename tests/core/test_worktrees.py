@@ -397,7 +397,9 @@ async def test_a_purge_left_unfinished_that_fails_does_not_stop_recovery(
     assert os.path.isdir(broken["workspace"])
 
 
-async def test_the_rescue_of_a_purge_finished_at_start_is_reported(make_manager, make_repo, caplog):
+async def test_the_rescue_of_a_purge_finished_at_start_is_reported(
+    make_manager, make_repo, caplog, root
+):
     """A forced purge that a crash interrupted is finished by the next start, which saved the
     changes on a rescue ref and said so nowhere: the session is gone, so the log must."""
     repo = make_repo()
@@ -409,7 +411,11 @@ async def test_the_rescue_of_a_purge_finished_at_start_is_reported(make_manager,
         fh.write("findings")
     manager.store.update_session(manager.get_session("w")["id"], row_state="purging-forced")
     await manager.shutdown()
+    leftover = root / "mas-sessions" / ".mas" / "rescue-index-k9x"  # a rescue's, cut short
+    leftover.mkdir()
+    (leftover / "index").write_bytes(b"DIRC")
     report = await make_manager().recover()
+    assert not leftover.exists()
     [ref] = report["rescued"]
     assert run_git("show", f"{ref}:notes.md", cwd=repo) == "findings"
     assert f"changes are on {ref} in {repo}" in caplog.text
