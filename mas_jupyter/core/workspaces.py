@@ -318,7 +318,25 @@ class Workspaces:
                 f"branch {branch!r} already exists in {repo}; choose another with 'branch'",
                 field="branch",
             )
-        raise ConflictError(f"git worktree add failed: {err}")
+        # `mas/x` cannot be made while a branch `mas` exists, nor `a` while `a/b` does.
+        parts = branch.split("/")
+        for n in range(1, len(parts)):
+            clash = "/".join(parts[:n])
+            ref = f"refs/heads/{clash}"
+            if (await git("show-ref", "--verify", "--quiet", ref, cwd=repo)).ok:
+                raise ConflictError(
+                    f"branch {branch!r} cannot be made in {repo}: a branch {clash!r} exists, "
+                    "and git cannot hold both; choose another with 'branch'",
+                    field="branch",
+                )
+        below = await git("for-each-ref", "--count=1", f"refs/heads/{branch}/", cwd=repo)
+        if below.ok and below.out.strip():
+            raise ConflictError(
+                f"branch {branch!r} cannot be made in {repo}: branches under {branch + '/'!r} "
+                "exist, and git cannot hold both; choose another with 'branch'",
+                field="branch",
+            )
+        raise ConflictError(f"git worktree add failed: {err.strip()}")
 
     async def changes(self, session: Session) -> list[str]:
         """Uncommitted and untracked changes in a worktree workspace (porcelain lines).

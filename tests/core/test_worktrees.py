@@ -189,6 +189,16 @@ async def test_refusals_name_what_to_change(manager, make_repo, root):
     with pytest.raises(InvalidError, match="name one with 'base'") as base:
         await manager.create_session({"kind": "worktree", "repo": repo, "base": "v9"})
     assert base.value.details["field"] == "base"
+    # A branch named `mas` holds the place of every `mas/<name>`: git's own words came back,
+    # with no field ('cannot lock ref ...'; QA).
+    repo = make_repo("with-mas")
+    run_git("branch", "mas", cwd=repo)
+    with pytest.raises(ConflictError, match="a branch 'mas' exists") as taken:
+        await manager.create_session({"kind": "worktree", "name": "w2", "repo": repo})
+    assert taken.value.details["field"] == "branch"
+    run_git("branch", "data/v1", cwd=repo)
+    with pytest.raises(ConflictError, match="branches under 'data/' exist"):
+        await manager.create_session({"kind": "worktree", "repo": repo, "branch": "data"})
     (root / "empty").mkdir()
     run_git("init", "-q", cwd=str(root / "empty"))
     with pytest.raises(InvalidError, match="has no commits yet, .*make a first commit"):
