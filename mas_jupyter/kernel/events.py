@@ -109,7 +109,9 @@ class Feed:
             if run.stopping:  # ended before it started: `_end` ran already and found nothing
                 self._end(run)
                 return
-            run.connected.set()
+            with run.changed:  # `add` waits on this condition, not on the event
+                run.connected.set()
+                run.changed.notify_all()
             self._dispatch(run, CONNECTED)
             return
         attempt = 0

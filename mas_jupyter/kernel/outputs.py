@@ -47,12 +47,14 @@ class Reply(Record):
         return "the agent exited"
 
     def _status(self) -> str:
+        # Ended first: a waited message cut off before its turn has no text either, and was
+        # never typed ("sent; not waiting" said it went through).
+        if self.ended:
+            return self._ended()
         if self.text is None and not self.data.get("timed_out"):
             return "sent; not waiting for the reply"
         if self.data.get("timed_out"):
             return "timed out waiting; the agent is still working"
-        if self.ended:
-            return self._ended()
         if self.data.get("activity") == "waiting":
             return "the agent is waiting for an answer"
         return ""

@@ -177,6 +177,9 @@ def _reply(**fields) -> Reply:
 def test_a_reply_says_why_the_agent_ended_before_it_replied(reason, code, words):
     reply = _reply(exit_code=code, exit_reason=reason, reply="half an answer")
     assert repr(reply) == f"[{words}]\nhalf an answer"
+    # Cut off while it waited its turn: never typed, no text; it read "[sent; not waiting
+    # for the reply]" (QA).
+    assert repr(_reply(exit_code=code, exit_reason=reason, reply=None)) == f"[{words}]\n"
     shown = reply._repr_html_()
     assert shown == f"<div><b>lead</b> — <i>{words}</i></div>\n<p>half an answer</p>\n"
     assert reply.ended is True

@@ -637,3 +637,27 @@ def test_a_subscription_that_could_not_connect_leaves_nothing_behind(monkeypatch
     finally:
         gone.close()
         loop.stop()
+
+
+def test_subscribing_to_an_in_process_engine_does_not_wait_out_the_timeout(
+    any_client, monkeypatch
+):
+    """The in-process feed set `connected` without waking the subscriber, which then waited
+    the whole connection timeout: 15 s for `%mas new`, `SessionList()`, every `events()`
+    after the first (QA)."""
+    import threading
+
+    from mas_jupyter.kernel import events
+
+    monkeypatch.setattr(events, "CONNECT_TIMEOUT", 300.0)  # what a stall would wait
+    client, _ = any_client
+
+    def subscribe_thrice():
+        for _ in range(3):
+            with client.events(timeout=1):
+                pass
+
+    thread = threading.Thread(target=subscribe_thrice, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "a subscription waited for the connection timeout"
