@@ -639,9 +639,7 @@ def test_a_subscription_that_could_not_connect_leaves_nothing_behind(monkeypatch
         loop.stop()
 
 
-def test_subscribing_to_an_in_process_engine_does_not_wait_out_the_timeout(
-    any_client, monkeypatch
-):
+def test_subscribing_to_an_in_process_engine_does_not_wait_out_the_timeout(any_client, monkeypatch):
     """The in-process feed set `connected` without waking the subscriber, which then waited
     the whole connection timeout: 15 s for `%mas new`, `SessionList()`, every `events()`
     after the first (QA)."""
