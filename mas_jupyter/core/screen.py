@@ -61,6 +61,8 @@ _ANSI_RE = re.compile(
     r"|\x1b[ -/]*[0-~]"
     r"|\x1b"
 )
+# Cursor forward (CUF): the spaces it stands for, in plain text.
+_FORWARD_RE = re.compile(r"\x1b\[([0-9]*)C")
 # Control characters other than \t, \n, \r and \b, which strip_ansi interprets.
 _CONTROL_RE = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -386,6 +388,8 @@ def strip_ansi(text: str) -> str:
     text after its last carriage return; an empty last segment (text ending in \\r) keeps the
     segment before it.
     """
+    if "\x1b[" in text:  # tmux draws a tab, or a run of spaces, as a move to the right
+        text = _FORWARD_RE.sub(lambda m: " " * min(int(m[1] or 1), 1000), text)
     text = _ANSI_RE.sub("", text)
     text = _CONTROL_RE.sub("", text)
     text = text.replace("\r\n", "\n")

@@ -177,6 +177,12 @@ def test_strip_ansi_removes_sequences():
     assert strip_ansi(raw) == "green plain end"
 
 
+def test_strip_ansi_keeps_the_room_a_cursor_move_to_the_right_makes():
+    """tmux sends a tab as a move to the right: a tmux worker's reply lost its tabs, a table
+    read `col1col2c3` (QA)."""
+    assert strip_ansi("col1\x1b[4Ccol2\x1b[Cc3\r\n1\x1b[7C22") == "col1    col2 c3\n1       22"
+
+
 def test_strip_ansi_carriage_returns_and_newlines():
     assert strip_ansi("a\r\nb\r\n") == "a\nb\n"
     assert strip_ansi("⠋ working\r⠙ working\r\x1b[Kdone\r\nnext") == "done\nnext"
