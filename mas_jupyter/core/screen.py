@@ -29,6 +29,7 @@ import codecs
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import pyte
 
@@ -68,9 +69,11 @@ _CONTROL_RE = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class _SafeStream(pyte.Stream):
-    """A pyte stream that survives handler crashes on malformed input."""
+    """A pyte stream that survives handler crashes on malformed input, and knows scroll up
+    and down (SU, SD: `CSI n S`, `CSI n T`), which pyte ignores and tmux sends."""
 
     faults = 0
+    csi = {**pyte.Stream.csi, "S": "scroll_up", "T": "scroll_down"}
 
     def _send_to_parser(self, data: str) -> bool | None:
         try:
@@ -124,6 +127,24 @@ class _Emulator(pyte.Screen):
                 self.dirty.update(range(self.lines))
             modes = tuple(m for m in modes if m not in _ALT_MODES and m != 3)
         super().reset_mode(*modes, **kwargs)
+
+    def scroll_up(self, count: int | None = None, **kwargs: object) -> None:
+        """SU: the lines between the margins move up `count`, blank ones come in at the
+        bottom; the cursor stays (`CSI ? ... S` is another sequence: ignored)."""
+        if not kwargs.get("private"):
+            self._scroll(count or 1, self.delete_lines)
+
+    def scroll_down(self, count: int | None = None, **kwargs: object) -> None:
+        """SD: the lines between the margins move down, blank ones come in at the top."""
+        if not kwargs.get("private"):
+            self._scroll(count or 1, self.insert_lines)
+
+    def _scroll(self, count: int, move: Callable[[int], None]) -> None:
+        x, y = self.cursor.x, self.cursor.y
+        top = self.margins.top if self.margins else 0
+        self.cursor.y = top
+        move(min(count, self.lines))  # from the cursor's line to the bottom margin
+        self.cursor.x, self.cursor.y = x, y
 
     def resize(self, lines: int | None = None, columns: int | None = None) -> None:
         """Fewer lines drop the ones under the cursor first, then the top ones, the cursor's

@@ -317,3 +317,19 @@ def test_fewer_rows_in_the_alternate_screen_cut_the_main_one_the_same_way():
     screen.feed(b"\x1b[?1049l")
     assert screen.lines() == [f"line {n}" for n in range(4, 10)]
     assert screen.cursor()["y"] == 5
+
+
+def test_scroll_up_and_down_move_the_lines_and_leave_the_cursor():
+    """pyte ignores SU and SD (`CSI n S`, `CSI n T`), which tmux sends: a tmux worker's
+    screen showed old lines twice and missed the new ones (QA)."""
+    screen = Screen(20, 5)
+    screen.feed(b"l1\r\nl2\r\nl3\r\nl4\r\nl5")
+    screen.feed(b"\r\x1b[2S\x1b[Aone\r\ntwo")
+    assert screen.lines() == ["l3", "l4", "l5", "one", "two"]  # as xterm shows it
+    screen.feed(b"\x1b[T")
+    assert screen.lines() == ["", "l3", "l4", "l5", "one"]
+    assert screen.cursor()["y"] == 4
+    screen.feed(b"\x1b[2;4r\x1b[9S")  # within the margins only, and no more than they hold
+    assert screen.lines() == ["", "", "", "", "one"]
+    screen.feed(b"\x1b[?1;2S")  # XTSMGRAPHICS, not a scroll
+    assert screen.lines() == ["", "", "", "", "one"]
