@@ -413,6 +413,8 @@ class Workspaces:
             if head.ok:
                 await git("read-tree", "HEAD", cwd=ws, env=env)
             add = await git("add", "--all", "--", ".", *_NOT_RESCUED, cwd=ws, env=env)
+            if add.ok:  # changes to tracked files are kept wherever they are, caches or not
+                add = await git("add", "--update", "--", ".", cwd=ws, env=env)
             tree = await git("write-tree", cwd=ws, env=env)
             if not (add.ok and tree.ok):
                 why = (add.err or tree.err).strip()

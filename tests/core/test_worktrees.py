@@ -328,6 +328,17 @@ async def test_untracked_caches_block_nothing_and_are_not_rescued(manager, make_
     done = await manager.delete_session("w2", purge=True, force=True)
     files = run_git("ls-tree", "-r", "--name-only", done["rescue_ref"], cwd=repo).split()
     assert "eda.ipynb" in files and not any("checkpoint" in f for f in files), files
+    # A tracked file in such a folder is the user's: its change is rescued.
+    os.makedirs(os.path.join(repo, "venv"))
+    with open(os.path.join(repo, "venv", "pinned.txt"), "w") as fh:
+        fh.write("v1")
+    run_git("add", "venv/pinned.txt", cwd=repo)
+    run_git("commit", "-q", "-m", "a tracked file under venv/", cwd=repo)
+    session = await manager.create_session({"kind": "worktree", "name": "w3", "repo": repo})
+    with open(os.path.join(session["workspace"], "venv", "pinned.txt"), "w") as fh:
+        fh.write("v2")
+    done = await manager.delete_session("w3", purge=True, force=True)
+    assert run_git("show", f"{done['rescue_ref']}:venv/pinned.txt", cwd=repo) == "v2"
 
 
 async def test_two_rescues_of_one_name_in_the_same_second_keep_both(
