@@ -327,9 +327,9 @@ async def test_tmux_workers_the_rebuilt_database_does_not_know_are_ended(make_ma
     subprocess.run(["tmux", "-S", socket, "kill-session", "-t", f"={foreign}"], timeout=10)
 
 
-RESUMER = textwrap.dedent(
+OWNER_HEAD = textwrap.dedent(
     """
-    import asyncio, json, os, sys
+    import asyncio, json, os, re, sys
     from mas_jupyter.core.manager import MASManager
 
     async def main():
@@ -338,17 +338,27 @@ RESUMER = textwrap.dedent(
         m.start()
         await m.recover()
         await m.create_session({"kind": "quick", "name": "s"})
-        await m.create_worker("s", {"name": "tm", "kind": "terminal", "runtime": "tmux"})
-        if sys.argv[3] == "resume":
-            await m.pause_session("s")
-        os.environ["MAS_FAULT_POINT"] = "worker:process-started"
-        print("dying", flush=True)
-        if sys.argv[3] == "resume":
-            await m.resume_session("s")
-        else:
-            await m.restart_worker("s", "tm")
+    """
+)
 
-    asyncio.run(main())
+
+def owner_script(body: str) -> str:
+    """A script that owns a manager with a session `s`, then runs `body` in its main()."""
+    steps = textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
+    return f"{OWNER_HEAD}{steps}\n\nasyncio.run(main())\n"
+
+
+RESUMER = owner_script(
+    """
+    await m.create_worker("s", {"name": "tm", "kind": "terminal", "runtime": "tmux"})
+    if sys.argv[3] == "resume":
+        await m.pause_session("s")
+    os.environ["MAS_FAULT_POINT"] = "worker:process-started"
+    print("dying", flush=True)
+    if sys.argv[3] == "resume":
+        await m.resume_session("s")
+    else:
+        await m.restart_worker("s", "tm")
     """
 )
 
@@ -409,29 +419,18 @@ async def test_a_tmux_session_left_by_an_exited_worker_is_removed_by_recovery(ma
     assert made["tmux_session"] not in listed.stdout
 
 
-BACKGROUND = textwrap.dedent(
+BACKGROUND = owner_script(
     """
-    import asyncio, json, re, sys
-    from mas_jupyter.core.manager import MASManager
-
-    async def main():
-        m = MASManager(root_dir=sys.argv[1], tmux_socket=sys.argv[2],
-                       backends={"shell": {"argv": ["bash", "--norc", "--noprofile", "-i"]}})
-        m.start()
-        await m.recover()
-        await m.create_session({"kind": "quick", "name": "s"})
-        w = await m.create_worker("s", {"name": "sh", "kind": "terminal"})
-        m.write_input("s", "sh", "nohup sleep 600 >/dev/null 2>&1 & echo bg=$!\\r")
-        while not (found := re.search(r"bg=([0-9]+)\\r\\n", m.get_output("s", "sh")["data"])):
-            await asyncio.sleep(0.01)
-        bg = int(found[1])
-        # Until nohup has run sleep, the hang-up would end it too.
-        while open(f"/proc/{bg}/cmdline", "rb").read().split(b"\\0")[0] != b"sleep":
-            await asyncio.sleep(0.01)
-        print(json.dumps({"shell": w["pid"], "background": bg}), flush=True)
-        await asyncio.sleep(600)
-
-    asyncio.run(main())
+    w = await m.create_worker("s", {"name": "sh", "kind": "terminal"})
+    m.write_input("s", "sh", "nohup sleep 600 >/dev/null 2>&1 & echo bg=$!\\r")
+    while not (found := re.search(r"bg=([0-9]+)\\r\\n", m.get_output("s", "sh")["data"])):
+        await asyncio.sleep(0.01)
+    bg = int(found[1])
+    # Until nohup has run sleep, the hang-up would end it too.
+    while open(f"/proc/{bg}/cmdline", "rb").read().split(b"\\0")[0] != b"sleep":
+        await asyncio.sleep(0.01)
+    print(json.dumps({"shell": w["pid"], "background": bg}), flush=True)
+    await asyncio.sleep(600)
     """
 )
 

@@ -7,7 +7,7 @@ from typing import Any
 import ipywidgets
 
 from ..render import activity_html, esc
-from .cell import close_with_cell
+from .cell import follow_events
 
 
 class ActivityBadge(ipywidgets.HTML):
@@ -29,12 +29,7 @@ class ActivityBadge(ipywidgets.HTML):
         self.data = dict(record.data)
         self._show()
         self.subscription: Any = None
-        try:
-            self.subscription = client.subscribe(self._on_event, on_connect=self._reload)
-        except BaseException:  # the server cannot be reached: no half-made widget stays
-            self.close()
-            raise
-        close_with_cell(self)
+        self.subscription = follow_events(self, client, self._on_event, self._reload)
 
     @property
     def state(self) -> str:

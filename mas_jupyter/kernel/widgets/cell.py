@@ -52,3 +52,15 @@ def close_with_cell(widget: Any) -> None:
     for old in stale:
         if old is not None:
             old.close()
+
+
+def follow_events(widget: Any, client: Any, on_event: Any, on_connect: Any) -> Any:
+    """Subscribe a widget to the server's events and tie it to its cell; the subscription.
+    When the server cannot be reached the widget is closed first: no half-made widget stays."""
+    try:
+        subscription = client.subscribe(on_event, on_connect=on_connect)
+    except BaseException:
+        widget.close()
+        raise
+    close_with_cell(widget)
+    return subscription

@@ -15,7 +15,7 @@ import ipywidgets
 
 from ..errors import MASClientError
 from ..render import ACTIVITY_COLORS, activity_html, esc, status_html
-from .cell import close_with_cell
+from .cell import follow_events
 
 WAITING_BACKGROUND = "#fff3e0"
 
@@ -96,12 +96,7 @@ class SessionList(ipywidgets.VBox):
         self.updates = 0  # how many times the list was redrawn (tests wait on it)
         self.subscription: Any = None
         self.reload()
-        try:
-            self.subscription = client.subscribe(self._on_event, on_connect=self.reload)
-        except BaseException:  # the server cannot be reached: no half-made widget stays
-            self.close()
-            raise
-        close_with_cell(self)
+        self.subscription = follow_events(self, client, self._on_event, self.reload)
 
     # state
 
